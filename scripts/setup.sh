@@ -28,13 +28,15 @@ fi
 # headers (a custom kernel), point it at Debian's newest installed headers: bcc only needs
 # them for type definitions, and the BPF ABI is stable across these versions.
 kdir=/lib/modules/$(uname -r)
-if [ ! -e "$kdir/build/include/linux/kconfig.h" ]; then
-  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$hdr" ] || { say "no linux-headers-*-amd64 under /usr/src"; exit 1; }
-  say "kernel $(uname -r) has no headers; pointing $kdir/build and $kdir/source at $hdr"
+if [ ! -e "$kdir/source/include/linux/kconfig.h" ] || [ ! -e "$kdir/build/Makefile" ]; then
+  # Debian splits headers into an arch tree (build) and a common tree (source); copy the
+  # links of the newest installed Debian kernel rather than guessing its layout.
+  donor=$(ls -d /lib/modules/*-amd64 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$donor" ] && [ -e "$donor/build" ] || { say "no Debian kernel headers found under /lib/modules"; exit 1; }
+  say "kernel $(uname -r) has no headers; pointing $kdir/build and $kdir/source at those of $(basename "$donor")"
   mkdir -p "$kdir"
-  ln -sfn "$hdr" "$kdir/build"
-  ln -sfn "$hdr" "$kdir/source"
+  ln -sfn "$(readlink -f "$donor/build")" "$kdir/build"
+  ln -sfn "$(readlink -f "$donor/source")" "$kdir/source"
 fi
 
 # --- bpffs ------------------------------------------------------------------------------

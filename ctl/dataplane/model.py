@@ -1,0 +1,79 @@
+"""The desired data plane: what the control plane asks the kernel to do.
+
+This is the contract between translation (Gateway API objects in) and the map writer
+(BPF maps out). Values only, no I/O; every type is frozen and hashable so that two desired
+states can be compared and diffed.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Protocol(enum.IntEnum):
+    """IP protocol numbers, as the data path keys frontends by them."""
+
+    TCP = 6
+    UDP = 17
+
+
+class NatMode(enum.Enum):
+    SNAT = "snat"  # source becomes a gateway address and port; backends reply to it
+    DNAT = "dnat"  # client address preserved; backends must route replies via the gateway
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    address: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, order=True)
+class FrontendKey:
+    address: IPAddress
+    port: int
+    protocol: Protocol
+
+    def __str__(self) -> str:
+        return f"{Endpoint(self.address, self.port)}/{self.protocol.name}"
+
+
+@dataclass(frozen=True)
+class WeightedEndpoint:
+    endpoint: Endpoint
+    # Relative weight; 0 drains (no new flows, live ones continue). Fractions are allowed
+    # because a backendRef's weight is spread over the Service's endpoints.
+    weight: float
+
+
+@dataclass(frozen=True)
+class Service:
+    """One frontend and the backends that share its traffic."""
+
+    frontend: FrontendKey
+    backends: tuple[WeightedEndpoint, ...]
+    # Weight share of backendRefs that could not be resolved. Per the Gateway API spec it
+    # is not dropped silently: new TCP connections to it are refused with a RST, UDP
+    # datagrams are dropped and counted.
+    reject_weight: float = 0.0
+    nat: NatMode = NatMode.SNAT
+    # Source address for SNAT; required when nat is SNAT, of the frontend's family.
+    snat_address: IPAddress | None = None
+    # Who asked for this frontend (e.g. "TCPRoute default/db"), for gwctl and metrics.
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    services: tuple[Service, ...] = field(default_factory=tuple)
+
+    def by_frontend(self) -> dict[FrontendKey, Service]:
+        return {s.frontend: s for s in self.services}
