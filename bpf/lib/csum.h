@@ -1,0 +1,34 @@
+/* Checksum arithmetic on stack buffers (the packet-side updates live in ctx.h). */
+#ifndef XG_CSUM_H
+#define XG_CSUM_H
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* Running sum of `len` bytes (a multiple of 4) added to `seed`. */
+static __always_inline __u32 csum_add_bytes(void *buf, __u32 len, __u32 seed)
+{
+	return bpf_csum_diff(NULL, 0, buf, len, seed);
+}
+
+/* Difference from old to new (len a multiple of 4), chained onto `seed`. */
+static __always_inline __u32 csum_delta(void *old, void *new, __u32 len, __u32 seed)
+{
+	return bpf_csum_diff(old, len, new, len, seed);
+}
+
+/* Applies a delta to a checksum value held on the stack (RFC 1624). */
+static __always_inline __u16 csum_apply_value(__u16 check, __u32 delta)
+{
+	__u32 sum = (__u16)~check;
+
+	sum += delta & 0xffff;
+	sum += delta >> 16;
+	return csum_fold(sum);
+}
+
+#endif

@@ -1,0 +1,40 @@
+/* Every map, pinned under PIN_DIR so that gwctl reads them and a restarted or
+ * upgraded agent keeps live flows. Names carry the layout version. */
+#ifndef XG_MAPS_H
+#define XG_MAPS_H
+
+/* (address, port, protocol) -> service. */
+BPF_TABLE_PINNED("hash", struct frontend_key, struct frontend, frontends, MAX_SERVICES,
+		 PIN_DIR "/frontends_v1");
+
+/* Frontend addresses (value: number of frontends on it), see struct vip_key. */
+BPF_TABLE_PINNED("hash", struct vip_key, __u32, vips, MAX_SERVICES, PIN_DIR "/vips_v1");
+
+/* backend id -> address and port. */
+BPF_TABLE_PINNED("hash", __u32, struct backend, backends, MAX_BACKENDS,
+		 PIN_DIR "/backends_v1");
+
+/* service id -> that service's Maglev table (an array of backend ids). Swapping the
+ * inner map is one update, so no packet ever sees a half-written table. */
+BPF_ARRAY(maglev_inner, __u32, MAGLEV_SIZE);
+BPF_TABLE_PINNED("hash_of_maps$maglev_inner", __u32, int, maglev_outer, MAX_SERVICES,
+		 PIN_DIR "/maglev_v1");
+
+/* Conntrack, forward (client -> frontend) and reverse (backend -> NAT address). */
+BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_fwd, CT_SIZE,
+		 PIN_DIR "/ct_fwd_v1");
+BPF_TABLE_PINNED("lru_hash", struct ct_key, struct nat_entry, ct_rev, CT_SIZE,
+		 PIN_DIR "/ct_rev_v1");
+
+BPF_TABLE_PINNED("array", __u32, struct config, config, 1, PIN_DIR "/config_v1");
+
+/* Counters: per service id, per backend id, per enum reason, per hook x verdict. */
+BPF_TABLE_PINNED("percpu_array", __u32, struct flow_stats, svc_stats, MAX_SERVICES,
+		 PIN_DIR "/svc_stats_v1");
+BPF_TABLE_PINNED("percpu_array", __u32, struct flow_stats, be_stats, MAX_BACKENDS,
+		 PIN_DIR "/be_stats_v1");
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, reasons, REASON_MAX, PIN_DIR "/reasons_v1");
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, verdicts, HOOK_MAX * V_MAX,
+		 PIN_DIR "/verdicts_v1");
+
+#endif

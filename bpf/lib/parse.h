@@ -1,0 +1,142 @@
+/* Packet parsing into a stack copy of the headers we need. Every read is a bounded
+ * load, so a short or lying packet yields an error code, never a wild read. */
+#ifndef XG_PARSE_H
+#define XG_PARSE_H
+
+#define ETH_HDR_LEN 14
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+#define IP_MF     0x2000
+#define IP_OFFSET 0x1fff
+
+enum parse_result {
+	PARSE_OK = 0,     /* TCP, UDP or an ICMP error: p is filled in */
+	PARSE_NOT_OURS,   /* not IP, or an L4 we never handle: pass quietly */
+	PARSE_MALFORMED,  /* bad or truncated; p->have_daddr says if daddr was read */
+	PARSE_FRAGMENT,   /* IP fragment; daddr is known */
+	PARSE_V6_EXT,     /* IPv6 extension header before L4; daddr is known */
+};
+
+struct pkt {
+	struct ct_key tuple;  /* as received */
+	__u32 l3_off;
+	__u32 l4_off;
+	__u32 l3_len;         /* IP packet length, header included */
+	__be32 tcp_seq;
+	__u8 tcp_flags;
+	__u8 tcp_hdr_len;     /* bytes */
+	__u8 ttl;             /* TTL or hop limit */
+	__u8 icmp_error;      /* an ICMP(v6) error: the tuple's ports are unset */
+	__u8 have_daddr;
+	__u8 pad[3];
+};
+
+static __always_inline int parse_l4(CTX *ctx, struct pkt *p)
+{
+	__u32 l4_len = p->l3_len - (p->l4_off - p->l3_off);
+
+	if (p->tuple.proto == IPPROTO_TCP) {
+		struct tcphdr th;
+
+		if (l4_len < sizeof(th) || ctx_load(ctx, p->l4_off, &th, sizeof(th)) < 0)
+			return PARSE_MALFORMED;
+		p->tcp_hdr_len = th.doff * 4;
+		if (p->tcp_hdr_len < sizeof(th) || p->tcp_hdr_len > l4_len)
+			return PARSE_MALFORMED;
+		p->tuple.sport = th.source;
+		p->tuple.dport = th.dest;
+		p->tcp_seq = th.seq;
+		p->tcp_flags = ((__u8 *)&th)[13];
+		return PARSE_OK;
+	}
+	if (p->tuple.proto == IPPROTO_UDP) {
+		struct udphdr uh;
+
+		if (l4_len < sizeof(uh) || ctx_load(ctx, p->l4_off, &uh, sizeof(uh)) < 0)
+			return PARSE_MALFORMED;
+		p->tuple.sport = uh.source;
+		p->tuple.dport = uh.dest;
+		return PARSE_OK;
+	}
+	if (p->tuple.proto == IPPROTO_ICMP || p->tuple.proto == IPPROTO_ICMPV6) {
+		__u8 type;
+
+		if (l4_len < 8 || ctx_load(ctx, p->l4_off, &type, 1) < 0)
+			return PARSE_MALFORMED;
+		if (p->tuple.proto == IPPROTO_ICMP)
+			p->icmp_error = type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED ||
+					type == ICMP_PARAMETERPROB;
+		else
+			p->icmp_error = type >= ICMPV6_DEST_UNREACH && type <= ICMPV6_PARAMPROB;
+		return p->icmp_error ? PARSE_OK : PARSE_NOT_OURS;
+	}
+	return PARSE_NOT_OURS;
+}
+
+static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p)
+{
+	struct iphdr ip;
+	__u32 hdr_len;
+
+	if (ctx_load(ctx, p->l3_off, &ip, sizeof(ip)) < 0)
+		return PARSE_MALFORMED;
+	p->tuple.family = FAMILY_V4;
+	p->tuple.daddr.w[0] = ip.daddr;
+	p->have_daddr = 1;
+	hdr_len = ip.ihl * 4;
+	p->l3_len = bpf_ntohs(ip.tot_len);
+	if (ip.version != 4 || hdr_len < sizeof(ip) || p->l3_len < hdr_len ||
+	    p->l3_off + p->l3_len > ctx_len(ctx))
+		return PARSE_MALFORMED;
+	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return PARSE_FRAGMENT;
+	p->tuple.saddr.w[0] = ip.saddr;
+	p->tuple.proto = ip.protocol;
+	p->ttl = ip.ttl;
+	p->l4_off = p->l3_off + hdr_len;
+	return parse_l4(ctx, p);
+}
+
+static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p)
+{
+	struct ipv6hdr ip6;
+
+	if (ctx_load(ctx, p->l3_off, &ip6, sizeof(ip6)) < 0)
+		return PARSE_MALFORMED;
+	p->tuple.family = FAMILY_V6;
+	__builtin_memcpy(&p->tuple.daddr, &ip6.daddr, 16);
+	p->have_daddr = 1;
+	p->l3_len = sizeof(ip6) + bpf_ntohs(ip6.payload_len);
+	if (ip6.version != 6 || p->l3_off + p->l3_len > ctx_len(ctx))
+		return PARSE_MALFORMED;
+	if (ip6.nexthdr == IPPROTO_FRAGMENT)
+		return PARSE_FRAGMENT;
+	/* Walking extension headers is not worth its verifier cost for an L4 balancer:
+	 * clients do not send them on TCP/UDP in practice. */
+	if (ip6.nexthdr == IPPROTO_HOPOPTS || ip6.nexthdr == IPPROTO_ROUTING ||
+	    ip6.nexthdr == IPPROTO_DSTOPTS)
+		return PARSE_V6_EXT;
+	__builtin_memcpy(&p->tuple.saddr, &ip6.saddr, 16);
+	p->tuple.proto = ip6.nexthdr;
+	p->ttl = ip6.hop_limit;
+	p->l4_off = p->l3_off + sizeof(ip6);
+	return parse_l4(ctx, p);
+}
+
+static __always_inline int parse_packet(CTX *ctx, struct pkt *p)
+{
+	__be16 proto;
+
+	p->l3_off = ETH_HDR_LEN;
+	if (ctx_load(ctx, 12, &proto, sizeof(proto)) < 0)
+		return PARSE_NOT_OURS;
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(ctx, p);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(ctx, p);
+	return PARSE_NOT_OURS;
+}
+
+#endif

@@ -1,0 +1,99 @@
+/* Structs shared with Python (ctl/dataplane/abi.py), checked there against the
+ * layout the compiler produced. Fixed width, every pad byte written out. Addresses and
+ * ports are in network byte order unless a field says otherwise. A layout change gets
+ * a new map name suffix (_v2) instead of changing a pinned map in place. */
+#ifndef XG_STRUCTS_H
+#define XG_STRUCTS_H
+
+/* An IPv4 address uses w[0]; w[1..3] are zero. */
+union addr {
+	__be32 w[4];
+	__u8 b[16];
+};
+
+struct frontend_key {
+	union addr addr;
+	__be16 port;
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family; /* FAMILY_V4 or FAMILY_V6 */
+};
+
+struct frontend {
+	__u32 id;       /* service id: svc_stats index, maglev_outer key */
+	__u8 nat_mode;  /* enum nat_mode */
+	__u8 pad[3];
+	union addr snat_addr; /* source for NAT_SNAT, of the frontend's family */
+};
+
+struct backend {
+	union addr addr;
+	__be16 port;
+	__u8 family;
+	__u8 pad;
+};
+
+/* Key of both conntrack maps: a packet's tuple as it arrives at the gateway. */
+struct ct_key {
+	union addr saddr;
+	union addr daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+/* ct_fwd value, keyed by client -> frontend. */
+struct ct_entry {
+	__u64 last_seen;      /* bpf_ktime_get_ns() of the last packet */
+	__u32 backend_id;
+	__u32 service_id;
+	union addr nat_addr;  /* source the backend sees: snat_addr, or the client (dnat) */
+	__be16 nat_port;      /* source port the backend sees */
+	__u8 state;           /* CT_* bits */
+	__u8 pad[5];
+};
+
+/* ct_rev value, keyed by backend -> nat_addr:nat_port (what a reply looks like). */
+struct nat_entry {
+	__u64 last_seen;
+	union addr client_addr;
+	union addr frontend_addr;
+	__be16 client_port;
+	__be16 frontend_port;
+	__u32 service_id;
+	__u32 backend_id;
+	__u8 state;
+	__u8 pad[3];
+};
+
+/* Runtime options, written by the agent (array of one). */
+struct config {
+	__u32 hash_seed;          /* shared by every node, so all pick the same backend */
+	__u16 snat_port_min;      /* host byte order */
+	__u16 snat_port_max;      /* host byte order, inclusive */
+	__u32 tcp_syn_timeout;    /* seconds, until the backend has answered */
+	__u32 tcp_est_timeout;    /* seconds */
+	__u32 tcp_close_timeout;  /* seconds, after RST or FIN both ways */
+	__u32 udp_timeout;        /* seconds */
+};
+
+/* Per-CPU counters of a service (frontend) or a backend. */
+struct flow_stats {
+	__u64 packets_in;   /* client -> backend */
+	__u64 bytes_in;
+	__u64 packets_out;  /* backend -> client */
+	__u64 bytes_out;
+	__u64 new_flows;
+	__u64 rejected;     /* flows answered with RST or datagrams dropped (invalid share) */
+};
+
+/* Key of the vips map: a frontend address, to recognise our traffic even when its
+ * ports cannot be read (fragments, truncated headers). */
+struct vip_key {
+	union addr addr;
+	__u8 family;
+	__u8 pad[3];
+};
+
+#endif
