@@ -1,0 +1,174 @@
+"""Python mirrors of the structs and enums in bpf/lib/{consts,structs}.h.
+
+Field names are the C names, so tests/packet/test_abi.py can check every size and
+offset against the layout the compiler produced for the loaded program. Addresses and
+ports are stored in network byte order, as in C; the helpers below convert.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import ipaddress
+import socket
+
+from .model import IPAddress
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+FAMILY_V4 = 4
+FAMILY_V6 = 6
+BACKEND_REJECT = 0
+
+
+class Reason(enum.IntEnum):
+    """enum reason: why a packet was dropped or handed to the kernel."""
+
+    NONE = 0
+    DROP_MALFORMED = 1
+    DROP_FRAGMENT = 2
+    DROP_NO_TABLE = 3
+    DROP_NO_BACKEND = 4
+    DROP_REJECT = 5
+    DROP_SNAT_EXHAUSTED = 6
+    DROP_NO_ROUTE = 7
+    DROP_FAMILY = 8
+    DROP_WRITE = 9
+    PASS_MALFORMED = 10
+    PASS_FRAGMENT = 11
+    PASS_NO_NEIGH = 12
+    PASS_FIB = 13
+    PASS_TTL = 14
+    PASS_IPV6_EXT = 15
+
+    @property
+    def is_drop(self) -> bool:
+        return self.name.startswith("DROP_")
+
+
+REASON_MAX = len(Reason)
+
+
+class Hook(enum.IntEnum):
+    XDP = 0
+    TC_INGRESS = 1
+    TC_EGRESS = 2
+
+
+class Verdict(enum.IntEnum):
+    PASS = 0
+    DROP = 1
+    TX = 2
+    REDIRECT = 3
+
+
+class NatModeC(enum.IntEnum):
+    SNAT = 0
+    DNAT = 1
+
+
+class CtState(enum.IntFlag):
+    SEEN_REPLY = 0x01
+    FIN_FWD = 0x02
+    FIN_REV = 0x04
+    RST = 0x08
+
+
+class Addr(ctypes.Union):
+    _fields_ = [("w", u32 * 4), ("b", u8 * 16)]
+
+
+class FrontendKey(ctypes.Structure):
+    _fields_ = [("addr", Addr), ("port", u16), ("proto", u8), ("family", u8)]
+
+
+class Frontend(ctypes.Structure):
+    _fields_ = [("id", u32), ("nat_mode", u8), ("pad", u8 * 3), ("snat_addr", Addr)]
+
+
+class Backend(ctypes.Structure):
+    _fields_ = [("addr", Addr), ("port", u16), ("family", u8), ("pad", u8)]
+
+
+class CtKey(ctypes.Structure):
+    _fields_ = [
+        ("saddr", Addr), ("daddr", Addr), ("sport", u16), ("dport", u16),
+        ("proto", u8), ("family", u8), ("pad", u8 * 2),
+    ]
+
+
+class CtEntry(ctypes.Structure):
+    _fields_ = [
+        ("last_seen", u64), ("backend_id", u32), ("service_id", u32), ("nat_addr", Addr),
+        ("nat_port", u16), ("state", u8), ("pad", u8 * 5),
+    ]
+
+
+class NatEntry(ctypes.Structure):
+    _fields_ = [
+        ("last_seen", u64), ("client_addr", Addr), ("frontend_addr", Addr),
+        ("client_port", u16), ("frontend_port", u16), ("service_id", u32),
+        ("backend_id", u32), ("state", u8), ("pad", u8 * 3),
+    ]
+
+
+class Config(ctypes.Structure):
+    _fields_ = [
+        ("hash_seed", u32), ("snat_port_min", u16), ("snat_port_max", u16),
+        ("tcp_syn_timeout", u32), ("tcp_est_timeout", u32), ("tcp_close_timeout", u32),
+        ("udp_timeout", u32),
+    ]
+
+
+class FlowStats(ctypes.Structure):
+    _fields_ = [
+        ("packets_in", u64), ("bytes_in", u64), ("packets_out", u64), ("bytes_out", u64),
+        ("new_flows", u64), ("rejected", u64),
+    ]
+
+
+class VipKey(ctypes.Structure):
+    _fields_ = [("addr", Addr), ("family", u8), ("pad", u8 * 3)]
+
+
+def to_addr(ip: IPAddress) -> Addr:
+    """An IPv4 address fills the first 4 bytes; the rest stay zero."""
+    a = Addr()
+    packed = ip.packed
+    ctypes.memmove(ctypes.addressof(a), packed, len(packed))
+    return a
+
+
+def from_addr(a: Addr, family: int) -> IPAddress:
+    raw = bytes(a.b)
+    return ipaddress.IPv4Address(raw[:4]) if family == FAMILY_V4 else ipaddress.IPv6Address(raw)
+
+
+def family_of(ip: IPAddress) -> int:
+    return FAMILY_V4 if ip.version == 4 else FAMILY_V6
+
+
+def to_port(port: int) -> int:
+    """Host port number -> the u16 whose memory holds it in network order."""
+    return socket.htons(port)
+
+
+def from_port(raw: int) -> int:
+    return socket.ntohs(raw)
+
+
+# Pinned maps: C name -> (file name under the pin directory, key type, value type).
+# The file names carry the layout version; see bpf/lib/maps.h.
+PINNED_MAPS: dict[str, tuple[str, type, type]] = {
+    "frontends": ("frontends_v1", FrontendKey, Frontend),
+    "vips": ("vips_v1", VipKey, u32),
+    "backends": ("backends_v1", u32, Backend),
+    "maglev_outer": ("maglev_v1", u32, u32),
+    "ct_fwd": ("ct_fwd_v1", CtKey, CtEntry),
+    "ct_rev": ("ct_rev_v1", CtKey, NatEntry),
+    "config": ("config_v1", u32, Config),
+    "svc_stats": ("svc_stats_v1", u32, FlowStats),
+    "be_stats": ("be_stats_v1", u32, FlowStats),
+    "reasons": ("reasons_v1", u32, u64),
+    "verdicts": ("verdicts_v1", u32, u64),
+}

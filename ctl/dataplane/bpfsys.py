@@ -1,0 +1,229 @@
+"""The bpf(2) operations we need, through libbpf's low-level API (libbpf.so.1).
+
+bcc compiles and loads programs, but it cannot open a pinned map in another process,
+create a map-in-map inner map, batch-read an array or run BPF_PROG_TEST_RUN. libbpf's
+thin syscall wrappers do all of that; this module gives them Python signatures and
+turns negative return codes into OSError.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from dataclasses import dataclass
+from functools import cache
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+
+MAP_TYPE_HASH = 1
+MAP_TYPE_ARRAY = 2
+MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_HASH = 9
+MAP_TYPE_HASH_OF_MAPS = 13
+
+
+class _MapInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+    ]
+
+
+class _BatchOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _TestRunOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+@cache
+def _lib() -> ctypes.CDLL:
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise OSError(f"libbpf not found ({name}): install Debian's libbpf1") from exc
+    vp, u32, u64, cint = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int
+    signatures = {
+        "bpf_map_create": ([cint, ctypes.c_char_p, u32, u32, u32, vp], cint),
+        "bpf_map_update_elem": ([cint, vp, vp, u64], cint),
+        "bpf_map_lookup_elem": ([cint, vp, vp], cint),
+        "bpf_map_delete_elem": ([cint, vp], cint),
+        "bpf_map_get_next_key": ([cint, vp, vp], cint),
+        "bpf_map_lookup_batch": ([cint, vp, vp, vp, vp, ctypes.POINTER(u32), vp], cint),
+        "bpf_map_update_batch": ([cint, vp, vp, ctypes.POINTER(u32), vp], cint),
+        "bpf_obj_get": ([ctypes.c_char_p], cint),
+        "bpf_obj_pin": ([cint, ctypes.c_char_p], cint),
+        "bpf_map_get_fd_by_id": ([u32], cint),
+        "bpf_obj_get_info_by_fd": ([cint, vp, ctypes.POINTER(u32)], cint),
+        "bpf_prog_test_run_opts": ([cint, vp], cint),
+        "libbpf_num_possible_cpus": ([], cint),
+    }
+    for fn, (argtypes, restype) in signatures.items():
+        getattr(lib, fn).argtypes = argtypes
+        getattr(lib, fn).restype = restype
+    return lib
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        code = -rc if rc != -1 else ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+    return rc
+
+
+def possible_cpus() -> int:
+    return _check(_lib().libbpf_num_possible_cpus(), "counting possible CPUs")
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    type: int
+    id: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    name: str
+
+
+def map_info(fd: int) -> MapInfo:
+    info = _MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
+    return MapInfo(info.type, info.id, info.key_size, info.value_size, info.max_entries,
+                   info.name.decode())
+
+
+def obj_get(path: str | os.PathLike) -> int:
+    return _check(_lib().bpf_obj_get(os.fsencode(path)), f"opening pinned {path}")
+
+
+def map_fd_by_id(map_id: int) -> int:
+    return _check(_lib().bpf_map_get_fd_by_id(map_id), f"opening map id {map_id}")
+
+
+def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int) -> int:
+    return _check(
+        _lib().bpf_map_create(map_type, name.encode()[:15], key_size, value_size, max_entries, None),
+        f"creating map {name}",
+    )
+
+
+def map_update(fd: int, key: ctypes.Structure | ctypes._SimpleCData, value, flags: int = BPF_ANY) -> None:
+    _check(_lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), flags), "map update")
+
+
+def map_lookup(fd: int, key, value) -> bool:
+    """Fills `value`; False when the key is absent."""
+    rc = _lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
+    if rc < 0 and (-rc == errno.ENOENT or ctypes.get_errno() == errno.ENOENT):
+        return False
+    _check(rc, "map lookup")
+    return True
+
+
+def map_delete(fd: int, key) -> bool:
+    """False when the key was already absent."""
+    rc = _lib().bpf_map_delete_elem(fd, ctypes.byref(key))
+    if rc < 0 and (-rc == errno.ENOENT or ctypes.get_errno() == errno.ENOENT):
+        return False
+    _check(rc, "map delete")
+    return True
+
+
+def map_keys(fd: int, key_type: type) -> list:
+    """Every key of a hash map (a snapshot; entries may change meanwhile)."""
+    keys = []
+    prev, nxt = None, key_type()
+    while True:
+        rc = _lib().bpf_map_get_next_key(fd, None if prev is None else ctypes.byref(prev), ctypes.byref(nxt))
+        if rc < 0:
+            if -rc == errno.ENOENT or ctypes.get_errno() == errno.ENOENT:
+                return keys
+            _check(rc, "map iteration")
+        keys.append(nxt)
+        prev, nxt = nxt, key_type()
+
+
+def array_read_all(fd: int, value_type: type, count: int) -> ctypes.Array:
+    """All `count` values of an array map in one batch syscall."""
+    keys = (ctypes.c_uint32 * count)()
+    values = (value_type * count)()
+    out_batch = ctypes.c_uint32()
+    n = ctypes.c_uint32(count)
+    opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+    rc = _lib().bpf_map_lookup_batch(fd, None, ctypes.byref(out_batch), keys, values,
+                                     ctypes.byref(n), ctypes.byref(opts))
+    if rc < 0 and not (-rc == errno.ENOENT or ctypes.get_errno() == errno.ENOENT):
+        _check(rc, "batch lookup")
+    if n.value != count:
+        raise OSError(errno.EIO, f"batch lookup returned {n.value} of {count} entries")
+    return values
+
+
+def array_write_all(fd: int, values: ctypes.Array) -> None:
+    """Writes values[i] at index i for every i, in one batch syscall."""
+    count = len(values)
+    keys = (ctypes.c_uint32 * count)(*range(count))
+    n = ctypes.c_uint32(count)
+    opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+    _check(_lib().bpf_map_update_batch(fd, keys, values, ctypes.byref(n), ctypes.byref(opts)),
+           "batch update")
+
+
+@dataclass(frozen=True)
+class TestRun:
+    retval: int
+    data: bytes
+    duration_ns: int  # mean per repetition, as the kernel measured it
+
+
+def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = None) -> TestRun:
+    """Runs a program on one packet with BPF_PROG_TEST_RUN, in the caller's netns."""
+    buf_in = ctypes.create_string_buffer(data, len(data))
+    out_size = len(data) + 4096
+    buf_out = ctypes.create_string_buffer(out_size)
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(buf_in),
+                        data_out=ctypes.addressof(buf_out), data_size_in=len(data),
+                        data_size_out=out_size, repeat=repeat)
+    if ctx is not None:
+        ctx_buf = ctypes.create_string_buffer(ctx, len(ctx))
+        opts.ctx_in = ctypes.addressof(ctx_buf)
+        opts.ctx_size_in = len(ctx)
+    _check(_lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
+    return TestRun(opts.retval, buf_out.raw[: opts.data_size_out], opts.duration)

@@ -1,0 +1,211 @@
+"""Compiling bpf/ with bcc, reusing pinned maps, attaching to interfaces.
+
+Programs are attached through pyroute2 (netlink), never by bcc, and nothing here
+detaches on exit: an agent that stops leaves the kernel forwarding with the maps it
+programmed. Upgrades replace programs in place (XDP by setting a new fd, tc by
+replacing the filter at the same priority and handle), so traffic never sees a gap.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import abi, bpfsys
+from .source import BPF_DIR, expand_includes
+
+log = logging.getLogger(__name__)
+
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+TC_INGRESS_PARENT = "ffff:fff2"
+TC_EGRESS_PARENT = "ffff:fff3"
+TC_PRIO = 1
+TC_HANDLE = 1
+
+
+class XdpMode(enum.Enum):
+    NATIVE = "native"
+    GENERIC = "generic"
+    AUTO = "auto"  # native, else generic with a warning
+
+
+@dataclass(frozen=True)
+class DataplaneSpec:
+    """Compile-time sizes (C defines) and where the maps are pinned."""
+
+    pin_dir: Path = Path("/sys/fs/bpf/xdp-gateway")
+    maglev_size: int = 16381
+    max_services: int = 4096
+    max_backends: int = 65536
+    ct_size: int = 262144
+
+    def cflags(self) -> list[str]:
+        return [
+            f'-DPIN_DIR="{self.pin_dir}"',
+            f"-DMAGLEV_SIZE={self.maglev_size}",
+            f"-DMAX_SERVICES={self.max_services}",
+            f"-DMAX_BACKENDS={self.max_backends}",
+            f"-DCT_SIZE={self.ct_size}",
+            "-Wno-unused-function",
+        ]
+
+    def max_entries(self, map_name: str) -> int:
+        return {
+            "frontends": self.max_services, "vips": self.max_services,
+            "backends": self.max_backends, "maglev_outer": self.max_services,
+            "ct_fwd": self.ct_size, "ct_rev": self.ct_size, "config": 1,
+            "svc_stats": self.max_services, "be_stats": self.max_backends,
+            "reasons": abi.REASON_MAX, "verdicts": len(abi.Hook) * len(abi.Verdict),
+        }[map_name]
+
+
+class PinnedMapMismatch(RuntimeError):
+    """A pinned map exists with another layout or size than this build expects."""
+
+
+def check_pinned_maps(spec: DataplaneSpec) -> None:
+    """Refuses to load over pinned maps of another shape: bcc would reuse them blindly
+    and the programs would read garbage. The fix is a new pin directory or removing
+    the old maps (which drops live flows), a decision for the operator."""
+    for name, (file, key_t, value_t) in abi.PINNED_MAPS.items():
+        path = spec.pin_dir / file
+        if not path.exists():
+            continue
+        fd = bpfsys.obj_get(path)
+        try:
+            info = bpfsys.map_info(fd)
+        finally:
+            os.close(fd)
+        value_size = 4 if name == "maglev_outer" else _size(value_t)
+        expected = (_size(key_t), value_size, spec.max_entries(name))
+        actual = (info.key_size, info.value_size, info.max_entries)
+        if actual != expected:
+            raise PinnedMapMismatch(
+                f"{path}: pinned map has key/value size and capacity {actual}, this build "
+                f"expects {expected}; use another --pin-dir or remove the old maps "
+                f"(live flows through them will break)"
+            )
+    inner = _pinned_inner_size(spec)
+    if inner is not None and inner != spec.maglev_size:
+        raise PinnedMapMismatch(
+            f"{spec.pin_dir / 'maglev_v1'}: pinned Maglev tables have {inner} slots, this "
+            f"build expects {spec.maglev_size}; keep --maglev-size or use another --pin-dir"
+        )
+
+
+def _size(ctype: type) -> int:
+    import ctypes
+
+    return ctypes.sizeof(ctype)
+
+
+def _pinned_inner_size(spec: DataplaneSpec) -> int | None:
+    from .pinned import PinnedMaps
+
+    path = spec.pin_dir / abi.PINNED_MAPS["maglev_outer"][0]
+    if not path.exists():
+        return None
+    with PinnedMaps.open(spec.pin_dir) as maps:
+        for service_id in maps.keys("maglev_outer"):
+            return maps.table_size(service_id)
+    return None
+
+
+@dataclass
+class Programs:
+    """Loaded programs. Holding this keeps the bcc modules (and their fds) alive."""
+
+    xdp_fd: int
+    tc_ingress_fd: int
+    tc_egress_fd: int
+    _modules: tuple
+
+
+def compile_programs(spec: DataplaneSpec) -> Programs:
+    """Compiles and loads the XDP and tc programs; creates or reuses pinned maps."""
+    from bcc import BPF  # imported late: gwctl's read-only commands must not need it
+
+    check_pinned_maps(spec)
+    spec.pin_dir.mkdir(parents=True, exist_ok=True)
+    xdp = BPF(text=expand_includes(BPF_DIR / "xdp_lb.c"), cflags=spec.cflags())
+    tc = BPF(text=expand_includes(BPF_DIR / "tc_lb.c"), cflags=spec.cflags())
+    return Programs(
+        xdp_fd=xdp.load_func("xdp_lb", BPF.XDP).fd,
+        tc_ingress_fd=tc.load_func("tc_ingress", BPF.SCHED_CLS).fd,
+        tc_egress_fd=tc.load_func("tc_egress", BPF.SCHED_CLS).fd,
+        _modules=(xdp, tc),
+    )
+
+
+def compile_xdp_pass():
+    """An XDP program that only passes; see bpf/xdp_pass.c for why it exists."""
+    from bcc import BPF
+
+    module = BPF(src_file=str(BPF_DIR / "xdp_pass.c"))
+    return module, module.load_func("xdp_pass", BPF.XDP).fd
+
+
+def _iproute(netns: str | None):
+    from pyroute2 import IPRoute, NetNS
+
+    return NetNS(netns) if netns else IPRoute()
+
+
+def attach_xdp(ifindex: int, prog_fd: int, mode: XdpMode = XdpMode.AUTO,
+               netns: str | None = None) -> XdpMode:
+    """Attaches (or atomically replaces) the XDP program; returns the mode used."""
+    with _iproute(netns) as ipr:
+        if mode in (XdpMode.NATIVE, XdpMode.AUTO):
+            try:
+                _set_xdp(ipr, ifindex, prog_fd, XDP_FLAGS_DRV_MODE)
+                return XdpMode.NATIVE
+            except Exception as exc:  # pyroute2 raises NetlinkError
+                if mode is XdpMode.NATIVE:
+                    raise
+                log.warning("native XDP unavailable on ifindex %d (%s); using generic XDP, "
+                            "which is much slower", ifindex, exc)
+        _set_xdp(ipr, ifindex, prog_fd, XDP_FLAGS_SKB_MODE)
+        return XdpMode.GENERIC
+
+
+def _set_xdp(ipr, ifindex: int, fd: int, flags: int) -> None:
+    # pyroute2 ignores xdp_flags=; the nested attribute carries both fd and mode.
+    ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+
+
+def attach_tc(ifindex: int, programs: Programs, ingress: bool = True, egress: bool = True,
+              netns: str | None = None) -> None:
+    """Attaches (or replaces) the tc programs on a clsact qdisc in direct-action mode."""
+    with _iproute(netns) as ipr:
+        try:
+            ipr.tc("add", "clsact", ifindex)
+        except Exception as exc:
+            if getattr(exc, "code", None) != errno.EEXIST:
+                raise
+        for wanted, parent, fd, name in (
+            (ingress, TC_INGRESS_PARENT, programs.tc_ingress_fd, "xg_tc_ingress"),
+            (egress, TC_EGRESS_PARENT, programs.tc_egress_fd, "xg_tc_egress"),
+        ):
+            if wanted:
+                ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=name,
+                       prio=TC_PRIO, parent=parent, classid=1, direct_action=True)
+
+
+def detach(ifindex: int, netns: str | None = None) -> None:
+    """Removes our XDP program and tc filters from an interface (on request only)."""
+    with _iproute(netns) as ipr:
+        for flags in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE):
+            try:
+                _set_xdp(ipr, ifindex, -1, flags)
+            except Exception:
+                pass  # not attached in that mode
+        for parent in (TC_INGRESS_PARENT, TC_EGRESS_PARENT):
+            try:
+                ipr.tc("del-filter", "bpf", ifindex, TC_HANDLE, prio=TC_PRIO, parent=parent)
+            except Exception:
+                pass  # not attached there

@@ -1,0 +1,280 @@
+"""Traffic generator for the net tests; prints one JSON report on stdout.
+
+    python -m tests.net.client <mode> --addr A --port P [options]
+
+Modes:
+  tcp-spread        N sequential new connections; which backend greeted each one.
+  udp-spread        N datagrams, each from a new socket (new source port).
+  tcp-session       one connection echoing a message every --interval-ms until
+                    --duration passes, SIGTERM arrives or stdin (if a pipe) closes.
+                    First prints "connected <backend>" as soon as it was greeted.
+  tcp-connect-once  one connection: ok, refused or timeout, and how fast.
+
+Addresses may be IPv4 or IPv6. Failures are reported, not raised: the exit code is 0
+whenever a report was printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import json
+import os
+import select
+import signal
+import socket
+import stat
+import sys
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from tests.net.servers import UDP_PAYLOAD_SEPARATOR, Greeting
+
+
+class PeerClosed(ConnectionError):
+    """The peer closed the connection (FIN) before sending what was expected."""
+
+
+class BadGreeting(ConnectionError):
+    """The first line was not "<name> <peer_ip> <peer_port>"."""
+
+
+def _family(addr: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
+
+
+def _outcome(error: OSError) -> str:
+    """How a failed attempt is counted: "refused" (TCP RST, ICMP port unreachable),
+    "timeout", "closed" (FIN too early), else the errno name (e.g. EHOSTUNREACH)."""
+    if isinstance(error, ConnectionRefusedError):
+        return "refused"
+    if isinstance(error, TimeoutError):  # socket.timeout is TimeoutError since 3.10
+        return "timeout"
+    if isinstance(error, PeerClosed):
+        return "closed"
+    if isinstance(error, BadGreeting):
+        return "bad_greeting"
+    return errno.errorcode.get(error.errno or 0, type(error).__name__)
+
+
+def _connect(addr: str, port: int, timeout: float) -> socket.socket:
+    sock = socket.socket(_family(addr), socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((addr, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _read_greeting(sock: socket.socket) -> Greeting:
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(1)  # byte by byte: what follows the line is not ours to take
+        if not chunk:
+            raise PeerClosed("closed before the greeting ended")
+        line += chunk
+    try:
+        return Greeting.decode(bytes(line))
+    except ValueError as e:  # UnicodeDecodeError is a ValueError too
+        raise BadGreeting(f"{bytes(line)!r}: {e}") from e
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise PeerClosed(f"closed after {len(data)} of {size} bytes")
+        data += chunk
+    return bytes(data)
+
+
+class _SpreadReport:
+    """Per-backend counts plus the distinct peer addresses each backend saw."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.peers: defaultdict[str, set[str]] = defaultdict(set)
+
+    def answered(self, greeting: Greeting) -> None:
+        self.counts[greeting.backend] += 1
+        self.peers[greeting.backend].add(greeting.peer_ip)
+
+    def failed(self, outcome: str) -> None:
+        self.failures[outcome] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "counts": dict(sorted(self.counts.items())),
+            "refused": self.failures.pop("refused", 0),
+            "timeout": self.failures.pop("timeout", 0),
+            "errors": dict(self.failures),  # anything else, by errno name
+            "seen_peers": {name: sorted(ips) for name, ips in sorted(self.peers.items())},
+        }
+
+
+def tcp_spread(args: argparse.Namespace) -> dict[str, Any]:
+    report = _SpreadReport()
+    for _ in range(args.count):
+        try:
+            with _connect(args.addr, args.port, args.timeout) as sock:
+                report.answered(_read_greeting(sock))
+        except OSError as e:
+            report.failed(_outcome(e))
+    return report.as_dict()
+
+
+def udp_spread(args: argparse.Namespace) -> dict[str, Any]:
+    report = _SpreadReport()
+    for seq in range(args.count):
+        payload = f"probe {seq}".encode()
+        # A new socket each time: a new source port, so a new flow for the balancer.
+        with socket.socket(_family(args.addr), socket.SOCK_DGRAM) as sock:
+            sock.settimeout(args.timeout)
+            try:
+                sock.connect((args.addr, args.port))  # so ICMP unreachable -> refused
+                sock.send(payload)
+                answer = sock.recv(65535)
+            except OSError as e:
+                report.failed(_outcome(e))
+                continue
+        greeting, separator, echoed = answer.partition(UDP_PAYLOAD_SEPARATOR)
+        try:
+            if not separator or echoed != payload:
+                raise ValueError("payload not echoed")
+            report.answered(Greeting.decode(greeting))
+        except ValueError:
+            report.failed("bad_answer")
+    return report.as_dict()
+
+
+def tcp_connect_once(args: argparse.Namespace) -> dict[str, Any]:
+    """elapsed_ms times the connect alone: a RST shows up as a fast "refused"."""
+    report: dict[str, Any] = {"result": "ok", "elapsed_ms": None, "backend": None, "peer": None}
+    started = time.monotonic()
+    try:
+        sock = _connect(args.addr, args.port, args.timeout)
+    except OSError as e:
+        report["result"] = _outcome(e)
+        return report | {"elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
+    report["elapsed_ms"] = round((time.monotonic() - started) * 1000, 3)
+    with sock:
+        try:
+            greeting = _read_greeting(sock)
+        except OSError as e:
+            report["result"] = _outcome(e)
+            return report
+    return report | {"backend": greeting.backend, "peer": greeting.peer_ip}
+
+
+class _StopRequest:
+    """Becomes set on SIGTERM/SIGINT, or when stdin, if it is a pipe, reaches EOF."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._wakeup_r, wakeup_w = os.pipe()
+        os.set_blocking(wakeup_w, False)
+        signal.set_wakeup_fd(wakeup_w)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        # Only a pipe means "a controller holds the other end"; a terminal or /dev/null
+        # does not, and /dev/null would read as EOF at once.
+        stdin_is_pipe = stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode)
+        self._watched = [self._wakeup_r] + ([sys.stdin.fileno()] if stdin_is_pipe else [])
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; return early, True, once a stop is requested."""
+        deadline = time.monotonic() + seconds
+        while not self.requested:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            readable, _, _ = select.select(self._watched, [], [], remaining)
+            for fd in readable:
+                data = os.read(fd, 512)
+                if fd != self._wakeup_r and not data:
+                    self.requested = True
+        return self.requested
+
+
+def tcp_session(args: argparse.Namespace) -> dict[str, Any]:
+    stop = _StopRequest()
+    report: dict[str, Any] = {"backend": None, "peer": None, "exchanges": 0, "errors": []}
+    try:
+        sock = _connect(args.addr, args.port, args.timeout)
+        greeting = _read_greeting(sock)
+    except OSError as e:
+        report["errors"].append(f"connect: {_outcome(e)}: {e}")
+        return report
+    report["backend"], report["peer"] = greeting.backend, greeting.peer_ip
+    print(f"connected {greeting.backend}", flush=True)
+
+    ends_at = time.monotonic() + args.duration if args.duration is not None else None
+    with sock:
+        seq = 0
+        while not stop.requested and (ends_at is None or time.monotonic() < ends_at):
+            message = f"exchange {seq}\n".encode()
+            try:
+                sock.sendall(message)
+                echoed = _recv_exactly(sock, len(message))
+            except OSError as e:
+                # The connection is unusable after this; report instead of retrying.
+                report["errors"].append(f"exchange {seq}: {_outcome(e)}: {e}")
+                break
+            if echoed != message:
+                report["errors"].append(f"exchange {seq}: sent {message!r}, got {echoed!r}")
+                break
+            report["exchanges"] += 1
+            seq += 1
+            pause = args.interval_ms / 1000
+            if ends_at is not None:
+                pause = min(pause, max(ends_at - time.monotonic(), 0))
+            stop.wait(pause)
+    return report
+
+
+MODES = {
+    "tcp-spread": tcp_spread,
+    "udp-spread": udp_spread,
+    "tcp-session": tcp_session,
+    "tcp-connect-once": tcp_connect_once,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    modes = parser.add_subparsers(dest="mode", required=True)
+    for name in MODES:
+        mode = modes.add_parser(name)
+        mode.add_argument("--addr", required=True, help="IPv4 or IPv6 address")
+        mode.add_argument("--port", type=int, required=True)
+        mode.add_argument("--timeout", type=float, default=2.0,
+                          help="seconds per connect / answer (default 2)")
+        if name in ("tcp-spread", "udp-spread"):
+            mode.add_argument("--count", type=int, default=100)
+        if name == "tcp-session":
+            mode.add_argument("--interval-ms", type=float, default=50)
+            mode.add_argument("--duration", type=float, default=None,
+                              help="seconds; default: until SIGTERM or stdin EOF")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    report = MODES[args.mode](args)
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
