@@ -132,12 +132,12 @@ def compile_programs(spec: DataplaneSpec) -> Programs:
 
     check_pinned_maps(spec)
     spec.pin_dir.mkdir(parents=True, exist_ok=True)
-    xdp = BPF(text=expand_includes(BPF_DIR / "xdp_lb.c"), cflags=spec.cflags())
-    tc = BPF(text=expand_includes(BPF_DIR / "tc_lb.c"), cflags=spec.cflags())
+    xdp = BPF(text=expand_includes(BPF_DIR / "xdp_lb.c").encode(), cflags=spec.cflags())
+    tc = BPF(text=expand_includes(BPF_DIR / "tc_lb.c").encode(), cflags=spec.cflags())
     return Programs(
-        xdp_fd=xdp.load_func("xdp_lb", BPF.XDP).fd,
-        tc_ingress_fd=tc.load_func("tc_ingress", BPF.SCHED_CLS).fd,
-        tc_egress_fd=tc.load_func("tc_egress", BPF.SCHED_CLS).fd,
+        xdp_fd=xdp.load_func(b"xdp_lb", BPF.XDP).fd,
+        tc_ingress_fd=tc.load_func(b"tc_ingress", BPF.SCHED_CLS).fd,
+        tc_egress_fd=tc.load_func(b"tc_egress", BPF.SCHED_CLS).fd,
         _modules=(xdp, tc),
     )
 
@@ -146,8 +146,8 @@ def compile_xdp_pass():
     """An XDP program that only passes; see bpf/xdp_pass.c for why it exists."""
     from bcc import BPF
 
-    module = BPF(src_file=str(BPF_DIR / "xdp_pass.c"))
-    return module, module.load_func("xdp_pass", BPF.XDP).fd
+    module = BPF(src_file=str(BPF_DIR / "xdp_pass.c").encode())
+    return module, module.load_func(b"xdp_pass", BPF.XDP).fd
 
 
 def _iproute(netns: str | None):

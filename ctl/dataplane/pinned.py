@@ -1,0 +1,177 @@
+"""Typed access to the pinned maps: the only place that touches them from Python."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import abi, bpfsys
+
+# Not used by the programs: the control plane's record of what each Maglev table was
+# built from (a digest), so a restarted agent can tell a right table from a stale one
+# without reading every slot back.
+DIGEST_MAP_FILE = "maglev_digest_v1"
+
+
+class PinnedMaps:
+    """File descriptors of every pinned map under one pin directory."""
+
+    def __init__(self, pin_dir: Path, fds: dict[str, int]):
+        self.pin_dir = pin_dir
+        self._fds = fds
+        self._ncpus = bpfsys.possible_cpus()
+
+    @classmethod
+    @contextmanager
+    def open(cls, pin_dir: Path, create_digests: bool = False) -> Iterator["PinnedMaps"]:
+        fds: dict[str, int] = {}
+        try:
+            for name, (file, _, _) in abi.PINNED_MAPS.items():
+                path = pin_dir / file
+                if not path.exists():
+                    raise FileNotFoundError(
+                        f"{path}: no pinned map; is the agent's data path loaded with this pin directory?"
+                    )
+                fds[name] = bpfsys.obj_get(path)
+            fds["digests"] = _open_or_create_digests(pin_dir, create_digests)
+            yield cls(pin_dir, fds)
+        finally:
+            for fd in fds.values():
+                if fd >= 0:
+                    os.close(fd)
+
+    def fd(self, name: str) -> int:
+        return self._fds[name]
+
+    # -- generic typed access ----------------------------------------------------------
+    def _types(self, name: str) -> tuple[type, type]:
+        _, key_t, value_t = abi.PINNED_MAPS[name]
+        return key_t, value_t
+
+    def keys(self, name: str) -> list:
+        key_t, _ = self._types(name)
+        return [_plain(k) for k in bpfsys.map_keys(self._fds[name], key_t)]
+
+    def get(self, name: str, key):
+        key_t, value_t = self._types(name)
+        value = value_t()
+        found = bpfsys.map_lookup(self._fds[name], _c(key_t, key), value)
+        return _plain(value) if found else None
+
+    def put(self, name: str, key, value, flags: int = bpfsys.BPF_ANY) -> None:
+        key_t, value_t = self._types(name)
+        bpfsys.map_update(self._fds[name], _c(key_t, key), _c(value_t, value), flags)
+
+    def delete(self, name: str, key) -> bool:
+        key_t, _ = self._types(name)
+        return bpfsys.map_delete(self._fds[name], _c(key_t, key))
+
+    def items(self, name: str) -> Iterator[tuple]:
+        for key in self.keys(name):
+            value = self.get(name, key)
+            if value is not None:  # deleted while we iterated
+                yield key, value
+
+    # -- per-CPU counters ---------------------------------------------------------------
+    def percpu(self, name: str, index: int) -> list:
+        """One value per possible CPU (the kernel pads each to 8 bytes)."""
+        _, value_t = self._types(name)
+        values = (value_t * self._ncpus)()
+        bpfsys.map_lookup(self._fds[name], ctypes.c_uint32(index), values)
+        return list(values)
+
+    def percpu_sum(self, name: str, index: int):
+        rows = self.percpu(name, index)
+        if not rows:
+            return None
+        if isinstance(rows[0], int):
+            return sum(rows)
+        total = type(rows[0])()
+        for row in rows:
+            for field, _ in row._fields_:
+                setattr(total, field, getattr(total, field) + getattr(row, field))
+        return total
+
+    def percpu_reset(self, name: str, index: int) -> None:
+        _, value_t = self._types(name)
+        zeros = (value_t * self._ncpus)()
+        bpfsys.map_update(self._fds[name], ctypes.c_uint32(index), zeros)
+
+    # -- Maglev tables (map-in-map) --------------------------------------------------
+    def table_size(self, service_id: int) -> int | None:
+        inner_id = self.get("maglev_outer", service_id)
+        if inner_id is None:
+            return None
+        fd = bpfsys.map_fd_by_id(inner_id)
+        try:
+            return bpfsys.map_info(fd).max_entries
+        finally:
+            os.close(fd)
+
+    def read_table(self, service_id: int) -> list[int] | None:
+        inner_id = self.get("maglev_outer", service_id)
+        if inner_id is None:
+            return None
+        fd = bpfsys.map_fd_by_id(inner_id)
+        try:
+            size = bpfsys.map_info(fd).max_entries
+            return list(bpfsys.array_read_all(fd, ctypes.c_uint32, size))
+        finally:
+            os.close(fd)
+
+    def swap_table(self, service_id: int, slots, digest: int) -> None:
+        """Builds a whole new inner map, then points the service at it in one update:
+        a packet sees the old table or the new one, never a mix."""
+        size = len(slots)
+        fd = bpfsys.map_create(bpfsys.MAP_TYPE_ARRAY, f"xg_maglev_{service_id}", 4, 4, size)
+        try:
+            bpfsys.array_write_all(fd, (ctypes.c_uint32 * size)(*(int(s) for s in slots)))
+            bpfsys.map_update(self._fds["maglev_outer"], ctypes.c_uint32(service_id), ctypes.c_int(fd))
+        finally:
+            os.close(fd)  # the outer map holds its own reference
+        bpfsys.map_update(self._fds["digests"], ctypes.c_uint32(service_id), ctypes.c_uint64(digest))
+
+    def delete_table(self, service_id: int) -> None:
+        bpfsys.map_delete(self._fds["maglev_outer"], ctypes.c_uint32(service_id))
+        if self._fds["digests"] >= 0:
+            bpfsys.map_delete(self._fds["digests"], ctypes.c_uint32(service_id))
+
+    def table_digests(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        if self._fds["digests"] < 0:
+            return out
+        for key in bpfsys.map_keys(self._fds["digests"], ctypes.c_uint32):
+            value = ctypes.c_uint64()
+            if bpfsys.map_lookup(self._fds["digests"], key, value):
+                out[key.value] = value.value
+        return out
+
+
+def _open_or_create_digests(pin_dir: Path, create: bool) -> int:
+    path = pin_dir / DIGEST_MAP_FILE
+    if path.exists():
+        return bpfsys.obj_get(path)
+    if not create:
+        return -1
+    outer_fd = bpfsys.obj_get(pin_dir / abi.PINNED_MAPS["maglev_outer"][0])
+    try:
+        capacity = bpfsys.map_info(outer_fd).max_entries
+    finally:
+        os.close(outer_fd)
+    fd = bpfsys.map_create(bpfsys.MAP_TYPE_HASH, "xg_maglev_dig", 4, 8, capacity)
+    bpfsys._check(bpfsys._lib().bpf_obj_pin(fd, os.fsencode(path)), f"pinning {path}")
+    return fd
+
+
+def _c(ctype: type, value):
+    if isinstance(value, ctype):
+        return value
+    return ctype(value)
+
+
+def _plain(value):
+    """Simple ctypes scalars become ints; structures stay as they are."""
+    return value.value if isinstance(value, ctypes._SimpleCData) else value

@@ -1,0 +1,251 @@
+"""From desired state and what the maps hold now, the smallest ordered list of writes.
+
+Pure: the map writer executes the plan, this module only decides it. Ids are stable:
+a frontend or backend that exists keeps its id (read back from the maps), so an agent
+that restarts on maps that are already right plans nothing at all. Order is make
+before break: backends and tables exist before a frontend points at them, frontends
+go before the tables and backends they used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from .maglev import MaglevBackend, build_table
+from .model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service
+
+
+@dataclass(frozen=True)
+class DataplaneConfig:
+    """Runtime options of the data path (the `config` map)."""
+
+    hash_seed: int = 0  # must be the same on every node
+    snat_port_min: int = 61000  # above Linux's default ephemeral range (32768-60999)
+    snat_port_max: int = 65535
+    tcp_syn_timeout: int = 60
+    tcp_est_timeout: int = 21600
+    tcp_close_timeout: int = 10
+    udp_timeout: int = 60
+
+
+@dataclass(frozen=True)
+class Limits:
+    maglev_size: int = 16381
+    max_services: int = 4096
+    max_backends: int = 65536
+
+
+@dataclass(frozen=True)
+class FrontendRecord:
+    service_id: int
+    nat: NatMode
+    snat_address: IPAddress | None
+
+
+@dataclass(frozen=True)
+class ActualState:
+    """What the pinned maps hold, as read back by the reader."""
+
+    frontends: Mapping[FrontendKey, FrontendRecord] = field(default_factory=dict)
+    backends: Mapping[int, Endpoint] = field(default_factory=dict)
+    table_digests: Mapping[int, int] = field(default_factory=dict)
+    tables: frozenset[int] = frozenset()  # service ids that have a table
+    vips: Mapping[IPAddress, int] = field(default_factory=dict)
+    config: DataplaneConfig | None = None
+
+
+# -- operations, in the order a plan lists them ------------------------------------------
+@dataclass(frozen=True)
+class PutConfig:
+    config: DataplaneConfig
+
+
+@dataclass(frozen=True)
+class PutBackend:
+    backend_id: int
+    endpoint: Endpoint
+    fresh: bool  # a new id: its counters start from zero
+
+
+@dataclass(frozen=True, eq=False)
+class PutTable:
+    service_id: int
+    slots: np.ndarray
+    digest: int
+
+
+@dataclass(frozen=True)
+class PutFrontend:
+    key: FrontendKey
+    record: FrontendRecord
+    fresh: bool
+
+
+@dataclass(frozen=True)
+class PutVip:
+    address: IPAddress
+    count: int
+
+
+@dataclass(frozen=True)
+class DeleteFrontend:
+    key: FrontendKey
+
+
+@dataclass(frozen=True)
+class DeleteVip:
+    address: IPAddress
+
+
+@dataclass(frozen=True)
+class DeleteTable:
+    service_id: int
+
+
+@dataclass(frozen=True)
+class DeleteBackend:
+    backend_id: int
+
+
+Op = (PutConfig | PutBackend | PutTable | PutFrontend | PutVip | DeleteFrontend | DeleteVip
+      | DeleteTable | DeleteBackend)
+
+
+class PlanError(ValueError):
+    """The desired state cannot be programmed (capacity, address family, SNAT address)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    ops: tuple[Op, ...]
+    service_ids: Mapping[FrontendKey, int]
+    backend_ids: Mapping[Endpoint, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+
+def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
+         limits: Limits = Limits()) -> Plan:
+    services = desired.by_frontend()
+    _validate(services.values(), limits)
+    service_ids = _assign_ids(services, {k: r.service_id for k, r in actual.frontends.items()},
+                              range(0, limits.max_services), "frontends")
+    wanted_backends = sorted({b.endpoint for s in services.values() for b in s.backends})
+    backend_ids = _assign_ids(wanted_backends, {ep: i for i, ep in actual.backends.items()},
+                              range(1, limits.max_backends), "backends")
+
+    ops: list[Op] = []
+    if actual.config != config:
+        ops.append(PutConfig(config))
+    for endpoint in wanted_backends:
+        backend_id = backend_ids[endpoint]
+        if actual.backends.get(backend_id) != endpoint:
+            ops.append(PutBackend(backend_id, endpoint, fresh=backend_id not in actual.backends))
+    for key, service in sorted(services.items()):
+        service_id = service_ids[key]
+        slots, digest = table_for(service, backend_ids, limits.maglev_size, config.hash_seed)
+        if service_id not in actual.tables or actual.table_digests.get(service_id) != digest:
+            ops.append(PutTable(service_id, slots, digest))
+    for key, service in sorted(services.items()):
+        record = FrontendRecord(service_ids[key], service.nat,
+                                service.snat_address if service.nat is NatMode.SNAT else None)
+        current = actual.frontends.get(key)
+        if current != record:
+            ops.append(PutFrontend(key, record, fresh=current is None
+                                   or current.service_id != record.service_id))
+    vips = _count(s.frontend.address for s in services.values())
+    ops += [PutVip(a, n) for a, n in sorted(vips.items(), key=_addr_order) if actual.vips.get(a) != n]
+    ops += [DeleteFrontend(k) for k in sorted(actual.frontends) if k not in services]
+    ops += [DeleteVip(a) for a in sorted(actual.vips, key=str) if a not in vips]
+    live_ids = set(service_ids.values())
+    ops += [DeleteTable(i) for i in sorted(actual.tables) if i not in live_ids]
+    live_backends = set(backend_ids.values())
+    ops += [DeleteBackend(i) for i in sorted(actual.backends) if i not in live_backends]
+    return Plan(tuple(ops), service_ids, backend_ids)
+
+
+def maglev_key(endpoint: Endpoint) -> bytes:
+    """A backend's identity for table placement: the same on every node."""
+    return str(endpoint).encode()
+
+
+REJECT_KEY = b"reject"
+
+
+def table_for(service: Service, backend_ids: Mapping[Endpoint, int], size: int,
+              seed: int) -> tuple[np.ndarray, int]:
+    """The service's Maglev table and a digest of its content. A service whose weights
+    are all zero gets a table of the reject share: new flows are refused, not lost."""
+    members = tuple(
+        (maglev_key(b.endpoint), backend_ids[b.endpoint], float(b.weight))
+        for b in service.backends if b.weight > 0
+    )
+    if service.reject_weight > 0 or not members:
+        members += ((REJECT_KEY, 0, float(service.reject_weight) or 1.0),)
+    return _build(tuple(sorted(members)), size, seed)
+
+
+@lru_cache(maxsize=4096)
+def _build(members: tuple[tuple[bytes, int, float], ...], size: int, seed: int) -> tuple[np.ndarray, int]:
+    slots = build_table([MaglevBackend(k, i, w) for k, i, w in members], size=size, seed=seed)
+    slots.setflags(write=False)
+    digest = int.from_bytes(hashlib.blake2b(slots.tobytes(), digest_size=8).digest(), "little")
+    return slots, digest
+
+
+def _validate(services: Iterable[Service], limits: Limits) -> None:
+    services = list(services)
+    if len(services) > limits.max_services:
+        raise PlanError(f"{len(services)} frontends exceed the data path's capacity of "
+                        f"{limits.max_services} (--max-services)")
+    endpoints = {b.endpoint for s in services for b in s.backends}
+    if len(endpoints) > limits.max_backends - 1:
+        raise PlanError(f"{len(endpoints)} backends exceed the data path's capacity of "
+                        f"{limits.max_backends - 1} (--max-backends)")
+    for s in services:
+        who = s.owner or str(s.frontend)
+        for b in s.backends:
+            if b.endpoint.address.version != s.frontend.address.version:
+                raise PlanError(f"{who}: backend {b.endpoint} is not of the frontend's address "
+                                f"family ({s.frontend})")
+            if b.weight < 0:
+                raise PlanError(f"{who}: backend {b.endpoint} has negative weight {b.weight}")
+        if s.nat is NatMode.SNAT:
+            if s.snat_address is None:
+                raise PlanError(f"{who}: SNAT mode needs a SNAT address for {s.frontend}")
+            if s.snat_address.version != s.frontend.address.version:
+                raise PlanError(f"{who}: SNAT address {s.snat_address} is not of the "
+                                f"frontend's address family ({s.frontend})")
+
+
+def _assign_ids(wanted, existing: Mapping, pool: range, what: str) -> dict:
+    """Keeps the ids that wanted items already have; gives new ones the lowest id that
+    nothing holds now. Ids of items this plan deletes are not reused in the same plan:
+    until the delete runs, packets may still look them up."""
+    ids = {item: existing[item] for item in wanted if item in existing}
+    used = set(existing.values())
+    free = (i for i in pool if i not in used)
+    for item in wanted:
+        if item not in ids:
+            try:
+                ids[item] = next(free)
+            except StopIteration:
+                raise PlanError(f"no free id left for {what}") from None
+    return ids
+
+
+def _count(addresses: Iterable[IPAddress]) -> dict[IPAddress, int]:
+    counts: dict[IPAddress, int] = {}
+    for a in addresses:
+        counts[a] = counts.get(a, 0) + 1
+    return counts
+
+
+def _addr_order(item) -> tuple:
+    return (item[0].version, item[0])
