@@ -1,0 +1,17 @@
+# Both targets install what they need first (scripts/setup.sh is idempotent). Run as root:
+# the data path loads BPF programs and the tests build network namespaces.
+PYTHON := .venv/bin/python
+
+.PHONY: setup demo test test-fast
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PYTHON) scripts/demo.py
+
+test: setup
+	$(PYTHON) -m pytest -ra
+
+# Pure tier only (no root needed once set up).
+test-fast:
+	$(PYTHON) -m pytest -ra tests/unit
