@@ -1,0 +1,130 @@
+"""Pure tier: planning map writes from desired state and what the maps hold."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import ip_address
+
+import numpy as np
+import pytest
+
+from ctl.dataplane import plan as p
+from ctl.dataplane.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
+                                 Service, WeightedEndpoint)
+
+LIMITS = p.Limits(maglev_size=251, max_services=8, max_backends=16)
+CONFIG = p.DataplaneConfig(hash_seed=7)
+SNAT = ip_address("10.0.0.1")
+
+
+def svc(vip="192.0.2.1", port=80, backends=(("10.1.0.1", 1),), reject=0.0, proto=Protocol.TCP):
+    return Service(FrontendKey(ip_address(vip), port, proto),
+                   tuple(WeightedEndpoint(Endpoint(ip_address(a), 8080), w) for a, w in backends),
+                   reject_weight=reject, snat_address=SNAT, owner="t")
+
+
+def applied(actual: p.ActualState, result: p.Plan) -> p.ActualState:
+    """What the maps hold after the writer executes `result` (a model of writer.apply)."""
+    fe, be = dict(actual.frontends), dict(actual.backends)
+    digests, tables, vips, config = dict(actual.table_digests), set(actual.tables), dict(actual.vips), actual.config
+    for op in result.ops:
+        match op:
+            case p.PutConfig(c): config = c
+            case p.PutBackend(i, ep, _): be[i] = ep
+            case p.PutTable(i, _, d): tables.add(i); digests[i] = d
+            case p.PutFrontend(k, r, _): fe[k] = r
+            case p.PutVip(a, n): vips[a] = n
+            case p.DeleteFrontend(k): del fe[k]
+            case p.DeleteVip(a): del vips[a]
+            case p.DeleteTable(i): tables.discard(i); digests.pop(i, None)
+            case p.DeleteBackend(i): del be[i]
+    return p.ActualState(fe, be, digests, frozenset(tables), vips, config)
+
+
+def kinds(result: p.Plan) -> list[str]:
+    return [type(op).__name__ for op in result.ops]
+
+
+def test_from_empty_maps_everything_is_written_make_before_break():
+    desired = DesiredState((svc(backends=(("10.1.0.1", 1), ("10.1.0.2", 1))),))
+    result = p.plan(desired, p.ActualState(), CONFIG, LIMITS)
+    assert kinds(result) == ["PutConfig", "PutBackend", "PutBackend", "PutTable", "PutFrontend", "PutVip"]
+    table = next(op for op in result.ops if isinstance(op, p.PutTable))
+    assert set(np.unique(table.slots)) == {1, 2} and len(table.slots) == 251
+
+
+def test_planning_twice_changes_nothing():
+    desired = DesiredState((svc(), svc(port=53, proto=Protocol.UDP)))
+    first = p.plan(desired, p.ActualState(), CONFIG, LIMITS)
+    assert not p.plan(desired, applied(p.ActualState(), first), CONFIG, LIMITS)
+
+
+def test_ids_are_stable_across_unrelated_changes():
+    a, b = svc(port=80), svc(port=81, backends=(("10.1.0.9", 1),))
+    first = p.plan(DesiredState((a, b)), p.ActualState(), CONFIG, LIMITS)
+    actual = applied(p.ActualState(), first)
+    second = p.plan(DesiredState((b,)), actual, CONFIG, LIMITS)
+    assert second.service_ids[b.frontend] == first.service_ids[b.frontend]
+    assert second.backend_ids == {Endpoint(ip_address("10.1.0.9"), 8080): first.backend_ids[Endpoint(ip_address("10.1.0.9"), 8080)]}
+
+
+def test_removal_breaks_after_the_frontend_is_gone():
+    a = svc(backends=(("10.1.0.1", 1),))
+    actual = applied(p.ActualState(), p.plan(DesiredState((a,)), p.ActualState(), CONFIG, LIMITS))
+    result = p.plan(DesiredState(()), actual, CONFIG, LIMITS)
+    assert kinds(result) == ["DeleteFrontend", "DeleteVip", "DeleteTable", "DeleteBackend"]
+
+
+def test_a_new_frontend_never_takes_the_id_of_one_deleted_in_the_same_plan():
+    a, b = svc(port=80), svc(port=81)
+    actual = applied(p.ActualState(), p.plan(DesiredState((a,)), p.ActualState(), CONFIG, LIMITS))
+    result = p.plan(DesiredState((b,)), actual, CONFIG, LIMITS)
+    assert result.service_ids[b.frontend] != actual.frontends[a.frontend].service_id
+
+
+def test_weight_change_rewrites_only_that_table():
+    a, b = svc(port=80, backends=(("10.1.0.1", 1), ("10.1.0.2", 1))), svc(port=81)
+    actual = applied(p.ActualState(), p.plan(DesiredState((a, b)), p.ActualState(), CONFIG, LIMITS))
+    a2 = replace(a, backends=(a.backends[0], replace(a.backends[1], weight=3)))
+    result = p.plan(DesiredState((a2, b)), actual, CONFIG, LIMITS)
+    assert kinds(result) == ["PutTable"]
+    assert result.ops[0].service_id == actual.frontends[a.frontend].service_id
+
+
+def test_weight_zero_keeps_the_backend_but_gives_it_no_slot():
+    s = svc(backends=(("10.1.0.1", 0), ("10.1.0.2", 1)))
+    result = p.plan(DesiredState((s,)), p.ActualState(), CONFIG, LIMITS)
+    drained = result.backend_ids[Endpoint(ip_address("10.1.0.1"), 8080)]
+    assert any(isinstance(op, p.PutBackend) and op.backend_id == drained for op in result.ops)
+    table = next(op for op in result.ops if isinstance(op, p.PutTable)).slots
+    assert drained not in set(np.unique(table))
+
+
+def test_invalid_share_and_all_zero_weights_become_reject_slots():
+    half = p.table_for(svc(reject=1), {Endpoint(ip_address("10.1.0.1"), 8080): 1}, 251, 0)[0]
+    assert abs(int((half == 0).sum()) - 125) <= 1
+    none = p.table_for(svc(backends=(("10.1.0.1", 0),)), {Endpoint(ip_address("10.1.0.1"), 8080): 1}, 251, 0)[0]
+    assert set(np.unique(none)) == {0}
+
+
+@pytest.mark.parametrize("bad, message", [
+    (svc(backends=(("2001:db8::1", 1),)), "not of the frontend's address family"),
+    (replace(svc(), snat_address=None), "needs a SNAT address"),
+    (replace(svc(), snat_address=ip_address("2001:db8::1")), "SNAT address 2001:db8::1"),
+])
+def test_unprogrammable_state_is_refused_before_any_write(bad, message):
+    with pytest.raises(p.PlanError, match=message):
+        p.plan(DesiredState((bad,)), p.ActualState(), CONFIG, LIMITS)
+
+
+def test_capacity_is_checked():
+    many = DesiredState(tuple(svc(port=1000 + i) for i in range(9)))
+    with pytest.raises(p.PlanError, match="exceed the data path's capacity of 8"):
+        p.plan(many, p.ActualState(), CONFIG, LIMITS)
+
+
+def test_dnat_frontends_carry_no_snat_address():
+    s = replace(svc(), nat=NatMode.DNAT)
+    result = p.plan(DesiredState((s,)), p.ActualState(), CONFIG, LIMITS)
+    (fe,) = [op for op in result.ops if isinstance(op, p.PutFrontend)]
+    assert fe.record == p.FrontendRecord(0, NatMode.DNAT, None)
