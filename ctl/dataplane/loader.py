@@ -44,6 +44,15 @@ class DataplaneSpec:
     max_backends: int = 65536
     ct_size: int = 262144
 
+    def __post_init__(self) -> None:
+        from .maglev import is_prime
+
+        if not is_prime(self.maglev_size):
+            raise ValueError(f"Maglev table size {self.maglev_size} is not prime (e.g. 16381, 65521)")
+        for name in ("max_services", "max_backends", "ct_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+
     def cflags(self) -> list[str]:
         return [
             f'-DPIN_DIR="{self.pin_dir}"',
