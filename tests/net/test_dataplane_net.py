@@ -72,6 +72,8 @@ class Gateway:
             loader.detach(ifindex, netns=self.net.gw.ns)
             if hook == "xdp":
                 assert self.dataplane.attach_xdp(ifindex, XdpMode.NATIVE, netns=self.net.gw.ns) is XdpMode.NATIVE
+            elif hook == "xdp-generic":
+                assert self.dataplane.attach_xdp(ifindex, XdpMode.GENERIC, netns=self.net.gw.ns) is XdpMode.GENERIC
             else:
                 self.dataplane.attach_tc(ifindex, netns=self.net.gw.ns)
         self.hook = hook
@@ -251,5 +253,16 @@ def test_h_weighted_split_through_tc_instead_of_xdp(net, gw):
         assert report["refused"] == 0 and report["timeout"] == 0, report
         assert_split(report["counts"], (70, 30, 0), CONNECTIONS)
         assert gw.verdicts()[(Hook.TC_INGRESS, Verdict.REDIRECT)] > 0
+    finally:
+        gw.attach("xdp")
+
+
+def test_i_generic_xdp_where_native_is_unavailable(net, gw):
+    gw.attach("xdp-generic")
+    try:
+        gw.program(gw.service((1, 1, 0)))
+        report = tcp_spread(net, net.vip4, count=100)
+        assert report["refused"] == 0 and report["timeout"] == 0, report
+        assert report["counts"].get("be2", 0) == 0 and sum(report["counts"].values()) == 100
     finally:
         gw.attach("xdp")

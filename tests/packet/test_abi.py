@@ -30,7 +30,7 @@ def layout(ctype: type, prefix: str = "") -> dict[str, tuple[int, int]]:
 @pytest.mark.parametrize("map_name", [m for m in abi.PINNED_MAPS if m != "maglev_outer"])
 def test_map_key_and_value_match_the_compiled_layout(packet_lab, map_name):
     _, key_t, value_t = abi.PINNED_MAPS[map_name]
-    table = packet_lab.dataplane.programs._modules[0].get_table(map_name)
+    table = packet_lab.dataplane.programs._modules[0].get_table(map_name.encode())
     assert layout(key_t) == layout(table.Key), f"{map_name} key"
     leaf = getattr(table, "sLeaf", table.Leaf)  # per-CPU maps: bcc's Leaf is one per CPU
     assert layout(value_t) == layout(leaf), f"{map_name} value"
