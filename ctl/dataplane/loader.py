@@ -205,6 +205,16 @@ def attach_tc(ifindex: int, programs: Programs, ingress: bool = True, egress: bo
                        prio=TC_PRIO, parent=parent, classid=1, direct_action=True)
 
 
+def detach_xdp(ifindex: int, netns: str | None = None) -> None:
+    """Removes any XDP program (both modes), e.g. when switching an interface to tc."""
+    with _iproute(netns) as ipr:
+        for flags in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE):
+            try:
+                _set_xdp(ipr, ifindex, -1, flags)
+            except Exception:
+                pass  # not attached in that mode
+
+
 def detach(ifindex: int, netns: str | None = None) -> None:
     """Removes our XDP program and tc filters from an interface (on request only)."""
     with _iproute(netns) as ipr:

@@ -1,0 +1,1 @@
+"""The agent: watches a source, translates, programs the data path, serves state."""

@@ -1,0 +1,88 @@
+"""The single apply point: a load result in, the data path and statuses out.
+
+Level-triggered: every reconcile recomputes the whole desired state from the snapshot
+and lets the planner write only the difference. Bad input never reaches the kernel:
+if the new snapshot has problems, or its desired state cannot be programmed, the last
+good state keeps serving and the problems are reported."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+from ctl.dataplane.model import DesiredState
+from ctl.dataplane.plan import Plan, PlanError
+from ctl.sources import LoadResult
+from ctl.translate import ObjectStatus, TranslateConfig, Translation, translate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconcileOutcome:
+    applied: bool  # the data path now reflects this input
+    problems: tuple[str, ...]  # why not, when it does not
+    writes: int  # map writes the plan needed
+    seconds: float
+
+
+@dataclass
+class AgentState:
+    """What the agent knows; read by the HTTP API (replaced whole, never mutated)."""
+
+    translation: Translation | None = None
+    problems: tuple[str, ...] = ()
+    last_outcome: ReconcileOutcome | None = None
+    reconciles: int = 0
+    errors: int = 0
+    ready: bool = False
+
+
+@dataclass
+class Reconciler:
+    program: Callable[[DesiredState], Plan]  # the data path's writer (an effect)
+    config: TranslateConfig
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    state: AgentState = field(default_factory=AgentState)
+
+    def reconcile(self, loaded: LoadResult) -> ReconcileOutcome:
+        started = time.perf_counter()
+        problems = tuple(str(p) for p in loaded.problems)
+        writes = 0
+        if not problems:
+            previous = self.state.translation.statuses if self.state.translation else ()
+            translation = translate(loaded.snapshot, replace(self.config, now=self.clock()), previous)
+            try:
+                writes = len(self.program(translation.desired).ops)
+            except PlanError as error:
+                problems = (f"cannot program the data path: {error}",)
+            except OSError as error:
+                problems = (f"writing BPF maps failed: {error}",)
+        outcome = ReconcileOutcome(not problems, problems, writes, time.perf_counter() - started)
+        self._record(outcome, translation if not problems else None)
+        return outcome
+
+    def _record(self, outcome: ReconcileOutcome, translation: Translation | None) -> None:
+        state = self.state
+        self.state = AgentState(
+            translation=translation or state.translation,
+            problems=outcome.problems,
+            last_outcome=outcome,
+            reconciles=state.reconciles + 1,
+            errors=state.errors + (0 if outcome.applied else 1),
+            ready=state.ready or outcome.applied,
+        )
+        if outcome.applied:
+            log.info("reconciled", extra={"event": "reconciled", "writes": outcome.writes,
+                                          "seconds": round(outcome.seconds, 4)})
+        else:
+            for problem in outcome.problems:
+                log.error("rejected input, last good state keeps serving",
+                          extra={"event": "rejected", "problem": problem})
+
+    @property
+    def statuses(self) -> tuple[ObjectStatus, ...]:
+        return self.state.translation.statuses if self.state.translation else ()

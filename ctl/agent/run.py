@@ -1,0 +1,142 @@
+"""Standalone mode: a directory of manifests in, the kernel programmed, state served.
+
+Effects live here (loading programs, attaching, sysctls, the HTTP server); the logic
+is in the reconciler, translation and the planner."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from ipaddress import ip_address
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from pyroute2 import IPRoute
+
+from ctl.dataplane import loader
+from ctl.dataplane.dataplane import Dataplane
+from ctl.dataplane.loader import DataplaneSpec, XdpMode
+from ctl.dataplane.model import IPAddress, NatMode
+from ctl.dataplane.plan import DataplaneConfig
+from ctl.sources import load_directory
+from ctl.translate import TranslateConfig
+
+from .metrics import AgentMetrics, DataplaneCollector
+from .reconciler import Reconciler
+from .server import AgentServer
+from .watch import changes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    config_dir: Path
+    interfaces: tuple[str, ...]
+    addresses: tuple[IPAddress, ...] = ()
+    snat_addresses: tuple[IPAddress, ...] = ()
+    nat: NatMode = NatMode.SNAT
+    attach: str = "xdp"  # xdp (native, else generic), xdp-native, xdp-generic, tc
+    pin_dir: Path = Path("/sys/fs/bpf/xdp-gateway")
+    listen: str = "127.0.0.1:9480"
+    hash_seed: int = 0
+    maglev_size: int = 16381
+    poll_interval: float = 0.2
+
+
+class AgentError(RuntimeError):
+    """Cannot start: a missing interface, an unusable option."""
+
+
+def interface_addresses(interfaces: tuple[str, ...]) -> dict[str, tuple[int, list[IPAddress]]]:
+    """ifname -> (ifindex, global addresses), in this network namespace."""
+    out = {}
+    with IPRoute() as ipr:
+        for name in interfaces:
+            found = ipr.link_lookup(ifname=name)
+            if not found:
+                raise AgentError(f"interface {name!r} does not exist in this network namespace")
+            addrs = [ip_address(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr(index=found[0])
+                     if a["scope"] == 0]
+            out[name] = (found[0], addrs)
+    return out
+
+
+def default_snat_addresses(links: dict[str, tuple[int, list[IPAddress]]]) -> tuple[IPAddress, ...]:
+    """The first address of each family on the interfaces, in the order given."""
+    chosen: dict[int, IPAddress] = {}
+    for _, addrs in links.values():
+        for a in addrs:
+            chosen.setdefault(a.version, a)
+    return tuple(chosen[v] for v in sorted(chosen))
+
+
+def _sysctl(path: str, value: str) -> None:
+    Path("/proc/sys", path).write_text(value)
+
+
+def prepare_kernel(interfaces: tuple[str, ...], nat: NatMode) -> None:
+    for key in ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"):
+        if Path("/proc/sys", key).read_text().strip() != "1":
+            log.warning("forwarding is off; the FIB lookup in XDP needs it: enabling",
+                        extra={"event": "sysctl", "key": key})
+            _sysctl(key, "1")
+    if nat is NatMode.SNAT:
+        # A flow's first packets reach the kernel translated while the backend's
+        # neighbour entry resolves; their source is our own address, which the kernel
+        # forwards only with accept_local.
+        for name in ("all", *interfaces):
+            _sysctl(f"net/ipv4/conf/{name}/accept_local", "1")
+
+
+def attach(dataplane: Dataplane, ifindex: int, how: str) -> str:
+    match how:
+        case "tc":
+            dataplane.attach_tc(ifindex)
+            return "tc"
+        case "xdp-native":
+            return dataplane.attach_xdp(ifindex, XdpMode.NATIVE).value
+        case "xdp-generic":
+            return dataplane.attach_xdp(ifindex, XdpMode.GENERIC).value
+        case _:
+            return dataplane.attach_xdp(ifindex, XdpMode.AUTO).value
+
+
+def run_agent(options: AgentOptions, stop: threading.Event) -> None:
+    links = interface_addresses(options.interfaces)
+    snat = options.snat_addresses or default_snat_addresses(links)
+    spec = DataplaneSpec(pin_dir=options.pin_dir, maglev_size=options.maglev_size)
+    dataplane = Dataplane.load(spec)
+    prepare_kernel(options.interfaces, options.nat)
+    for name, (ifindex, _) in links.items():
+        mode = attach(dataplane, ifindex, options.attach)
+        if options.attach == "tc":
+            loader.detach_xdp(ifindex)
+        log.info("attached", extra={"event": "attached", "interface": name, "mode": mode})
+
+    dp_config = DataplaneConfig(hash_seed=options.hash_seed)
+    reconciler = Reconciler(
+        program=lambda desired: dataplane.program(desired, dp_config),
+        config=TranslateConfig(now=datetime.now(timezone.utc), addresses=options.addresses, snat_addresses=snat, nat=options.nat),
+    )
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry)
+    registry.register(DataplaneCollector(options.pin_dir, lambda: {
+        s.frontend: s.owner for s in (reconciler.state.translation.desired.services
+                                      if reconciler.state.translation else ())}))
+    host, _, port = options.listen.rpartition(":")
+    server = AgentServer(host or "127.0.0.1", int(port), registry, lambda: reconciler.state)
+    server.start()
+    log.info("serving", extra={"event": "serving", "address": server.address, "config": str(options.config_dir)})
+    try:
+        for _ in changes(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set):
+            if stop.is_set():
+                break
+            outcome = reconciler.reconcile(load_directory(options.config_dir))
+            metrics.observe(outcome)
+    finally:
+        server.stop()
+        # Programs stay attached and maps pinned: traffic keeps flowing without us.
+        log.info("stopped; the data path keeps forwarding", extra={"event": "stopped"})

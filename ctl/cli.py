@@ -1,0 +1,317 @@
+"""gwctl: run the agent, and look at what it and the kernel are doing.
+
+Commands stay thin: they parse options and hand off to plain functions. Errors go to
+stderr with a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from enum import Enum
+from importlib.metadata import PackageNotFoundError, version as package_version
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="xdp-gateway: Gateway API with a kernel L4 data path.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_PIN_DIR = Path("/sys/fs/bpf/xdp-gateway")
+DEFAULT_AGENT = "http://127.0.0.1:9480"
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+class Nat(str, Enum):
+    snat = "snat"
+    dnat = "dnat"
+
+
+class Attach(str, Enum):
+    xdp = "xdp"
+    xdp_native = "xdp-native"
+    xdp_generic = "xdp-generic"
+    tc = "tc"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def emit(document: Any, output: Output) -> None:
+    if output is Output.json:
+        out.print_json(json.dumps(document, default=str))
+    else:
+        out.print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="", highlight=False)
+
+
+PinDir = Annotated[Path, typer.Option("--pin-dir", help="bpffs directory of the data path's maps")]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table, json or yaml")]
+AgentOpt = Annotated[str, typer.Option("--agent", help="the agent's local API", envvar="GWCTL_AGENT")]
+
+
+@app.command()
+def version() -> None:
+    """Print gwctl's version."""
+    try:
+        out.print(package_version("xdp-gateway"), highlight=False)
+    except PackageNotFoundError:
+        out.print("unknown (not installed as a package)")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", help="directory of YAML manifests, watched")],
+    interface: Annotated[list[str], typer.Option("--interface", "-i", help="gateway interface (repeat)")],
+    address: Annotated[Optional[list[str]], typer.Option("--address", help="gateway address for Gateways without spec.addresses (repeat)")] = None,
+    snat_address: Annotated[Optional[list[str]], typer.Option("--snat-address", help="SNAT source per family (default: first address of the interfaces)")] = None,
+    nat: Annotated[Nat, typer.Option("--nat", help="snat or dnat")] = Nat.snat,
+    attach: Annotated[Attach, typer.Option("--attach", help="xdp (native, else generic), xdp-native, xdp-generic or tc")] = Attach.xdp,
+    pin_dir: PinDir = DEFAULT_PIN_DIR,
+    listen: Annotated[str, typer.Option("--listen", help="host:port for /metrics, /healthz, /readyz and the API")] = "127.0.0.1:9480",
+    hash_seed: Annotated[int, typer.Option("--hash-seed", help="Maglev and flow hash seed; the same on every node")] = 0,
+    maglev_size: Annotated[int, typer.Option("--maglev-size", help="prime number of slots per table")] = 16381,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Standalone mode: program the kernel from a directory of manifests and keep it in step."""
+    from ctl.agent import logs
+    from ctl.agent.run import AgentError, AgentOptions, run_agent
+    from ctl.dataplane.model import NatMode
+
+    logs.configure(log_level)
+    try:
+        options = AgentOptions(
+            config_dir=config, interfaces=tuple(interface),
+            addresses=tuple(ip_address(a) for a in address or ()),
+            snat_addresses=tuple(ip_address(a) for a in snat_address or ()),
+            nat=NatMode(nat.value), attach=attach.value, pin_dir=pin_dir, listen=listen,
+            hash_seed=hash_seed, maglev_size=maglev_size,
+        )
+    except ValueError as error:
+        raise fail(str(error), 2)
+    if not config.is_dir():
+        raise fail(f"--config {config}: not a directory", 2)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        run_agent(options, stop)
+    except (AgentError, ValueError, OSError) as error:
+        raise fail(str(error))
+
+
+@app.command()
+def status(pin_dir: PinDir = DEFAULT_PIN_DIR, output: OutputOpt = Output.table) -> None:
+    """What the kernel is doing, read from the pinned maps (works while the agent is down)."""
+    from ctl import status as st
+
+    try:
+        collected = st.collect(pin_dir)
+    except (FileNotFoundError, PermissionError, OSError) as error:
+        raise fail(f"cannot read the data path's maps: {error}")
+    if output is Output.table:
+        st.render(collected, out)
+    else:
+        emit(collected.to_dict(), output)
+
+
+def fetch_objects(agent: str) -> list[dict]:
+    try:
+        with urllib.request.urlopen(f"{agent}/api/v1/objects", timeout=5) as response:
+            return json.load(response)
+    except (urllib.error.URLError, OSError) as error:
+        raise fail(f"the agent at {agent} is not answering ({getattr(error, 'reason', error)}); "
+                   "is `gwctl run` running? (`gwctl status` reads the kernel without it)")
+
+
+class Kind(str, Enum):
+    gateways = "gateways"
+    gatewayclasses = "gatewayclasses"
+    routes = "routes"
+
+
+_KINDS = {
+    Kind.gateways: {"Gateway"},
+    Kind.gatewayclasses: {"GatewayClass"},
+    Kind.routes: {"TCPRoute", "UDPRoute", "TLSRoute", "HTTPRoute", "GRPCRoute"},
+}
+_ALIASES = {"gateway": Kind.gateways, "gw": Kind.gateways, "route": Kind.routes,
+            "gatewayclass": Kind.gatewayclasses, "gc": Kind.gatewayclasses}
+
+
+def _select(objects: list[dict], kind: Kind, namespace: str | None, name: str | None = None) -> list[dict]:
+    return [o for o in objects
+            if o["kind"] in _KINDS[kind]
+            and (namespace is None or o["metadata"].get("namespace") in (namespace, None))
+            and (name is None or o["metadata"]["name"] == name)]
+
+
+def _condition(conditions: list[dict], kind: str) -> str:
+    c = next((c for c in conditions if c["type"] == kind), None)
+    return f"{c['status']} ({c['reason']})" if c else "-"
+
+
+def _route_conditions(obj: dict) -> list[dict]:
+    return [c for p in obj["status"].get("parents", []) for c in p.get("conditions", [])]
+
+
+@app.command()
+def get(
+    kind: Annotated[str, typer.Argument(help="gateways, gatewayclasses or routes")],
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n")] = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
+    output: OutputOpt = Output.table,
+    agent: AgentOpt = DEFAULT_AGENT,
+) -> None:
+    """List objects with their conditions, from the running agent."""
+    chosen = _kind(kind)
+    ns = None if all_namespaces else (namespace or "default")
+    objects = _select(fetch_objects(agent), chosen, None if chosen is Kind.gatewayclasses else ns)
+    if output is not Output.table:
+        emit(objects, output)
+        return
+    table = Table(box=None, pad_edge=False)
+    if chosen is Kind.gateways:
+        cols = ("NAMESPACE", "NAME", "ADDRESSES", "ACCEPTED", "PROGRAMMED", "LISTENERS")
+        rows = [(o["metadata"]["namespace"], o["metadata"]["name"],
+                 ",".join(a["value"] for a in o["status"].get("addresses", [])),
+                 _condition(o["status"]["conditions"], "Accepted"),
+                 _condition(o["status"]["conditions"], "Programmed"),
+                 str(len(o["status"].get("listeners", [])))) for o in objects]
+    elif chosen is Kind.routes:
+        cols = ("NAMESPACE", "KIND", "NAME", "ACCEPTED", "RESOLVEDREFS")
+        rows = [(o["metadata"]["namespace"], o["kind"], o["metadata"]["name"],
+                 _condition(_route_conditions(o), "Accepted"),
+                 _condition(_route_conditions(o), "ResolvedRefs")) for o in objects]
+    else:
+        cols = ("NAME", "ACCEPTED")
+        rows = [(o["metadata"]["name"], _condition(o["status"]["conditions"], "Accepted")) for o in objects]
+    for col in cols:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    if not rows:
+        err.print(f"No {chosen.value} found" + (f" in namespace {ns}" if ns else "") + ".")
+        return
+    out.print(table)
+
+
+def _kind(text: str) -> Kind:
+    try:
+        return _ALIASES.get(text) or Kind(text)
+    except ValueError:
+        raise fail(f"unknown kind {text!r}: use gateways, gatewayclasses or routes", 2)
+
+
+@app.command()
+def describe(
+    kind: Annotated[str, typer.Argument(help="gateway, gatewayclass or route")],
+    name: Annotated[str, typer.Argument()],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    agent: AgentOpt = DEFAULT_AGENT,
+) -> None:
+    """One object's status, conditions laid out the way kubectl describe shows them."""
+    chosen = _kind(kind)
+    found = _select(fetch_objects(agent), chosen, None if chosen is Kind.gatewayclasses else namespace, name)
+    if not found:
+        raise fail(f"{chosen.value} {namespace}/{name} not found")
+    for obj in found:
+        describe_object(obj)
+
+
+def describe_object(obj: dict) -> None:
+    meta = obj["metadata"]
+    out.print(f"[bold]Name:[/bold]         {meta['name']}", highlight=False)
+    if "namespace" in meta:
+        out.print(f"[bold]Namespace:[/bold]    {meta['namespace']}", highlight=False)
+    out.print(f"[bold]Kind:[/bold]         {obj['kind']} ({obj['apiVersion']})", highlight=False)
+    st = obj["status"]
+    if st.get("addresses"):
+        out.print("[bold]Addresses:[/bold]    " + ", ".join(a["value"] for a in st["addresses"]), highlight=False)
+    if st.get("conditions"):
+        _conditions_table("Conditions", st["conditions"])
+    for listener in st.get("listeners", []):
+        kinds = ", ".join(k["kind"] for k in listener.get("supportedKinds", []))
+        out.print(f"[bold]Listener {listener['name']}:[/bold] attachedRoutes={listener['attachedRoutes']} "
+                  f"supportedKinds=[{kinds}]", highlight=False)
+        _conditions_table("  Conditions", listener["conditions"])
+    for parent in st.get("parents", []):
+        ref = parent["parentRef"]
+        target = "/".join(filter(None, [ref.get("namespace"), ref["name"]]))
+        extra = "".join(f" {k}={ref[k]}" for k in ("sectionName", "port") if k in ref)
+        out.print(f"[bold]Parent {ref.get('kind', 'Gateway')} {target}{extra}[/bold] "
+                  f"(controller {parent['controllerName']})", highlight=False)
+        _conditions_table("  Conditions", parent["conditions"])
+
+
+def _conditions_table(title: str, conditions: list[dict]) -> None:
+    out.print(f"[bold]{title}:[/bold]")
+    table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 4 if title.startswith(" ") else 2))
+    for col in ("TYPE", "STATUS", "REASON", "LAST TRANSITION", "MESSAGE"):
+        table.add_column(col)
+    for c in conditions:
+        table.add_row(c["type"], c["status"], c["reason"], c["lastTransitionTime"], c["message"])
+    out.print(table)
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="YAML files or directories")],
+    address: Annotated[Optional[list[str]], typer.Option("--address", help="gateway address to assume")] = None,
+    snat_address: Annotated[Optional[list[str]], typer.Option("--snat-address")] = None,
+    nat: Annotated[Nat, typer.Option("--nat")] = Nat.snat,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Validate manifests offline and dry-run the translation: what would be programmed
+    and every condition. Exits non-zero on invalid input."""
+    from ctl.dataplane.model import NatMode
+    from ctl.validate import dry_run
+
+    try:
+        result = dry_run(paths, tuple(ip_address(a) for a in address or ()),
+                         tuple(ip_address(a) for a in snat_address or ()), NatMode(nat.value),
+                         datetime.now(timezone.utc))
+    except ValueError as error:
+        raise fail(str(error), 2)
+    if result.problems:
+        for problem in result.problems:
+            err.print(f"[red]invalid:[/red] {problem}", highlight=False)
+        raise typer.Exit(1)
+    if output is not Output.table:
+        emit({"programmed": result.programmed, "objects": result.objects}, output)
+        return
+    table = Table(title="Would program", title_justify="left")
+    for col in ("FRONTEND", "ROUTE", "NAT", "BACKENDS (weight)", "REFUSED SHARE"):
+        table.add_column(col)
+    for svc in result.programmed:
+        table.add_row(svc["frontend"], svc["owner"], svc["nat"],
+                      ", ".join(f"{b['endpoint']} ({b['weight']})" for b in svc["backends"]) or "-",
+                      str(svc["rejectWeight"]))
+    out.print(table)
+    for obj in result.objects:
+        describe_object(obj)
+        out.print()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())
