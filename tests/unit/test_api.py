@@ -164,7 +164,7 @@ def test_listener_names_unique() -> None:
 def test_several_problems_make_one_message() -> None:
     text = gateway(port=70000) + "    - {name: tcp, protocol: UDP, port: 0}\n"
     problem = only_problem(text)
-    assert problem.endswith("spec.listeners[0].port: 70000 is greater than the maximum of 65535 (and 2 more problems)")
+    assert problem.endswith("spec.listeners[0].port: 70000 is greater than the maximum of 65535 (and 1 more problem)")
 
 
 def test_invalid_gateway_address() -> None:

@@ -4,6 +4,7 @@ files cover whole scenarios; these pin the facts that matter most, independently
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from ctl.api import ValidationProblem
 from ctl.dataplane.model import Endpoint, NatMode, Protocol
 from ctl.sources import Snapshot, parse_documents
-from ctl.translate import ObjectStatus, TranslateConfig, Translation, status_to_k8s, translate
+from ctl.translate import Condition, ObjectStatus, TranslateConfig, Translation, status_to_k8s, translate
 from ctl.translate.hostnames import hostnames_intersect
 from ctl.translate.selectors import matches, selector_error
 
@@ -40,7 +41,7 @@ def status_of(translation: Translation, kind: str, name: str) -> ObjectStatus:
     return next(s for s in translation.statuses if s.kind == kind and s.name == name)
 
 
-def condition(conditions, kind: str):  # type: ignore[no-untyped-def]
+def condition(conditions: Iterable[Condition], kind: str) -> Condition:
     return next(c for c in conditions if c.type == kind)
 
 

@@ -1,0 +1,97 @@
+"""What every Kubernetes object model shares: configuration, metadata, identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+CORE_GROUP = ""
+DISCOVERY_GROUP = "discovery.k8s.io"
+
+
+class ApiModel(BaseModel):
+    """Frozen, camelCase on the wire, and tolerant of fields we do not model.
+
+    Unknown fields are dropped the way the API server prunes them, so manifests written
+    for newer API versions or other implementations still load.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="ignore",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+
+class ObjectMeta(ApiModel):
+    name: str
+    # Empty for cluster-scoped kinds; the parser fills "default" for namespaced ones, as
+    # kubectl does when a manifest names no namespace.
+    namespace: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    # The API server starts generations at 1; files carry none.
+    generation: int = Field(default=1, ge=1)
+    creation_timestamp: datetime | None = None
+
+    @field_validator("creation_timestamp")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # RFC 3339 always carries a zone; a hand-written file may not. Reading it as UTC
+        # keeps every timestamp comparable when routes are ordered by age.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+@dataclass(frozen=True, order=True)
+class ObjectRef:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind} {self.namespace}/{self.name}"
+        return f"{self.kind} {self.name}"
+
+
+class K8sObject(ApiModel):
+    GROUP: ClassVar[str]
+    KIND: ClassVar[str]
+    NAMESPACED: ClassVar[bool] = True
+
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def generation(self) -> int:
+        return self.metadata.generation
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.KIND, self.metadata.namespace, self.metadata.name)
+
+    def cross_field_problems(self) -> tuple[tuple[str, str], ...]:
+        """Checks spanning several fields, as (field path, message) pairs.
+
+        Field-level rules live in the pydantic fields; the few rules that relate fields
+        to each other (the API server's validation code, not expressible per field)
+        are reported here so each can name its own path.
+        """
+        return ()

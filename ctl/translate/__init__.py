@@ -1,0 +1,28 @@
+"""Gateway API semantics, purely: a ``Snapshot`` becomes the desired data plane
+(``ctl.dataplane.model.DesiredState``) and the status of every object we own."""
+
+from ctl.translate.config import DEFAULT_CONTROLLER_NAME, TranslateConfig
+from ctl.translate.render import render_desired
+from ctl.translate.status import (
+    Condition,
+    ListenerStatus,
+    ObjectStatus,
+    RouteParentStatus,
+    format_time,
+    status_to_k8s,
+)
+from ctl.translate.translate import Translation, translate
+
+__all__ = [
+    "DEFAULT_CONTROLLER_NAME",
+    "Condition",
+    "ListenerStatus",
+    "ObjectStatus",
+    "RouteParentStatus",
+    "TranslateConfig",
+    "Translation",
+    "format_time",
+    "render_desired",
+    "status_to_k8s",
+    "translate",
+]

@@ -1,0 +1,158 @@
+"""backendRefs to Services to weighted endpoints.
+
+Resolution (for ResolvedRefs) checks, in order: the kind (core Service only), the
+namespace (a cross-namespace reference needs a ReferenceGrant in the target namespace),
+that the Service exists and is not ExternalName, that it has the referenced port, and
+that the port speaks the route's transport. The first failing reference of the route
+gives the condition's reason; the message lists all of them.
+
+Traffic: a backendRef's weight is spread equally over the endpoints of its Service port
+(ready ones; serving-and-terminating ones only when none is ready; the frontend's address
+family only). A reference that failed, or resolved to no endpoints, keeps its weight as
+the reject share, which the data path refuses (TCP RST, UDP drop) instead of silently
+shifting it onto the others.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ctl.api import GATEWAY_GROUP, BackendRef, EndpointPort, Route, Service, ServicePort
+from ctl.dataplane.model import Endpoint, WeightedEndpoint
+from ctl.translate.conditions import Reason
+from ctl.translate.index import SnapshotIndex
+
+
+@dataclass(frozen=True)
+class BackendResolution:
+    rule_index: int
+    ref_index: int
+    ref: BackendRef
+    namespace: str
+    service: Service | None = None
+    port: ServicePort | None = None
+    failure: tuple[Reason, str] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"rules[{self.rule_index}].backendRefs[{self.ref_index}]"
+
+
+def resolve_backends(route: Route, index: SnapshotIndex) -> tuple[BackendResolution, ...]:
+    return tuple(
+        _resolve(route, i, j, ref, index)
+        for i, rule in enumerate(route.spec.rules)
+        for j, ref in enumerate(rule.backend_refs)
+    )
+
+
+def _resolve(route: Route, rule_index: int, ref_index: int, ref: BackendRef, index: SnapshotIndex) -> BackendResolution:
+    namespace = ref.namespace or route.namespace
+    resolution = BackendResolution(rule_index, ref_index, ref, namespace)
+
+    def fail(reason: Reason, message: str) -> BackendResolution:
+        return BackendResolution(rule_index, ref_index, ref, namespace, failure=(reason, f"{resolution.where}: {message}"))
+
+    target = f"Service {namespace}/{ref.name}"
+    if ref.group != "" or ref.kind != "Service":
+        group = ref.group or "core"
+        return fail(Reason.INVALID_KIND, f"{ref.kind} ({group}) is not a supported backend kind; only Service is")
+    if namespace != route.namespace and not _granted(route, namespace, ref.name, index):
+        return fail(Reason.REF_NOT_PERMITTED, f"{target} is in another namespace and no ReferenceGrant allows it")
+    service = index.services.get((namespace, ref.name))
+    if service is None:
+        return fail(Reason.BACKEND_NOT_FOUND, f"{target} not found")
+    if service.spec.type == "ExternalName":
+        return fail(Reason.INVALID_KIND, f"{target} is an ExternalName Service, which is not supported")
+    # One port number may be listed once per protocol (DNS: 53/TCP and 53/UDP).
+    numbered = [p for p in service.spec.ports if p.port == ref.port]
+    if not numbered:
+        return fail(Reason.BACKEND_NOT_FOUND, f"{target} has no port {ref.port}")
+    port = next((p for p in numbered if p.protocol == route.TRANSPORT), None)
+    if port is None:
+        protocols = "/".join(p.protocol for p in numbered)
+        return fail(
+            Reason.UNSUPPORTED_PROTOCOL,
+            f"{target} port {ref.port} is {protocols}, but a {route.KIND} needs {route.TRANSPORT}",
+        )
+    return BackendResolution(rule_index, ref_index, ref, namespace, service, port)
+
+
+def _granted(route: Route, namespace: str, service_name: str, index: SnapshotIndex) -> bool:
+    for grant in index.grants_by_namespace.get(namespace, ()):
+        from_route = any(
+            f.group == GATEWAY_GROUP and f.kind == route.KIND and f.namespace == route.namespace for f in grant.spec.from_
+        )
+        to_service = any(t.group == "" and t.kind == "Service" and t.name in (None, "", service_name) for t in grant.spec.to)
+        if from_route and to_service:
+            return True
+    return False
+
+
+def endpoints_of(service: Service, port: ServicePort, family: int, index: SnapshotIndex) -> tuple[Endpoint, ...]:
+    address_type = "IPv4" if family == 4 else "IPv6"
+    ready: set[Endpoint] = set()
+    terminating: set[Endpoint] = set()
+    for endpoint_slice in index.slices_by_service.get((service.namespace, service.name), ()):
+        if endpoint_slice.address_type != address_type:
+            continue
+        slice_port = _matching_port(endpoint_slice.ports, port, service)
+        if slice_port is None or slice_port.port is None:
+            continue
+        for endpoint in endpoint_slice.endpoints:
+            conditions = endpoint.conditions
+            is_ready = conditions.ready is not False
+            is_serving = conditions.serving if conditions.serving is not None else is_ready
+            # Kubernetes consumers use the first address; the rest are fungible copies.
+            address = Endpoint(ipaddress.ip_address(endpoint.addresses[0]), slice_port.port)
+            if is_ready:
+                ready.add(address)
+            elif is_serving and conditions.terminating:
+                terminating.add(address)
+    return tuple(sorted(ready or terminating))
+
+
+def _matching_port(slice_ports: Sequence[EndpointPort], port: ServicePort, service: Service) -> EndpointPort | None:
+    """The slice port named like the Service port. For a one-port Service an unnamed
+    slice port also matches: hand-written slices often leave the name out."""
+    for candidate in slice_ports:
+        if (candidate.name or "") == port.name and candidate.protocol == port.protocol:
+            return candidate
+    if len(service.spec.ports) == 1:
+        for candidate in slice_ports:
+            if not candidate.name and candidate.protocol == port.protocol:
+                return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class BackendPool:
+    backends: tuple[WeightedEndpoint, ...]
+    reject_weight: float
+
+
+def backend_pool(resolutions: Sequence[BackendResolution], family: int, index: SnapshotIndex) -> BackendPool:
+    """Weighted endpoints of the given backendRefs for one address family.
+
+    When every weight is 0 nothing may receive new flows: the pool then rejects all of
+    them (reject weight 1 against zero-weight backends, which only drain).
+    """
+    weights: dict[Endpoint, float] = defaultdict(float)
+    reject = 0.0
+    for resolution in resolutions:
+        weight = float(resolution.ref.weight)
+        if resolution.failure or resolution.service is None or resolution.port is None:
+            reject += weight
+            continue
+        endpoints = endpoints_of(resolution.service, resolution.port, family, index)
+        if not endpoints:
+            reject += weight
+            continue
+        for endpoint in endpoints:
+            weights[endpoint] += weight / len(endpoints)
+    if reject == 0 and not any(weights.values()):
+        reject = 1.0
+    return BackendPool(tuple(WeightedEndpoint(e, weights[e]) for e in sorted(weights)), reject)

@@ -1,0 +1,26 @@
+"""What translation needs from the agent besides the objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ctl.dataplane.model import IPAddress, NatMode
+
+DEFAULT_CONTROLLER_NAME = "xdp-gateway.io/gateway-controller"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranslateConfig:
+    # The clock, injected: lastTransitionTime of every condition that changes.
+    now: datetime
+    controller_name: str = DEFAULT_CONTROLLER_NAME
+    # The agent's gateway addresses, used by Gateways that request none.
+    addresses: tuple[IPAddress, ...] = ()
+    # The SNAT source per family. In snat mode a Gateway address whose family has none
+    # here cannot be served.
+    snat_addresses: tuple[IPAddress, ...] = ()
+    nat: NatMode = NatMode.SNAT
+
+    def snat_address(self, version: int) -> IPAddress | None:
+        return next((a for a in self.snat_addresses if a.version == version), None)

@@ -1,0 +1,157 @@
+"""Snapshot in, desired data plane and every object's status out. Pure.
+
+Steps: our GatewayClasses; their Gateways (addresses, listeners) in precedence order;
+listener conflicts; route attachment per parentRef and backend resolution per route;
+listener and Gateway conditions (which need the attached-route counts); then one data
+path Service per programmed TCP/UDP listener and gateway address (refusing every new
+flow while no route is attached: a programmed listener owns its port).
+
+Several routes may attach to one TCP or UDP listener: all are Accepted and counted in
+attachedRoutes, but a port cannot be split between routes that have no match criteria,
+so only the oldest (creationTimestamp, then namespace/name: the spec's precedence for
+otherwise equal routes) is programmed. The others get no traffic while it exists, and
+their Accepted message says so.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ctl.api import GATEWAY_GROUP, ObjectRef, Route
+from ctl.dataplane.model import DesiredState, FrontendKey, NatMode, Service
+from ctl.sources import Snapshot
+from ctl.translate.attachment import ParentOutcome, attach
+from ctl.translate.backends import BackendPool, BackendResolution, backend_pool, resolve_backends
+from ctl.translate.conditions import ConditionType, Reason
+from ctl.translate.config import TranslateConfig
+from ctl.translate.conflicts import find_conflicts
+from ctl.translate.gateways import GatewayView, class_status, gateway_status, listener_programmed, view_gateway
+from ctl.translate.index import SnapshotIndex, age_order
+from ctl.translate.listeners import ListenerKey, Support
+from ctl.translate.render import frontend_order
+from ctl.translate.status import Condition, ObjectStatus, RouteParentStatus, carry_transition_times
+
+
+@dataclass(frozen=True)
+class Translation:
+    desired: DesiredState
+    statuses: tuple[ObjectStatus, ...]
+
+
+@dataclass(frozen=True)
+class _RouteResult:
+    route: Route
+    outcomes: tuple[ParentOutcome, ...]
+    backends: tuple[BackendResolution, ...]
+
+
+def translate(snapshot: Snapshot, config: TranslateConfig, previous: Iterable[ObjectStatus] = ()) -> Translation:
+    """``previous`` is the last translation's statuses: an unchanged condition keeps its
+    lastTransitionTime."""
+    index = SnapshotIndex.of(snapshot)
+    classes = {c.name: c for c in snapshot.gateway_classes if c.spec.controller_name == config.controller_name}
+    gateways = sorted(
+        (view_gateway(g, classes[g.spec.gateway_class_name], config)
+         for g in snapshot.gateways if g.spec.gateway_class_name in classes),
+        key=lambda view: age_order(view.gateway),
+    )
+    conflicts = find_conflicts([view for view in gateways if view.acceptable])
+    by_name = {(view.gateway.namespace, view.gateway.name): view for view in gateways}
+    routes = [result for route in snapshot.routes if (result := _route_result(route, by_name, index)).outcomes]
+
+    attached: dict[ListenerKey, list[_RouteResult]] = defaultdict(list)
+    for result in routes:
+        for listener_key in {listener.key for outcome in result.outcomes for listener in outcome.listeners}:
+            attached[listener_key].append(result)
+    counts = {key: len(results) for key, results in attached.items()}
+    winners = {key: min(results, key=lambda r: age_order(r.route)) for key, results in attached.items()}
+
+    gateway_statuses = {view.gateway.ref: gateway_status(view, conflicts, counts, config) for view in gateways}
+    statuses = [
+        *(class_status(c, config) for c in sorted(classes.values(), key=lambda c: c.name)),
+        *(gateway_statuses[v.gateway.ref] for v in sorted(gateways, key=lambda v: (v.gateway.namespace, v.gateway.name))),
+        *(_route_status(result, winners, config) for result in routes),
+    ]
+    services = _services(gateways, gateway_statuses, winners, index, config)
+    return Translation(
+        DesiredState(services=tuple(sorted(services, key=frontend_order))),
+        carry_transition_times(statuses, previous),
+    )
+
+
+def _route_result(route: Route, gateways: Mapping[tuple[str, str], GatewayView], index: SnapshotIndex) -> _RouteResult:
+    outcomes = []
+    for parent_ref in route.spec.parent_refs:
+        if parent_ref.group != GATEWAY_GROUP or parent_ref.kind != "Gateway":
+            continue
+        gateway = gateways.get((parent_ref.namespace or route.namespace, parent_ref.name))
+        if gateway is None:
+            continue  # not a Gateway of ours (or none at all): not ours to report on
+        outcomes.append(attach(route, parent_ref, gateway, index))
+    backends = resolve_backends(route, index) if outcomes else ()
+    return _RouteResult(route, tuple(outcomes), backends)
+
+
+def _route_status(result: _RouteResult, winners: Mapping[ListenerKey, _RouteResult], config: TranslateConfig) -> ObjectStatus:
+    route = result.route
+
+    def make(kind: ConditionType, ok: bool, reason: Reason, message: str) -> Condition:
+        return Condition(kind, "True" if ok else "False", reason, message, route.generation, config.now)
+
+    failures = [b.failure for b in result.backends if b.failure]
+    if failures:
+        resolved = make(ConditionType.RESOLVED_REFS, False, failures[0][0], "; ".join(message for _, message in failures))
+    else:
+        resolved = make(ConditionType.RESOLVED_REFS, True, Reason.RESOLVED_REFS, "All references are resolved")
+    parents = []
+    for outcome in result.outcomes:
+        message = outcome.message
+        for listener in outcome.listeners:
+            winner = winners[listener.key].route
+            if listener.support is Support.L4 and winner is not route:
+                message += (
+                    f"; no traffic on listener \"{listener.name}\": {winner.ref} takes precedence"
+                    " (older, or first by namespace/name)"
+                )
+        accepted = make(ConditionType.ACCEPTED, outcome.accepted, outcome.reason, message)
+        parents.append(RouteParentStatus(outcome.parent_ref, config.controller_name, (accepted, resolved)))
+    return ObjectStatus(route.KIND, route.namespace, route.name, api_version=route.api_version, parents=tuple(parents))
+
+
+def _services(
+    gateways: Iterable[GatewayView],
+    statuses: Mapping[ObjectRef, ObjectStatus],
+    winners: Mapping[ListenerKey, _RouteResult],
+    index: SnapshotIndex,
+    config: TranslateConfig,
+) -> list[Service]:
+    services = []
+    for view in gateways:
+        listener_statuses = {s.name: s for s in statuses[view.gateway.ref].listeners}
+        for listener in view.listeners:
+            if listener.support is not Support.L4 or not listener_programmed(listener_statuses[listener.name]):
+                continue
+            winner = winners.get(listener.key)
+            # The first rule carries the traffic: v1 routes have exactly one; in v1alpha2
+            # every rule matches all traffic and, as for HTTPRoute, the first one wins.
+            first_rule = [b for b in winner.backends if b.rule_index == 0] if winner else []
+            for address in view.addresses.addresses:
+                if winner is None:
+                    # A programmed listener owns its port even before a route arrives:
+                    # refuse new flows rather than let them reach whatever the node runs.
+                    pool, owner = BackendPool((), 1.0), f"{view.gateway.ref} listener {listener.name} (no route)"
+                else:
+                    pool, owner = backend_pool(first_rule, address.version, index), str(winner.route.ref)
+                services.append(
+                    Service(
+                        frontend=FrontendKey(address, listener.spec.port, listener.transport),
+                        backends=pool.backends,
+                        reject_weight=pool.reject_weight,
+                        nat=config.nat,
+                        snat_address=config.snat_address(address.version) if config.nat is NatMode.SNAT else None,
+                        owner=owner,
+                    )
+                )
+    return services
