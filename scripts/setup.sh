@@ -11,7 +11,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { say "must run as root (installs packages, mounts bpffs, loads BPF)"; exit 1; }
 
 # --- Debian packages -------------------------------------------------------------------
-debs=(python3-bpfcc libbpfcc linux-headers-amd64 iproute2 nftables ethtool iperf3 netsniff-ng)
+debs=(python3-bpfcc libbpfcc linux-headers-amd64 iproute2 nftables ethtool iperf3 netsniff-ng dnsmasq-base)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
