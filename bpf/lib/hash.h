@@ -29,6 +29,12 @@ static __always_inline __u32 addr_fold(const union addr *a)
 	return a->w[0] ^ a->w[1] ^ a->w[2] ^ a->w[3];
 }
 
+/* Identifies a backend's endpoint, to notice that a backend id changed hands. */
+static __always_inline __u32 backend_check(const struct backend *be)
+{
+	return hash_3words(addr_fold(&be->addr), be->port, be->family, 0);
+}
+
 /* Hash of a flow's 5-tuple as the client sent it. `salt` separates uses (backend
  * choice vs. SNAT port choice) so that they are independent. */
 static __always_inline __u32 flow_hash(const struct ct_key *k, __u32 seed, __u32 salt)

@@ -87,6 +87,7 @@ static __always_inline int lb_new_flow(CTX *ctx, struct pkt *p, const struct fro
 
 	flow->last_seen = now;
 	flow->backend_id = backend_id;
+	flow->backend_check = backend_check(be);
 	flow->service_id = fe->id;
 	flow->state = ct_tcp_bits(p, 0);
 
@@ -133,9 +134,10 @@ static __always_inline int lb_forward(CTX *ctx, struct pkt *p, const struct fron
 		int syn = (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
 		struct backend *found = backends.lookup(&ct->backend_id);
 
-		/* A new SYN on a closing tuple, an expired entry, or a deleted backend:
-		 * the flow starts over (weight-0 backends keep theirs). */
-		if (!found || ct->service_id != fe->id ||
+		/* A new SYN on a closing tuple, an expired entry, or a deleted backend
+		 * (its id gone, or given to another endpoint since): the flow starts over.
+		 * Weight-0 backends keep theirs. */
+		if (!found || ct->service_id != fe->id || ct->backend_check != backend_check(found) ||
 		    ct_expired(cfg, p->tuple.proto, ct->state, ct->last_seen, now) ||
 		    (syn && (ct->state & (CT_FIN_FWD | CT_FIN_REV | CT_RST)))) {
 			ct = NULL;

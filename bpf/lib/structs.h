@@ -51,7 +51,9 @@ struct ct_entry {
 	union addr nat_addr;  /* source the backend sees: snat_addr, or the client (dnat) */
 	__be16 nat_port;      /* source port the backend sees */
 	__u8 state;           /* CT_* bits */
-	__u8 pad[5];
+	__u8 pad;
+	__u32 backend_check;  /* backend_check() of the backend chosen: a backend id that
+			       * was deleted and given to another endpoint is not ours */
 };
 
 /* ct_rev value, keyed by backend -> nat_addr:nat_port (what a reply looks like). */

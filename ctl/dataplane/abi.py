@@ -100,7 +100,7 @@ class CtKey(ctypes.Structure):
 class CtEntry(ctypes.Structure):
     _fields_ = [
         ("last_seen", u64), ("backend_id", u32), ("service_id", u32), ("nat_addr", Addr),
-        ("nat_port", u16), ("state", u8), ("pad", u8 * 5),
+        ("nat_port", u16), ("state", u8), ("pad", u8), ("backend_check", u32),
     ]
 
 

@@ -245,3 +245,24 @@ def test_icmp_error_about_an_unknown_flow_passes_untouched(plab):
              IP(src=str(GW_BACK4), dst=str(backend4(0))) / TCP(sport=12345, dport=8080))
     result = plab.xdp(bytes(error), ingress="be0")
     assert result.verdict == "PASS" and result.data == bytes(error)
+
+
+def test_a_flow_whose_backend_id_went_to_another_endpoint_is_reselected(plab):
+    """Ids are reused once free: the conntrack entry must notice that its backend id
+    now names another endpoint, or the flow would go there while its replies, keyed by
+    the old endpoint, could never be translated back."""
+    plab.program(state(service(backends=((0, 1),))))
+    first = plab.xdp(bytes(syn4()))
+    assert backend_of(plab, first.data) == 0
+    plab.program(state(service(backends=((1, 1),))))  # backend 0's id is deleted...
+    plan = plab.program(state(service(backends=((1, 1), (2, 1)))))  # ...and reused for backend 2
+    from ipaddress import ip_address
+    from ctl.dataplane.model import Endpoint
+    old_id = 1
+    assert plan.backend_ids[Endpoint(backend4(2), BACKEND_PORT)] == old_id
+    again = plab.xdp(bytes(ack4()))
+    assert again.verdict == "REDIRECT"
+    chosen = backend_of(plab, again.data)
+    reply = plab.xdp(bytes(reply_from_backend(again.data, flags="A")), ingress="be0")
+    assert reply.verdict == "REDIRECT", f"the reply from backend {chosen} must be translated back"
+    assert l3(Ether(reply.data)).src == str(VIP4)
