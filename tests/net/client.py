@@ -241,7 +241,41 @@ def tcp_session(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def http_get(args: argparse.Namespace) -> dict[str, Any]:
+    """GET http://addr:port/path; the body is parsed as JSON when it is JSON."""
+    import urllib.error
+    import urllib.request
+
+    host = f"[{args.addr}]" if ":" in str(args.addr) else args.addr
+    try:
+        with urllib.request.urlopen(f"http://{host}:{args.port}{args.path}", timeout=args.timeout) as r:
+            status, body = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read().decode()
+    except OSError as e:
+        return {"status": None, "error": str(e)}
+    try:
+        return {"status": status, "json": json.loads(body)}
+    except ValueError:
+        return {"status": status, "text": body}
+
+
+def dns_query(args: argparse.Namespace) -> dict[str, Any]:
+    """One DNS A query over UDP; the answer's addresses, or the error."""
+    import dns.message
+    import dns.query
+
+    query = dns.message.make_query(args.name, "A")
+    try:
+        answer = dns.query.udp(query, str(args.addr), port=args.port, timeout=args.timeout)
+    except Exception as e:  # noqa: BLE001 - reported, the test decides
+        return {"answers": [], "error": f"{type(e).__name__}: {e}"}
+    return {"answers": sorted(item.address for rrset in answer.answer for item in rrset), "rcode": answer.rcode()}
+
+
 MODES = {
+    "http-get": http_get,
+    "dns-query": dns_query,
     "tcp-spread": tcp_spread,
     "udp-spread": udp_spread,
     "tcp-session": tcp_session,
@@ -262,6 +296,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="seconds per connect / answer (default 2)")
         if name in ("tcp-spread", "udp-spread"):
             mode.add_argument("--count", type=int, default=100)
+        if name == "http-get":
+            mode.add_argument("--path", default="/")
+        if name == "dns-query":
+            mode.add_argument("--name", required=True)
         if name == "tcp-session":
             mode.add_argument("--interval-ms", type=float, default=50)
             mode.add_argument("--duration", type=float, default=None,

@@ -323,9 +323,16 @@ class Lab:
             kw.setdefault("capture_output", True)
         return subprocess.run(self._netns_exec(ns, argv), **self._process_defaults(kw))
 
-    def popen(self, ns: str, argv: Sequence[Any], **kw: Any) -> subprocess.Popen:
-        """subprocess.Popen inside `ns`, from the project root; killed at cleanup."""
-        proc = subprocess.Popen(self._netns_exec(ns, argv), **self._process_defaults(kw))
+    def popen(self, ns: str, argv: Sequence[Any], *, host_mounts: bool = False,
+              **kw: Any) -> subprocess.Popen:
+        """subprocess.Popen inside `ns`, from the project root; killed at cleanup.
+
+        host_mounts: enter only the network namespace (nsenter --net). `ip netns exec`
+        remounts /sys for the namespace, which hides the host's bpffs at /sys/fs/bpf;
+        a process that pins BPF maps for others to read needs the host's mounts.
+        """
+        command = self._nsenter(ns, argv) if host_mounts else self._netns_exec(ns, argv)
+        proc = subprocess.Popen(command, **self._process_defaults(kw))
         self._processes.append(proc)
         return proc
 
@@ -358,6 +365,11 @@ class Lab:
         if ns not in self._namespaces:
             raise ValueError(f"{ns!r} is not a namespace of this lab")
         return ["ip", "netns", "exec", ns, *(str(a) for a in argv)]
+
+    def _nsenter(self, ns: str, argv: Sequence[Any]) -> list[str]:
+        if ns not in self._namespaces:
+            raise ValueError(f"{ns!r} is not a namespace of this lab")
+        return ["nsenter", f"--net=/run/netns/{ns}", "--", *(str(a) for a in argv)]
 
     def _process_defaults(self, kw: dict[str, Any]) -> dict[str, Any]:
         kw.setdefault("cwd", PROJECT_ROOT)

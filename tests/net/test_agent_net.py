@@ -1,0 +1,305 @@
+"""Network tier with the agent in standalone mode (`gwctl run`): real traffic through
+the Gateway API scenarios, live edits of the config directory, and gwctl against a
+running agent.
+
+One agent serves the whole module; each test swaps the files of its config directory,
+which is also how a user changes it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ctl.dataplane import loader
+
+from . import netlab
+from .test_dataplane_net import _missing
+
+pytestmark = pytest.mark.net
+ROOT = netlab.PROJECT_ROOT
+EXAMPLES = ROOT / "examples" / "standalone"
+GOLDEN = ROOT / "tests" / "golden"
+API_PORT = 9480
+TOLERANCE = 0.05
+
+
+class Agent:
+    """`gwctl run` in the gateway namespace, watched through its HTTP API."""
+
+    def __init__(self, net: netlab.Lab, config_dir: Path, log_path: Path):
+        self.net = net
+        self.config_dir = config_dir
+        self.pin_dir = Path(f"/sys/fs/bpf/{net.prefix}")
+        self.log_path = log_path
+        self.api = str(net.gw.front_v4)
+        argv = [sys.executable, "-m", "ctl.cli", "run", "--config", config_dir,
+                "--interface", "front", *[a for b in net.backends for a in ("--interface", b.gw_ifname)],
+                "--address", net.vip4, "--pin-dir", self.pin_dir, "--listen", f"{self.api}:{API_PORT}"]
+        self.proc = net.popen(net.gw.ns, argv, host_mounts=True, stdout=subprocess.DEVNULL,
+                              stderr=log_path.open("w"))
+        self._pass_module, fd = loader.compile_xdp_pass()
+        self.wait_ready()
+        net.attach_xdp_pass(fd)
+
+    def get(self, path: str) -> dict:
+        return self.net.run_client("http-get", "--addr", self.api, "--port", API_PORT, "--path", path, "--timeout", 2)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited {self.proc.returncode}:\n{self.log_path.read_text()}")
+            if self.get("/readyz").get("status") == 200:
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"agent not ready:\n{self.log_path.read_text()}")
+
+    def reconciles(self) -> int:
+        return self.get("/api/v1/problems")["json"]["reconciles"]
+
+    def problems(self) -> list[str]:
+        return self.get("/api/v1/problems")["json"]["problems"]
+
+    def objects(self) -> list[dict]:
+        return self.get("/api/v1/objects")["json"]
+
+    def replace_config(self, files: dict[str, str], expect_problems: bool = False, timeout: float = 10) -> None:
+        """Swaps the directory's manifests and waits until the agent has reconciled them."""
+        before = self.reconciles()
+        for old in self.config_dir.glob("*.yaml"):
+            if old.name not in files:
+                old.unlink()
+        for name, text in files.items():
+            (self.config_dir / name).write_text(text)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.reconciles() > before and bool(self.problems()) == expect_problems:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"agent did not reconcile; problems: {self.problems()}")
+
+    def gwctl(self, *args) -> subprocess.CompletedProcess:
+        """gwctl in the client namespace (where the agent's API is reachable)."""
+        return self.net.run(self.net.client.ns, [sys.executable, "-m", "ctl.cli", *args,
+                                                 "--agent", f"http://{self.api}:{API_PORT}"], check=False)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("needs dnsmasq (scripts/setup.sh installs dnsmasq-base)")
+    work = tmp_path_factory.mktemp("agent")
+    config = work / "config"
+    config.mkdir()
+    with netlab.lab(backends=3) as net:
+        net.start_servers(tcp_ports=(3000, 8080), udp_ports=(8080, 5353))
+        running = Agent(net, config, work / "agent.log")
+        try:
+            yield running
+        finally:
+            running.stop()
+            for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
+                loader.detach(ifindex, netns=net.gw.ns)
+            shutil.rmtree(running.pin_dir, ignore_errors=True)
+    assert not netlab.leftovers(net.prefix)
+
+
+def example_files() -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(EXAMPLES.glob("*.yaml"))}
+
+
+def spread(agent, proto: str, port: int, count: int = 500, timeout: float = 2.0) -> dict:
+    mode = "tcp-spread" if proto == "tcp" else "udp-spread"
+    return agent.net.run_client(mode, "--addr", agent.net.vip4, "--port", port, "--count", count,
+                                "--timeout", timeout, timeout=300)
+
+
+def assert_shares(report: dict, shares: dict[str, float], count: int) -> None:
+    for name in ("be0", "be1", "be2"):
+        got = report["counts"].get(name, 0) / count
+        want = shares.get(name, 0.0)
+        assert abs(got - want) <= TOLERANCE, f"{name}: {got:.3f}, want {want:.3f}; {report}"
+        if want == 0:
+            assert report["counts"].get(name, 0) == 0, f"{name} must get no traffic: {report}"
+
+
+# -- the example configuration, gwctl and metrics -------------------------------------
+def test_example_config_splits_traffic_by_weight(agent):
+    agent.replace_config(example_files())
+    tcp = spread(agent, "tcp", 80)
+    assert tcp["refused"] == 0 and tcp["timeout"] == 0
+    assert_shares(tcp, {"be0": 0.7, "be1": 0.3}, 500)
+    udp = spread(agent, "udp", 53)
+    assert udp["timeout"] == 0
+    assert_shares(udp, {"be0": 0.5, "be1": 0.5}, 500)
+
+
+def test_gwctl_get_and_describe_from_the_running_agent(agent):
+    agent.replace_config(example_files())
+    routes = agent.gwctl("get", "routes", "-A")
+    assert routes.returncode == 0, routes.stderr
+    assert re.search(r"default\s+TCPRoute\s+db\s+True \(Accepted\)\s+True \(ResolvedRefs\)", routes.stdout), routes.stdout
+    gateways = agent.gwctl("get", "gateways", "-o", "json")
+    assert gateways.returncode == 0
+    described = agent.gwctl("describe", "gateway", "edge")
+    assert described.returncode == 0 and "Listener db: attachedRoutes=1" in described.stdout
+    missing = agent.gwctl("describe", "route", "nope")
+    assert missing.returncode != 0 and "not found" in missing.stderr
+
+
+def test_gwctl_status_reads_the_kernel_directly(agent):
+    done = subprocess.run([sys.executable, "-m", "ctl.cli", "status", "--pin-dir", agent.pin_dir, "-o", "json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    status = yaml.safe_load(done.stdout)
+    frontends = {f["frontend"]: f for f in status["frontends"]}
+    assert set(frontends) >= {"10.99.100.1:80/TCP", "10.99.100.1:53/UDP"}
+    assert frontends["10.99.100.1:80/TCP"]["new_flows"] >= 500
+
+
+def test_metrics_count_per_route_and_backend(agent):
+    agent.replace_config(example_files())
+    spread(agent, "tcp", 80, count=50)
+    metrics = agent.get("/metrics")["text"]
+    match = re.search(r'xdpgw_frontend_new_connections_total\{frontend="10.99.100.1:80/TCP",route="TCPRoute default/db"\} (\S+)', metrics)
+    assert match and float(match.group(1)) >= 50, metrics[:2000]
+    assert re.search(r'xdpgw_backend_new_connections_total\{backend="10.99.10.2:8080"\} [1-9]', metrics)
+    assert "xdpgw_reconcile_duration_seconds_count" in metrics
+    assert re.search(r'xdpgw_map_entries\{map="frontends"\} 2.0', metrics)
+
+
+# -- live edits ---------------------------------------------------------------------------
+def _with_weights(a: int, b: int, c: int) -> dict[str, str]:
+    """The example configuration with the TCPRoute's three weights replaced."""
+    files = example_files()
+    docs = list(yaml.safe_load_all(files["30-routes.yaml"]))
+    tcp_route = next(d for d in docs if d["kind"] == "TCPRoute")
+    for ref, weight in zip(tcp_route["spec"]["rules"][0]["backendRefs"], (a, b, c)):
+        ref["weight"] = weight
+    files["30-routes.yaml"] = yaml.safe_dump_all(docs, sort_keys=False)
+    return files
+
+
+def test_an_edit_is_live_within_a_second(agent):
+    agent.replace_config(example_files())
+    files = _with_weights(0, 0, 1)
+    written = time.monotonic()
+    for name, text in files.items():
+        (agent.config_dir / name).write_text(text)
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - written)))
+    report = spread(agent, "tcp", 80, count=50)
+    assert report["counts"] == {"be2": 50}, report
+
+
+def test_an_invalid_edit_is_reported_and_traffic_is_untouched(agent):
+    agent.replace_config(_with_weights(0, 1, 0))
+    bad = _with_weights(0, 1, 0)
+    bad["30-routes.yaml"] = bad["30-routes.yaml"].replace("weight: 1\n", "weight: 2000000\n", 1)
+    assert "2000000" in bad["30-routes.yaml"]
+    agent.replace_config(bad, expect_problems=True)
+    (problem,) = agent.problems()
+    assert "30-routes.yaml" in problem and "TCPRoute default/db" in problem and "weight" in problem, problem
+    report = spread(agent, "tcp", 80, count=50)
+    assert report["counts"] == {"be1": 50}, report
+    errors = re.search(r"^xdpgw_reconcile_errors_total (\S+)$", agent.get("/metrics")["text"], re.M)
+    assert errors and float(errors.group(1)) >= 1
+
+
+# -- the Gateway API conformance scenarios, with real traffic --------------------------
+def conformance_files(case: str) -> dict[str, str]:
+    """The golden input of a conformance case, with endpoints moved onto the lab's
+    backends (Service n of the case -> backend namespace be<n>)."""
+    text = (GOLDEN / f"conformance-{case}" / "input.yaml").read_text()
+    return {"input.yaml": re.sub(r"10\.99\.(\d+)\.11\b", r"10.99.\1.2", text)}
+
+
+ONE = {"be0": 1.0}
+SCENARIOS = {
+    "tcproute-weighted-routing": [("tcp", 9300, {"be0": 0.7, "be1": 0.3})],
+    "udproute-weighted-routing": [("udp", 5300, {"be0": 0.7, "be1": 0.3})],
+    "tcproute-multiple-routes-attachment": [("tcp", 9310, ONE)],
+    "udproute-multiple-routes-attachment": [("udp", 5301, ONE)],
+    "tcproute-parentref-port-and-section-name": [("tcp", 9300, ONE), ("tcp", 9301, {"be1": 1.0}), ("tcp", 9302, {"be2": 1.0})],
+    "udproute-parentref-port-and-section-name": [("udp", 5300, ONE), ("udp", 5301, {"be1": 1.0}), ("udp", 5302, {"be2": 1.0})],
+    "tcproute-parentref-attach-all": [("tcp", p, ONE) for p in (9310, 9311, 9312, 9313)],
+    "udproute-parentref-attach-all-listeners": [("udp", p, ONE) for p in (5310, 5311, 5312)],
+    "tcproute-reference-grant": [("tcp", 9320, ONE)],
+    "udproute-reference-grant": [("udp", 5300, ONE)],
+}
+
+
+@pytest.mark.parametrize("case", list(SCENARIOS))
+def test_conformance_traffic(agent, case):
+    agent.replace_config(conformance_files(case))
+    for proto, port, shares in SCENARIOS[case]:
+        count = 500 if len(shares) > 1 else 40
+        report = spread(agent, proto, port, count=count)
+        assert report["timeout"] == 0 and report.get("refused", 0) == 0, (port, report)
+        assert_shares(report, shares, count)
+
+
+def test_conformance_multiple_routes_statuses(agent):
+    agent.replace_config(conformance_files("tcproute-multiple-routes-attachment"))
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in agent.objects()}
+    for route in ("tcproute-attach-older", "tcproute-attach-newer"):
+        (parent,) = objects[("TCPRoute", route)]["status"]["parents"]
+        accepted = next(c for c in parent["conditions"] if c["type"] == "Accepted")
+        assert accepted["status"] == "True", (route, accepted)
+    gateway = objects[("Gateway", "tcp-multi-route-attach-gateway")]
+    assert [listener["attachedRoutes"] for listener in gateway["status"]["listeners"]] == [2]
+
+
+@pytest.mark.parametrize("case", ["tcproute-invalid-cross-namespace-backend-ref", "tcproute-invalid-backendref-nonexistent"])
+def test_conformance_invalid_tcp_backends_are_refused_at_once(agent, case):
+    agent.replace_config(conformance_files(case))
+    port = 9321 if "cross" in case else 9300
+    result = agent.net.run_client("tcp-connect-once", "--addr", agent.net.vip4, "--port", port, "--timeout", 5)
+    assert result["result"] == "refused" and result["elapsed_ms"] < 500, result
+    route = next(o for o in agent.objects() if o["kind"] == "TCPRoute")
+    resolved = next(c for c in route["status"]["parents"][0]["conditions"] if c["type"] == "ResolvedRefs")
+    assert resolved["status"] == "False"
+    assert resolved["reason"] == ("RefNotPermitted" if "cross" in case else "BackendNotFound")
+
+
+@pytest.mark.parametrize("case", ["udproute-invalid-cross-namespace-backend-ref", "udproute-invalid-backendref-nonexistent"])
+def test_conformance_invalid_udp_backends_drop(agent, case):
+    agent.replace_config(conformance_files(case))
+    report = spread(agent, "udp", 5300, count=10, timeout=0.5)
+    assert report["timeout"] == 10, report
+
+
+def test_conformance_dns_query_through_the_udp_listener(agent):
+    """UDPRouteSimple: a real DNS server (dnsmasq) behind the gateway's UDP listener."""
+    net = agent.net
+    dns = net.popen(net.backends[0].ns, ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
+                                         "--port=53", "--bind-interfaces", f"--listen-address={net.backends[0].v4}",
+                                         "--address=/conformance.example/192.0.2.123"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        agent.replace_config(conformance_files("udproute-simple"))
+        deadline = time.monotonic() + 10
+        while True:
+            answer = net.run_client("dns-query", "--addr", net.vip4, "--port", 5300,
+                                    "--name", "conformance.example", "--timeout", 1)
+            if answer["answers"] or time.monotonic() > deadline:
+                break
+        assert answer["answers"] == ["192.0.2.123"], answer
+    finally:
+        dns.terminate()
+        dns.wait(timeout=10)
