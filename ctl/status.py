@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .dataplane import reader
-from .dataplane.abi import Hook, Reason, Verdict
+from .dataplane.abi import BACKEND_REJECT, WEIGHT_SCALE
 from .dataplane.pinned import PinnedMaps
 from .dataplane.plan import DataplaneConfig
 
@@ -20,24 +20,30 @@ from .dataplane.plan import DataplaneConfig
 class BackendRow:
     backend_id: int
     address: str
+    weight: float | None  # as configured (None: not recorded by an agent)
     table_slots: int
-    table_share: float
+    table_share: float  # what new flows actually get
     new_flows: int
     packets_in: int
     bytes_in: int
     packets_out: int
     bytes_out: int
 
+    @property
+    def draining(self) -> bool:
+        return self.table_slots == 0
+
 
 @dataclass(frozen=True)
 class FrontendRow:
     service_id: int
     frontend: str
+    route: str
     nat: str
     snat_address: str | None
     new_flows: int
     rejected: int
-    reject_share: float
+    reject_share: float  # share of new flows refused (invalid backendRefs)
     backends: tuple[BackendRow, ...]
 
 
@@ -59,22 +65,27 @@ def collect(pin_dir: Path) -> Status:
     with PinnedMaps.open(pin_dir) as maps:
         backends = reader.read_backends(maps)
         config = reader.read_config(maps) or DataplaneConfig()
+        members = reader.read_members(maps)
+        owners = reader.read_owners(maps)
         rows = []
         for key, record in sorted(reader.read_frontends(maps).items()):
-            shares = reader.table_shares(maps, record.service_id)
+            sid = record.service_id
+            shares = reader.table_shares(maps, sid)
             size = sum(shares.values()) or 1
-            svc = reader.read_counters(maps, "svc_stats", record.service_id)
+            ids = {b for (s, b) in members if s == sid} | {b for b in shares if b != BACKEND_REJECT}
+            svc = reader.read_counters(maps, "svc_stats", sid)
             be_rows = []
-            for backend_id, slots in sorted(shares.items()):
-                if backend_id == 0:
-                    continue
+            for backend_id in sorted(ids):
                 c = reader.read_counters(maps, "be_stats", backend_id)
-                be_rows.append(BackendRow(backend_id, str(backends.get(backend_id, "?")), slots,
-                                          slots / size, c.new_flows, c.packets_in, c.bytes_in,
-                                          c.packets_out, c.bytes_out))
-            rows.append(FrontendRow(record.service_id, str(key), record.nat.value,
+                weight = members.get((sid, backend_id))
+                be_rows.append(BackendRow(
+                    backend_id, str(backends.get(backend_id, "?")),
+                    None if weight is None else weight / WEIGHT_SCALE,
+                    shares.get(backend_id, 0), shares.get(backend_id, 0) / size, c.new_flows,
+                    c.packets_in, c.bytes_in, c.packets_out, c.bytes_out))
+            rows.append(FrontendRow(sid, str(key), owners.get(sid, ""), record.nat.value,
                                     str(record.snat_address) if record.snat_address else None,
-                                    svc.new_flows, svc.rejected, shares.get(0, 0) / size,
+                                    svc.new_flows, svc.rejected, shares.get(BACKEND_REJECT, 0) / size,
                                     tuple(be_rows)))
         flows = reader.read_flows(maps)
         live = [f for f in flows if reader.flow_is_live(f, config)]
@@ -93,20 +104,20 @@ def collect(pin_dir: Path) -> Status:
 
 def render(status: Status, console: Console) -> None:
     table = Table(title="Frontends (from the kernel's maps)", title_justify="left")
-    for col in ("FRONTEND", "NAT", "BACKEND", "ID", "TABLE SHARE", "NEW FLOWS", "PKTS IN",
-                "BYTES IN", "PKTS OUT", "BYTES OUT"):
-        table.add_column(col, justify="right" if col not in ("FRONTEND", "NAT", "BACKEND") else "left")
+    for col in ("FRONTEND", "ROUTE", "NAT", "BACKEND", "WEIGHT", "TABLE SHARE", "NEW FLOWS",
+                "PKTS IN/OUT", "BYTES IN/OUT"):
+        table.add_column(col, justify="right" if col in ("WEIGHT", "TABLE SHARE", "NEW FLOWS") else "left")
     for fe in status.frontends:
-        nat = fe.nat + (f" via {fe.snat_address}" if fe.snat_address else "")
-        first = True
+        nat = fe.nat + (f" {fe.snat_address}" if fe.snat_address else "")
+        lead = [fe.frontend, fe.route or "-", nat]
         for be in fe.backends:
-            table.add_row(fe.frontend if first else "", nat if first else "", be.address,
-                          str(be.backend_id), f"{be.table_share:6.1%}", str(be.new_flows),
-                          str(be.packets_in), str(be.bytes_in), str(be.packets_out), str(be.bytes_out))
-            first = False
+            weight = "-" if be.weight is None else f"{be.weight:g}" + (" (draining)" if be.draining else "")
+            table.add_row(*lead, be.address, weight, f"{be.table_share:.1%}", str(be.new_flows),
+                          f"{be.packets_in}/{be.packets_out}", f"{be.bytes_in}/{be.bytes_out}")
+            lead = ["", "", ""]
         if fe.reject_share or not fe.backends:
-            table.add_row(fe.frontend if first else "", nat if first else "", "(refused: invalid backends)",
-                          "0", f"{fe.reject_share:6.1%}", str(fe.rejected), "", "", "", "")
+            table.add_row(*lead, "refused (invalid backends)", "", f"{fe.reject_share:.1%}",
+                          str(fe.rejected), "", "")
         table.add_section()
     console.print(table)
     console.print(f"Conntrack: {status.flows_live} live flows "

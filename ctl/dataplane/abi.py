@@ -157,6 +157,27 @@ def from_port(raw: int) -> int:
     return socket.ntohs(raw)
 
 
+class MemberKey(ctypes.Structure):
+    _fields_ = [("service_id", u32), ("backend_id", u32)]
+
+
+class OwnerName(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * 120)]
+
+
+# Maps that only the control plane reads and writes (the programs never see them),
+# created and pinned from Python beside the programs' maps, so that gwctl status can
+# show what it needs without the agent: table digests (to tell a right table from a
+# stale one after a restart), the route that owns each frontend, and every backend's
+# configured weight (a drained, weight-0 backend has no table slot to be seen by).
+# name -> (file, key type, value type, BPF map type)
+CONTROL_MAPS: dict[str, tuple[str, type, type]] = {
+    "digests": ("maglev_digest_v1", u32, u64),
+    "owners": ("owners_v1", u32, OwnerName),
+    "members": ("members_v1", MemberKey, u64),  # weight x 1000
+}
+WEIGHT_SCALE = 1000
+
 # Pinned maps: C name -> (file name under the pin directory, key type, value type).
 # The file names carry the layout version; see bpf/lib/maps.h.
 PINNED_MAPS: dict[str, tuple[str, type, type]] = {

@@ -36,7 +36,7 @@ class Dataplane:
 
     def program(self, desired: DesiredState, config: DataplaneConfig = DataplaneConfig()) -> Plan:
         """Brings the maps to `desired`; returns the plan that was executed."""
-        with PinnedMaps.open(self.spec.pin_dir, create_digests=True) as maps:
+        with PinnedMaps.open(self.spec.pin_dir, create_control_maps=True) as maps:
             result = plan(desired, reader.read_actual(maps), config, self.limits)
             writer.apply(maps, result.ops)
         if result:

@@ -10,10 +10,7 @@ from pathlib import Path
 
 from . import abi, bpfsys
 
-# Not used by the programs: the control plane's record of what each Maglev table was
-# built from (a digest), so a restarted agent can tell a right table from a stale one
-# without reading every slot back.
-DIGEST_MAP_FILE = "maglev_digest_v1"
+DIGEST_MAP_FILE = abi.CONTROL_MAPS["digests"][0]
 
 
 class PinnedMaps:
@@ -26,7 +23,7 @@ class PinnedMaps:
 
     @classmethod
     @contextmanager
-    def open(cls, pin_dir: Path, create_digests: bool = False) -> Iterator["PinnedMaps"]:
+    def open(cls, pin_dir: Path, create_control_maps: bool = False) -> Iterator["PinnedMaps"]:
         fds: dict[str, int] = {}
         try:
             for name, (file, _, _) in abi.PINNED_MAPS.items():
@@ -36,7 +33,8 @@ class PinnedMaps:
                         f"{path}: no pinned map; is the agent's data path loaded with this pin directory?"
                     )
                 fds[name] = bpfsys.obj_get(path)
-            fds["digests"] = _open_or_create_digests(pin_dir, create_digests)
+            for name in abi.CONTROL_MAPS:
+                fds[name] = _open_or_create_control_map(pin_dir, name, create_control_maps)
             yield cls(pin_dir, fds)
         finally:
             for fd in fds.values():
@@ -48,10 +46,16 @@ class PinnedMaps:
 
     # -- generic typed access ----------------------------------------------------------
     def _types(self, name: str) -> tuple[type, type]:
-        _, key_t, value_t = abi.PINNED_MAPS[name]
+        _, key_t, value_t = abi.PINNED_MAPS.get(name) or abi.CONTROL_MAPS[name]
         return key_t, value_t
 
+    def has(self, name: str) -> bool:
+        """Control-plane maps are absent until an agent first programs this pin dir."""
+        return self._fds[name] >= 0
+
     def keys(self, name: str) -> list:
+        if not self.has(name):
+            return []
         key_t, _ = self._types(name)
         return [_plain(k) for k in bpfsys.map_keys(self._fds[name], key_t)]
 
@@ -66,6 +70,8 @@ class PinnedMaps:
         bpfsys.map_update(self._fds[name], _c(key_t, key), _c(value_t, value), flags)
 
     def delete(self, name: str, key) -> bool:
+        if not self.has(name):
+            return False
         key_t, _ = self._types(name)
         return bpfsys.map_delete(self._fds[name], _c(key_t, key))
 
@@ -150,18 +156,21 @@ class PinnedMaps:
         return out
 
 
-def _open_or_create_digests(pin_dir: Path, create: bool) -> int:
-    path = pin_dir / DIGEST_MAP_FILE
+def _open_or_create_control_map(pin_dir: Path, name: str, create: bool) -> int:
+    file, key_t, value_t = abi.CONTROL_MAPS[name]
+    path = pin_dir / file
     if path.exists():
         return bpfsys.obj_get(path)
     if not create:
         return -1
     outer_fd = bpfsys.obj_get(pin_dir / abi.PINNED_MAPS["maglev_outer"][0])
     try:
-        capacity = bpfsys.map_info(outer_fd).max_entries
+        services = bpfsys.map_info(outer_fd).max_entries
     finally:
         os.close(outer_fd)
-    fd = bpfsys.map_create(bpfsys.MAP_TYPE_HASH, "xg_maglev_dig", 4, 8, capacity)
+    capacity = services * 64 if name == "members" else services
+    fd = bpfsys.map_create(bpfsys.MAP_TYPE_HASH, f"xg_{name}", ctypes.sizeof(key_t),
+                           ctypes.sizeof(value_t), capacity)
     bpfsys._check(bpfsys._lib().bpf_obj_pin(fd, os.fsencode(path)), f"pinning {path}")
     return fd
 

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .abi import WEIGHT_SCALE
 from .maglev import MaglevBackend, build_table
 from .model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service
 
@@ -57,6 +58,8 @@ class ActualState:
     tables: frozenset[int] = frozenset()  # service ids that have a table
     vips: Mapping[IPAddress, int] = field(default_factory=dict)
     config: DataplaneConfig | None = None
+    owners: Mapping[int, str] = field(default_factory=dict)  # service id -> route
+    members: Mapping[tuple[int, int], int] = field(default_factory=dict)  # (service, backend) -> weight x 1000
 
 
 # -- operations, in the order a plan lists them ------------------------------------------
@@ -93,6 +96,30 @@ class PutVip:
 
 
 @dataclass(frozen=True)
+class PutOwner:
+    service_id: int
+    owner: str
+
+
+@dataclass(frozen=True)
+class PutMember:
+    service_id: int
+    backend_id: int
+    weight_milli: int
+
+
+@dataclass(frozen=True)
+class DeleteMember:
+    service_id: int
+    backend_id: int
+
+
+@dataclass(frozen=True)
+class DeleteOwner:
+    service_id: int
+
+
+@dataclass(frozen=True)
 class DeleteFrontend:
     key: FrontendKey
 
@@ -112,8 +139,8 @@ class DeleteBackend:
     backend_id: int
 
 
-Op = (PutConfig | PutBackend | PutTable | PutFrontend | PutVip | DeleteFrontend | DeleteVip
-      | DeleteTable | DeleteBackend)
+Op = (PutConfig | PutBackend | PutTable | PutFrontend | PutOwner | PutMember | PutVip
+      | DeleteFrontend | DeleteMember | DeleteOwner | DeleteVip | DeleteTable | DeleteBackend)
 
 
 class PlanError(ValueError):
@@ -159,9 +186,16 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
         if current != record:
             ops.append(PutFrontend(key, record, fresh=current is None
                                    or current.service_id != record.service_id))
+    owners = {service_ids[k]: s.owner.encode()[:119].decode(errors="ignore") for k, s in services.items()}
+    ops += [PutOwner(i, o) for i, o in sorted(owners.items()) if actual.owners.get(i) != o]
+    members = {(service_ids[k], backend_ids[b.endpoint]): round(b.weight * WEIGHT_SCALE)
+               for k, s in services.items() for b in s.backends}
+    ops += [PutMember(s, b, w) for (s, b), w in sorted(members.items()) if actual.members.get((s, b)) != w]
     vips = _count(s.frontend.address for s in services.values())
     ops += [PutVip(a, n) for a, n in sorted(vips.items(), key=_addr_order) if actual.vips.get(a) != n]
     ops += [DeleteFrontend(k) for k in sorted(actual.frontends) if k not in services]
+    ops += [DeleteMember(s, b) for s, b in sorted(actual.members) if (s, b) not in members]
+    ops += [DeleteOwner(i) for i in sorted(actual.owners) if i not in owners]
     ops += [DeleteVip(a) for a in sorted(actual.vips, key=str) if a not in vips]
     live_ids = set(service_ids.values())
     ops += [DeleteTable(i) for i in sorted(actual.tables) if i not in live_ids]

@@ -38,6 +38,15 @@ def read_config(maps: PinnedMaps) -> DataplaneConfig | None:
     return DataplaneConfig(**{name: getattr(raw, name) for name, _ in abi.Config._fields_})
 
 
+def read_owners(maps: PinnedMaps) -> dict[int, str]:
+    return {service_id: v.name.decode(errors="replace") for service_id, v in maps.items("owners")}
+
+
+def read_members(maps: PinnedMaps) -> dict[tuple[int, int], int]:
+    """(service id, backend id) -> configured weight x WEIGHT_SCALE."""
+    return {(k.service_id, k.backend_id): v for k, v in maps.items("members")}
+
+
 def read_actual(maps: PinnedMaps) -> ActualState:
     vips = {}
     for key, count in maps.items("vips"):
@@ -49,6 +58,8 @@ def read_actual(maps: PinnedMaps) -> ActualState:
         tables=frozenset(maps.keys("maglev_outer")),
         vips=vips,
         config=read_config(maps),
+        owners=read_owners(maps),
+        members=read_members(maps),
     )
 
 

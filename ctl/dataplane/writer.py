@@ -30,6 +30,14 @@ def _apply_one(maps: PinnedMaps, op: p.Op) -> None:
             if fresh:
                 maps.percpu_reset("svc_stats", record.service_id)
             maps.put("frontends", frontend_key_struct(key), frontend_struct(record))
+        case p.PutOwner(service_id, owner):
+            maps.put("owners", service_id, abi.OwnerName(owner.encode()))
+        case p.PutMember(service_id, backend_id, weight_milli):
+            maps.put("members", abi.MemberKey(service_id, backend_id), weight_milli)
+        case p.DeleteMember(service_id, backend_id):
+            maps.delete("members", abi.MemberKey(service_id, backend_id))
+        case p.DeleteOwner(service_id):
+            maps.delete("owners", service_id)
         case p.PutVip(address, count):
             maps.put("vips", vip_key_struct(address), count)
         case p.DeleteFrontend(key):

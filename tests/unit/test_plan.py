@@ -27,18 +27,23 @@ def applied(actual: p.ActualState, result: p.Plan) -> p.ActualState:
     """What the maps hold after the writer executes `result` (a model of writer.apply)."""
     fe, be = dict(actual.frontends), dict(actual.backends)
     digests, tables, vips, config = dict(actual.table_digests), set(actual.tables), dict(actual.vips), actual.config
+    owners, members = dict(actual.owners), dict(actual.members)
     for op in result.ops:
         match op:
             case p.PutConfig(c): config = c
             case p.PutBackend(i, ep, _): be[i] = ep
             case p.PutTable(i, _, d): tables.add(i); digests[i] = d
             case p.PutFrontend(k, r, _): fe[k] = r
+            case p.PutOwner(i, o): owners[i] = o
+            case p.PutMember(i, b, w): members[(i, b)] = w
+            case p.DeleteMember(i, b): del members[(i, b)]
+            case p.DeleteOwner(i): del owners[i]
             case p.PutVip(a, n): vips[a] = n
             case p.DeleteFrontend(k): del fe[k]
             case p.DeleteVip(a): del vips[a]
             case p.DeleteTable(i): tables.discard(i); digests.pop(i, None)
             case p.DeleteBackend(i): del be[i]
-    return p.ActualState(fe, be, digests, frozenset(tables), vips, config)
+    return p.ActualState(fe, be, digests, frozenset(tables), vips, config, owners, members)
 
 
 def kinds(result: p.Plan) -> list[str]:
@@ -48,7 +53,8 @@ def kinds(result: p.Plan) -> list[str]:
 def test_from_empty_maps_everything_is_written_make_before_break():
     desired = DesiredState((svc(backends=(("10.1.0.1", 1), ("10.1.0.2", 1))),))
     result = p.plan(desired, p.ActualState(), CONFIG, LIMITS)
-    assert kinds(result) == ["PutConfig", "PutBackend", "PutBackend", "PutTable", "PutFrontend", "PutVip"]
+    assert kinds(result) == ["PutConfig", "PutBackend", "PutBackend", "PutTable", "PutFrontend", "PutOwner",
+                             "PutMember", "PutMember", "PutVip"]
     table = next(op for op in result.ops if isinstance(op, p.PutTable))
     assert set(np.unique(table.slots)) == {1, 2} and len(table.slots) == 251
 
@@ -72,7 +78,8 @@ def test_removal_breaks_after_the_frontend_is_gone():
     a = svc(backends=(("10.1.0.1", 1),))
     actual = applied(p.ActualState(), p.plan(DesiredState((a,)), p.ActualState(), CONFIG, LIMITS))
     result = p.plan(DesiredState(()), actual, CONFIG, LIMITS)
-    assert kinds(result) == ["DeleteFrontend", "DeleteVip", "DeleteTable", "DeleteBackend"]
+    assert kinds(result) == ["DeleteFrontend", "DeleteMember", "DeleteOwner", "DeleteVip", "DeleteTable",
+                             "DeleteBackend"]
 
 
 def test_a_new_frontend_never_takes_the_id_of_one_deleted_in_the_same_plan():
@@ -87,8 +94,9 @@ def test_weight_change_rewrites_only_that_table():
     actual = applied(p.ActualState(), p.plan(DesiredState((a, b)), p.ActualState(), CONFIG, LIMITS))
     a2 = replace(a, backends=(a.backends[0], replace(a.backends[1], weight=3)))
     result = p.plan(DesiredState((a2, b)), actual, CONFIG, LIMITS)
-    assert kinds(result) == ["PutTable"]
+    assert kinds(result) == ["PutTable", "PutMember"]
     assert result.ops[0].service_id == actual.frontends[a.frontend].service_id
+    assert result.ops[1].weight_milli == 3000
 
 
 def test_weight_zero_keeps_the_backend_but_gives_it_no_slot():
