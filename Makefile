@@ -2,7 +2,7 @@
 # the data path loads BPF programs and the tests build network namespaces.
 PYTHON := .venv/bin/python
 
-.PHONY: setup demo test test-fast
+.PHONY: setup demo test test-fast bench
 setup:
 	bash scripts/setup.sh
 
@@ -11,6 +11,10 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -ra
+
+# Benchmarks: writes docs/benchmarks.md, bench/out/results.json and docs/bench/*.png.
+bench: setup
+	$(PYTHON) -m bench.run
 
 # Pure tier only (no root needed once set up).
 test-fast:

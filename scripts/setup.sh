@@ -11,7 +11,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { say "must run as root (installs packages, mounts bpffs, loads BPF)"; exit 1; }
 
 # --- Debian packages -------------------------------------------------------------------
-debs=(python3-bpfcc libbpfcc linux-headers-amd64 iproute2 nftables ethtool iperf3 netsniff-ng dnsmasq-base)
+debs=(python3-bpfcc libbpfcc linux-headers-amd64 iproute2 nftables ethtool iperf3 netsniff-ng dnsmasq-base sockperf wrk)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -60,7 +60,7 @@ stamp="$venv/.installed-$(sha256sum "$here/pyproject.toml" | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   say "installing the project and its Python dependencies into the venv"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -e "$here[dev]"
+  "$venv/bin/pip" install -q -e "$here[dev,bench]"
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

@@ -43,6 +43,9 @@ class AgentOptions:
     listen: str = "127.0.0.1:9480"
     hash_seed: int = 0
     maglev_size: int = 16381
+    max_services: int = 4096
+    max_backends: int = 65536
+    ct_size: int = 262144
     poll_interval: float = 0.2
 
 
@@ -107,7 +110,9 @@ def attach(dataplane: Dataplane, ifindex: int, how: str) -> str:
 def run_agent(options: AgentOptions, stop: threading.Event) -> None:
     links = interface_addresses(options.interfaces)
     snat = options.snat_addresses or default_snat_addresses(links)
-    spec = DataplaneSpec(pin_dir=options.pin_dir, maglev_size=options.maglev_size)
+    spec = DataplaneSpec(pin_dir=options.pin_dir, maglev_size=options.maglev_size,
+                         max_services=options.max_services, max_backends=options.max_backends,
+                         ct_size=options.ct_size)
     dataplane = Dataplane.load(spec)
     prepare_kernel(options.interfaces, options.nat)
     for name, (ifindex, _) in links.items():
