@@ -21,6 +21,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="xdp-gateway: Gateway API with a kernel L4 data path.", no_args_is_help=True)
@@ -50,7 +51,8 @@ class Attach(str, Enum):
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # escape: messages quote user input, which rich would otherwise read as markup
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -58,7 +60,10 @@ def emit(document: Any, output: Output) -> None:
     if output is Output.json:
         out.print_json(json.dumps(document, default=str))
     else:
-        out.print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="", highlight=False)
+        # soft_wrap: rich would otherwise re-wrap long lines at the console width and
+        # break the YAML; markup=False: values are data, not rich markup
+        out.print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 PinDir = Annotated[Path, typer.Option("--pin-dir", help="bpffs directory of the data path's maps")]
@@ -87,6 +92,9 @@ def run(
     listen: Annotated[str, typer.Option("--listen", help="host:port for /metrics, /healthz, /readyz and the API")] = "127.0.0.1:9480",
     hash_seed: Annotated[int, typer.Option("--hash-seed", help="Maglev and flow hash seed; the same on every node")] = 0,
     maglev_size: Annotated[int, typer.Option("--maglev-size", help="prime number of slots per table")] = 16381,
+    max_services: Annotated[int, typer.Option("--max-services", help="frontend capacity of the maps")] = 4096,
+    max_backends: Annotated[int, typer.Option("--max-backends", help="backend capacity of the maps")] = 65536,
+    ct_size: Annotated[int, typer.Option("--ct-size", help="conntrack capacity (flows, LRU)")] = 262144,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Standalone mode: program the kernel from a directory of manifests and keep it in step."""
@@ -101,7 +109,8 @@ def run(
             addresses=tuple(ip_address(a) for a in address or ()),
             snat_addresses=tuple(ip_address(a) for a in snat_address or ()),
             nat=NatMode(nat.value), attach=attach.value, pin_dir=pin_dir, listen=listen,
-            hash_seed=hash_seed, maglev_size=maglev_size,
+            hash_seed=hash_seed, maglev_size=maglev_size, max_services=max_services,
+            max_backends=max_backends, ct_size=ct_size,
         )
     except ValueError as error:
         raise fail(str(error), 2)
@@ -207,7 +216,7 @@ def get(
     for row in rows:
         table.add_row(*row)
     if not rows:
-        err.print(f"No {chosen.value} found" + (f" in namespace {ns}" if ns else "") + ".")
+        err.print(f"No {chosen.value} found" + (f" in namespace {ns}" if ns else "") + ".", markup=False)
         return
     out.print(table)
 
@@ -291,7 +300,7 @@ def validate(
         raise fail(str(error), 2)
     if result.problems:
         for problem in result.problems:
-            err.print(f"[red]invalid:[/red] {problem}", highlight=False)
+            err.print(f"[red]invalid:[/red] {escape(str(problem))}", highlight=False)
         raise typer.Exit(1)
     if output is not Output.table:
         emit({"programmed": result.programmed, "objects": result.objects}, output)

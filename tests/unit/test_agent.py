@@ -1,0 +1,580 @@
+"""The agent's parts, without the kernel: the reconciler with a recording `program`
+and an injected clock, the directory watcher with an injected sleep, the JSON log
+formatter, the HTTP server and the reconcile metrics."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
+
+from ctl.agent import logs, watch
+from ctl.agent.metrics import AgentMetrics, DataplaneCollector
+from ctl.agent.reconciler import AgentState, Reconciler, ReconcileOutcome
+from ctl.agent.server import AgentServer
+from ctl.dataplane.model import DesiredState
+from ctl.dataplane.plan import DataplaneConfig, Plan, PlanError, PutConfig
+from ctl.sources import LoadResult, assemble, parse_documents
+from ctl.translate import Condition, ObjectStatus, TranslateConfig, Translation, translate
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "standalone"
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+CONFIG = TranslateConfig(now=datetime(2000, 1, 1, tzinfo=UTC), snat_addresses=(ip_address("10.99.10.1"),))
+
+
+# -- inputs -------------------------------------------------------------------------------
+
+
+def example_documents() -> list[str]:
+    return [doc for f in sorted(EXAMPLES.glob("*.yaml")) for doc in f.read_text().split("\n---\n")]
+
+
+def load(documents: list[str]) -> LoadResult:
+    return assemble([parse_documents("\n---\n".join(documents), "manifests.yaml")])
+
+
+def examples() -> LoadResult:
+    loaded = load(example_documents())
+    assert not loaded.problems
+    return loaded
+
+
+def examples_without_be_c() -> LoadResult:
+    """be-c's Service and EndpointSlice gone; both routes still refer to it."""
+    loaded = load([d for d in example_documents()
+                   if not ("name: be-c" in d and ("kind: Service" in d or "kind: EndpointSlice" in d))])
+    assert not loaded.problems and len(loaded.snapshot.routes) == 2
+    return loaded
+
+
+def invalid_input() -> LoadResult:
+    loaded = load([*example_documents(), """\
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: heavy, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+  - backendRefs: [{name: be-a, port: 8080, weight: 2000000}]
+"""])
+    assert loaded.problems
+    return loaded
+
+
+# -- test doubles -------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now: datetime = T0):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeDataPath:
+    """Stands in for the map writer: records what it was asked to program and answers
+    with a plan of `ops` writes, or raises `error`."""
+
+    ops: int = 3
+    error: Exception | None = None
+    programmed: list[DesiredState] = field(default_factory=list)
+
+    def program(self, desired: DesiredState) -> Plan:
+        self.programmed.append(desired)
+        if self.error is not None:
+            raise self.error
+        return Plan(ops=(PutConfig(DataplaneConfig()),) * self.ops, service_ids={}, backend_ids={})
+
+
+def reconciler(datapath: FakeDataPath, clock: Clock) -> Reconciler:
+    return Reconciler(program=datapath.program, config=CONFIG, clock=clock)
+
+
+def all_conditions(translation: Translation) -> dict[tuple, Condition]:
+    found = {}
+    for s in translation.statuses:
+        key = (s.kind, s.namespace, s.name)
+        for c in s.conditions:
+            found[(*key, c.type)] = c
+        for listener in s.listeners:
+            for c in listener.conditions:
+                found[(*key, listener.name, c.type)] = c
+        for parent in s.parents:
+            for c in parent.conditions:
+                found[(*key, parent.parent_ref.section_name, c.type)] = c
+    return found
+
+
+# -- reconciler -----------------------------------------------------------------------------
+
+
+def test_valid_input_is_translated_and_programmed_once() -> None:
+    datapath, clock = FakeDataPath(ops=5), Clock()
+    rec = reconciler(datapath, clock)
+    loaded = examples()
+
+    outcome = rec.reconcile(loaded)
+
+    assert outcome.applied and outcome.problems == () and outcome.writes == 5
+    expected = translate(loaded.snapshot, replace(CONFIG, now=T0))
+    assert datapath.programmed == [expected.desired]
+    assert {str(s.frontend) for s in datapath.programmed[0].services} == {"10.99.100.1:80/TCP", "10.99.100.1:53/UDP"}
+    state = rec.state
+    assert state.translation == expected
+    assert (state.ready, state.reconciles, state.errors, state.problems) == (True, 1, 0, ())
+    assert state.last_outcome is outcome
+    assert rec.statuses == expected.statuses
+
+
+def test_the_clock_stamps_condition_transitions() -> None:
+    rec = reconciler(FakeDataPath(), Clock(T0 + timedelta(hours=5)))
+    rec.reconcile(examples())
+    assert {c.last_transition_time for c in all_conditions(rec.state.translation).values()} == {
+        T0 + timedelta(hours=5)}
+
+
+def test_invalid_input_is_not_programmed_and_the_last_good_state_keeps_serving() -> None:
+    datapath, clock = FakeDataPath(), Clock()
+    rec = reconciler(datapath, clock)
+    rec.reconcile(examples())
+    good = rec.state.translation
+
+    clock.advance(10)
+    outcome = rec.reconcile(invalid_input())
+
+    assert not outcome.applied and outcome.writes == 0
+    assert len(datapath.programmed) == 1  # only the first, good input
+    assert any("TCPRoute default/heavy" in p and "weight" in p for p in outcome.problems)
+    state = rec.state
+    assert state.translation is good
+    assert state.problems == outcome.problems
+    assert (state.ready, state.reconciles, state.errors) == (True, 2, 1)
+
+
+def test_invalid_first_input_leaves_the_agent_not_ready() -> None:
+    datapath = FakeDataPath()
+    rec = reconciler(datapath, Clock())
+    outcome = rec.reconcile(invalid_input())
+    assert not outcome.applied
+    assert datapath.programmed == []
+    assert (rec.state.translation, rec.state.ready, rec.state.errors) == (None, False, 1)
+    assert rec.statuses == ()
+
+
+def test_good_input_after_bad_clears_the_problems() -> None:
+    rec = reconciler(FakeDataPath(), Clock())
+    rec.reconcile(invalid_input())
+    outcome = rec.reconcile(examples())
+    assert outcome.applied
+    assert (rec.state.problems, rec.state.ready, rec.state.reconciles, rec.state.errors) == ((), True, 2, 1)
+
+
+def test_plan_error_is_reported_and_the_last_good_translation_kept() -> None:
+    datapath, clock = FakeDataPath(), Clock()
+    rec = reconciler(datapath, clock)
+    rec.reconcile(examples())
+    good = rec.state.translation
+
+    datapath.error = PlanError("5000 frontends exceed the data path's capacity of 4096")
+    clock.advance(10)
+    outcome = rec.reconcile(examples_without_be_c())
+
+    assert not outcome.applied and outcome.writes == 0
+    assert outcome.problems == ("cannot program the data path: 5000 frontends exceed the data path's capacity of 4096",)
+    assert len(datapath.programmed) == 2  # it was asked, and refused
+    assert rec.state.translation is good
+    assert (rec.state.ready, rec.state.errors) == (True, 1)
+
+
+def test_map_write_failure_is_reported_not_raised() -> None:
+    datapath = FakeDataPath(error=OSError(1, "Operation not permitted"))
+    rec = reconciler(datapath, Clock())
+    outcome = rec.reconcile(examples())
+    assert not outcome.applied
+    assert outcome.problems == ("writing BPF maps failed: [Errno 1] Operation not permitted",)
+    assert (rec.state.translation, rec.state.ready) == (None, False)
+
+
+def test_last_transition_time_is_stable_for_the_same_input() -> None:
+    clock = Clock()
+    rec = reconciler(FakeDataPath(), clock)
+    rec.reconcile(examples())
+    first = all_conditions(rec.state.translation)
+
+    clock.advance(3600)
+    rec.reconcile(examples())
+    second = all_conditions(rec.state.translation)
+
+    assert second == first
+    assert {c.last_transition_time for c in second.values()} == {T0}
+
+
+def test_last_transition_time_moves_only_for_conditions_whose_meaning_changed() -> None:
+    clock = Clock()
+    rec = reconciler(FakeDataPath(), clock)
+    rec.reconcile(examples())
+    clock.advance(3600)
+    rec.reconcile(examples())
+    clock.advance(60)
+    later = clock.now
+
+    assert rec.reconcile(examples_without_be_c()).applied
+    after = all_conditions(rec.state.translation)
+
+    for route in ("db", "dns"):
+        resolved = next(c for k, c in after.items() if k[2] == route and k[-1] == "ResolvedRefs")
+        accepted = next(c for k, c in after.items() if k[2] == route and k[-1] == "Accepted")
+        assert (resolved.status, resolved.reason, resolved.last_transition_time) == ("False", "BackendNotFound", later)
+        assert (accepted.status, accepted.last_transition_time) == ("True", T0)
+    gateway = [c for k, c in after.items() if k[0] == "Gateway"]
+    assert gateway and {c.last_transition_time for c in gateway} == {T0}
+
+
+def test_a_rejected_input_does_not_disturb_transition_times() -> None:
+    clock = Clock()
+    rec = reconciler(FakeDataPath(), clock)
+    rec.reconcile(examples())
+    clock.advance(60)
+    rec.reconcile(invalid_input())
+    clock.advance(60)
+    rec.reconcile(examples())
+    assert {c.last_transition_time for c in all_conditions(rec.state.translation).values()} == {T0}
+
+
+# -- watch ------------------------------------------------------------------------------------
+
+
+def write(path: Path, text: str, mtime_ns: int) -> None:
+    """Content and an explicit mtime, so a change never hides inside the file system's
+    timestamp granularity."""
+    path.write_text(text)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+class Script:
+    """An injected sleep that runs the next step of the test's script each time the
+    watcher waits (time passing, files changing meanwhile), and a stop that ends the
+    watch once the script is done."""
+
+    def __init__(self, *steps):
+        self.steps = list(steps)
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.steps[len(self.sleeps) - 1]()
+
+    def stop(self) -> bool:
+        return len(self.sleeps) >= len(self.steps)
+
+
+def nothing() -> None:
+    pass
+
+
+def names(fp: watch.Fingerprint) -> list[str]:
+    return [Path(entry[0]).name for entry in fp]
+
+
+def test_fingerprint_lists_manifests_only(tmp_path: Path) -> None:
+    write(tmp_path / "b.yaml", "b: 1\n", 1_000)
+    write(tmp_path / "a.yml", "a: 1\n", 2_000)
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "c.yaml", "c: 1\n", 3_000)
+    write(tmp_path / "notes.txt", "x", 4_000)
+    write(tmp_path / ".hidden.yaml", "x: 1\n", 5_000)
+    fp = watch.fingerprint(tmp_path)
+    assert names(fp) == ["a.yml", "b.yaml", "c.yaml"]
+    assert [(mtime, size) for _, mtime, size, *_ in fp] == [(2_000, 5), (1_000, 5), (3_000, 5)]
+
+
+def test_fingerprint_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
+    assert watch.fingerprint(tmp_path / "nowhere") == ()
+
+
+def test_changes_yields_at_start_and_then_only_on_change(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    write(a, "a: 1\n", 1_000)
+    script = Script(
+        nothing,
+        lambda: write(b, "b: 1\n", 2_000),            # new file
+        nothing,
+        lambda: write(a, "a: 2\n", 3_000),            # content change, same size
+        nothing,
+        lambda: a.unlink(),                           # removal
+        lambda: b.rename(c),                          # rename
+        lambda: (tmp_path / "readme.txt").write_text("not a manifest"),
+        nothing,
+    )
+    seen = list(watch.changes(tmp_path, interval=0.25, sleep=script.sleep, stop=script.stop))
+
+    assert [names(fp) for fp in seen] == [["a.yaml"], ["a.yaml", "b.yaml"], ["a.yaml", "b.yaml"], ["b.yaml"], ["c.yaml"]]
+    assert seen[1][0] == seen[0][0] and seen[2][0] != seen[1][0]  # the edit changed a's entry only
+    assert script.sleeps == [0.25] * 9
+
+
+def test_changes_with_nothing_changing_yields_once(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "a: 1\n", 1_000)
+    script = Script(nothing, nothing, nothing, nothing)
+    seen = list(watch.changes(tmp_path, sleep=script.sleep, stop=script.stop))
+    assert len(seen) == 1 and names(seen[0]) == ["a.yaml"]
+    assert len(script.sleeps) == 4
+
+
+def test_changes_notices_a_directory_appearing(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+
+    def create() -> None:
+        root.mkdir()
+        write(root / "a.yaml", "a: 1\n", 1_000)
+
+    script = Script(nothing, create)
+    seen = list(watch.changes(root, sleep=script.sleep, stop=script.stop))
+    assert [names(fp) for fp in seen] == [[], ["a.yaml"]]
+
+
+def test_changes_stops_before_sleeping_when_told_at_once(tmp_path: Path) -> None:
+    slept: list[float] = []
+    seen = list(watch.changes(tmp_path, sleep=slept.append, stop=lambda: True))
+    assert seen == [()] and slept == []
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+def test_json_formatter_renders_one_record() -> None:
+    record = logging.LogRecord("ctl.agent.reconciler", logging.INFO, __file__, 1, "reconciled %d writes", (4,), None)
+    record.created = T0.timestamp() + 0.25
+    record.event, record.writes, record.path = "reconciled", 4, Path("/etc/gw")
+    entry = json.loads(logs.JsonFormatter().format(record))
+    assert entry == {"time": "2025-01-01T00:00:00.250+00:00", "level": "info", "logger": "ctl.agent.reconciler",
+                     "msg": "reconciled 4 writes", "event": "reconciled", "writes": 4, "path": "/etc/gw"}
+
+
+@pytest.fixture
+def json_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    logger = logging.getLogger("test_agent.json")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_json_logs_are_one_object_per_line(json_logger: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = json_logger
+    logger.info("reconciled", extra={"event": "reconciled", "writes": 3, "seconds": 0.0123})
+    logger.warning("forwarding is off\nenabling", extra={"event": "sysctl"})
+    try:
+        raise ValueError("bad\ninput")
+    except ValueError:
+        logger.exception("rejected", extra={"event": "rejected"})
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    entries = [json.loads(line) for line in lines]
+    for entry in entries:
+        assert {"time", "level", "logger", "msg", "event"} <= set(entry)
+        assert entry["logger"] == "test_agent.json"
+        assert datetime.fromisoformat(entry["time"]).tzinfo is not None
+    assert [e["level"] for e in entries] == ["info", "warning", "error"]
+    assert (entries[0]["writes"], entries[0]["seconds"]) == (3, 0.0123)
+    assert entries[1]["msg"] == "forwarding is off\nenabling"
+    assert "ValueError: bad\ninput" in entries[2]["exception"]
+    assert not {"args", "levelno", "pathname", "exc_info"} & set(entries[0])  # LogRecord internals stay out
+
+
+def test_configure_installs_one_json_handler_on_the_root_logger() -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure("debug")
+        assert len(root.handlers) == 1 and isinstance(root.handlers[0].formatter, logs.JsonFormatter)
+        assert root.level == logging.DEBUG
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+# -- server -------------------------------------------------------------------------------------
+
+
+def fake_state(**kwargs) -> AgentState:
+    condition = Condition("Accepted", "True", "Accepted", "GatewayClass is accepted", 1, T0)
+    translation = Translation(DesiredState(), (
+        ObjectStatus("GatewayClass", "", "xdp-gateway", "gateway.networking.k8s.io/v1", conditions=(condition,)),
+    ))
+    return AgentState(translation=translation, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def running_server() -> Iterator[tuple[AgentServer, dict]]:
+    # One server for the module: stopping one waits out serve_forever's 0.5 s poll.
+    registry = CollectorRegistry()
+    things = Counter("test_things", "Things counted by the test", registry=registry)
+    things.inc(3)
+    holder: dict = {}
+    srv = AgentServer("127.0.0.1", 0, registry, lambda: holder["state"])
+    srv.start()
+    try:
+        yield srv, holder
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def server(running_server: tuple[AgentServer, dict]) -> tuple[AgentServer, dict]:
+    """The running server, serving a fresh fake state (not ready yet)."""
+    running_server[1]["state"] = fake_state()
+    return running_server
+
+
+def fetch(srv: AgentServer, path: str) -> tuple[int, str, bytes]:
+    url = urlsplit(srv.address)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        conn.close()
+
+
+def test_server_address_is_the_bound_port(server) -> None:
+    srv, _ = server
+    assert srv.address.startswith("http://127.0.0.1:") and not srv.address.endswith(":0")
+
+
+def test_healthz_is_always_ok(server) -> None:
+    srv, _ = server
+    assert fetch(srv, "/healthz") == (200, "text/plain; charset=utf-8", b"ok\n")
+    assert fetch(srv, "/healthz?verbose=1")[0] == 200
+
+
+def test_readyz_is_503_until_the_first_good_reconcile(server) -> None:
+    srv, holder = server
+    assert fetch(srv, "/readyz") == (503, "text/plain; charset=utf-8", b"not programmed yet\n")
+    holder["state"] = fake_state(ready=True)
+    assert fetch(srv, "/readyz") == (200, "text/plain; charset=utf-8", b"ready\n")
+
+
+def test_metrics_serves_the_registry_in_prometheus_text(server) -> None:
+    srv, _ = server
+    code, ctype, body = fetch(srv, "/metrics")
+    assert (code, ctype) == (200, CONTENT_TYPE_LATEST)
+    text = body.decode()
+    assert any(line.startswith("# TYPE test_things") and line.endswith(" counter") for line in text.splitlines())
+    assert "test_things_total 3.0" in text.splitlines()
+
+
+def test_objects_api_returns_each_status_as_kubernetes_json(server) -> None:
+    srv, _ = server
+    code, ctype, body = fetch(srv, "/api/v1/objects")
+    assert (code, ctype) == (200, "application/json")
+    assert json.loads(body) == [{
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "xdp-gateway"},
+        "status": {"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": 1,
+                                   "lastTransitionTime": "2025-01-01T00:00:00Z", "reason": "Accepted",
+                                   "message": "GatewayClass is accepted"}]},
+    }]
+
+
+def test_objects_api_is_empty_before_any_translation(server) -> None:
+    srv, holder = server
+    holder["state"] = AgentState()
+    assert json.loads(fetch(srv, "/api/v1/objects")[2]) == []
+
+
+def test_problems_api_reports_problems_and_counters(server) -> None:
+    srv, holder = server
+    holder["state"] = fake_state(problems=("manifests.yaml: TCPRoute default/heavy: weight too big",),
+                                 reconciles=7, errors=2)
+    code, ctype, body = fetch(srv, "/api/v1/problems")
+    assert (code, ctype) == (200, "application/json")
+    assert json.loads(body) == {"problems": ["manifests.yaml: TCPRoute default/heavy: weight too big"],
+                                "reconciles": 7, "errors": 2}
+
+
+@pytest.mark.parametrize("path", ["/", "/api/v1/object", "/metrics/extra", "/readyz/"])
+def test_unknown_paths_are_404(server, path: str) -> None:
+    srv, _ = server
+    assert fetch(srv, path)[0] == 404
+
+
+def test_server_stops_listening_when_stopped() -> None:
+    srv = AgentServer("127.0.0.1", 0, CollectorRegistry(), AgentState)
+    srv.start()
+    assert fetch(srv, "/healthz")[0] == 200
+    srv.stop()
+    with pytest.raises(ConnectionRefusedError):
+        fetch(srv, "/healthz")
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def test_agent_metrics_count_reconciles_errors_and_durations() -> None:
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry)
+    metrics.observe(ReconcileOutcome(True, (), 12, 0.02))
+    metrics.observe(ReconcileOutcome(False, ("bad input",), 0, 3.0))
+    metrics.observe(ReconcileOutcome(True, (), 0, 0.004))
+
+    value = registry.get_sample_value
+    assert value("xdpgw_reconciles_total") == 3
+    assert value("xdpgw_reconcile_errors_total") == 1
+    assert value("xdpgw_reconcile_duration_seconds_count") == 3
+    assert value("xdpgw_reconcile_duration_seconds_sum") == pytest.approx(3.024)
+    assert value("xdpgw_reconcile_duration_seconds_bucket", {"le": "0.005"}) == 1
+    assert value("xdpgw_reconcile_duration_seconds_bucket", {"le": "0.025"}) == 2
+    assert value("xdpgw_reconcile_duration_seconds_bucket", {"le": "2.5"}) == 2
+    assert value("xdpgw_reconcile_duration_seconds_bucket", {"le": "5.0"}) == 3
+
+
+def test_agent_metrics_start_at_zero() -> None:
+    registry = CollectorRegistry()
+    AgentMetrics(registry)
+    assert registry.get_sample_value("xdpgw_reconciles_total") == 0
+    assert registry.get_sample_value("xdpgw_reconcile_errors_total") == 0
+
+
+def test_dataplane_collector_yields_nothing_while_no_maps_are_pinned(tmp_path: Path) -> None:
+    collector = DataplaneCollector(tmp_path / "nowhere", dict)
+    assert list(collector.collect()) == []
+
+
+def test_fingerprint_sees_a_same_size_rewrite_within_one_timestamp_tick(tmp_path):
+    from ctl.agent.watch import fingerprint
+    import os
+
+    manifest = tmp_path / "route.yaml"
+    manifest.write_text("weight: 1\n")
+    stat = manifest.stat()
+    before = fingerprint(tmp_path, now_ns=stat.st_mtime_ns + 1)
+    manifest.write_text("weight: 2\n")  # same size
+    os.utime(manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same timestamp tick
+    after = fingerprint(tmp_path, now_ns=stat.st_mtime_ns + 1)
+    assert before != after
+    old = fingerprint(tmp_path, now_ns=stat.st_mtime_ns + 10**10)  # long settled: stat only
+    assert old[0][4] == ""
