@@ -217,12 +217,8 @@ def detach_xdp(ifindex: int, netns: str | None = None) -> None:
 
 def detach(ifindex: int, netns: str | None = None) -> None:
     """Removes our XDP program and tc filters from an interface (on request only)."""
+    detach_xdp(ifindex, netns)
     with _iproute(netns) as ipr:
-        for flags in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE):
-            try:
-                _set_xdp(ipr, ifindex, -1, flags)
-            except Exception:
-                pass  # not attached in that mode
         for parent in (TC_INGRESS_PARENT, TC_EGRESS_PARENT):
             try:
                 ipr.tc("del-filter", "bpf", ifindex, TC_HANDLE, prio=TC_PRIO, parent=parent)
