@@ -5,10 +5,12 @@ is in the reconciler, translation and the planner."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from ctl.dataplane.dataplane import Dataplane
 from ctl.dataplane.loader import DataplaneSpec, XdpMode
 from ctl.dataplane.model import IPAddress, NatMode
 from ctl.dataplane.plan import DataplaneConfig
-from ctl.sources import load_directory
+from ctl.sources import ParseCache, load_directory
 from ctl.translate import TranslateConfig
 
 from .metrics import AgentMetrics, DataplaneCollector
@@ -107,6 +109,23 @@ def attach(dataplane: Dataplane, ifindex: int, how: str) -> str:
             return dataplane.attach_xdp(ifindex, XdpMode.AUTO).value
 
 
+@cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None)
+
+
+def release_free_memory() -> None:
+    """Gives the heap that the last reconcile freed back to the kernel. A plan holds
+    every table it writes at once (64 KiB each at the default Maglev size), and glibc
+    keeps such freed chunks mapped: after a cold start with 10,000 routes the agent
+    would idle at about 1.1 GiB instead of 0.45. Cheap (milliseconds), and a no-op
+    where the C library has no malloc_trim."""
+    try:
+        _libc().malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
+
+
 def run_agent(options: AgentOptions, stop: threading.Event) -> None:
     links = interface_addresses(options.interfaces)
     snat = options.snat_addresses or default_snat_addresses(links)
@@ -135,12 +154,14 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
     server = AgentServer(host or "127.0.0.1", int(port), registry, lambda: reconciler.state)
     server.start()
     log.info("serving", extra={"event": "serving", "address": server.address, "config": str(options.config_dir)})
+    parsed = ParseCache()  # an edit re-parses only the files it changed
     try:
         for _ in changes(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set):
             if stop.is_set():
                 break
-            outcome = reconciler.reconcile(load_directory(options.config_dir))
+            outcome = reconciler.reconcile(load_directory(options.config_dir, parsed))
             metrics.observe(outcome)
+            release_free_memory()
     finally:
         server.stop()
         # Programs stay attached and maps pinned: traffic keeps flowing without us.

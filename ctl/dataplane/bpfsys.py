@@ -180,6 +180,36 @@ def map_keys(fd: int, key_type: type) -> list:
         prev, nxt = nxt, key_type()
 
 
+_UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: the kernel's ENOTSUPP
+
+
+def map_items(fd: int, key_type: type, value_type: type, chunk: int = 4096) -> list[tuple] | None:
+    """Every (key, value) of a hash map, thousands per syscall (BPF_MAP_LOOKUP_BATCH)
+    instead of two syscalls per entry; a snapshot, as entries may change meanwhile.
+    None when this kernel or map type cannot batch (the caller iterates instead)."""
+    rows: list[tuple] = []
+    token_in = None
+    token_out = ctypes.create_string_buffer(8)  # where the next batch starts (a bucket)
+    while True:
+        keys, values = (key_type * chunk)(), (value_type * chunk)()
+        n = ctypes.c_uint32(chunk)
+        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+        rc = _lib().bpf_map_lookup_batch(fd, token_in, token_out, keys, values, ctypes.byref(n),
+                                         ctypes.byref(opts))
+        code = 0 if rc >= 0 else (-rc if rc != -1 else ctypes.get_errno())
+        if code == errno.ENOSPC:  # one bucket holds more entries than a batch: retry bigger
+            chunk *= 4
+            continue
+        if code in _UNSUPPORTED and not rows and token_in is None:
+            return None
+        if code not in (0, errno.ENOENT):
+            _check(-code, "batch lookup")
+        rows.extend(zip(keys[:n.value], values[:n.value]))
+        if code == errno.ENOENT:  # no more entries
+            return rows
+        token_in = ctypes.create_string_buffer(token_out.raw, len(token_out))
+
+
 def array_read_all(fd: int, value_type: type, count: int) -> ctypes.Array:
     """All `count` values of an array map in one batch syscall."""
     keys = (ctypes.c_uint32 * count)()
@@ -199,11 +229,24 @@ def array_read_all(fd: int, value_type: type, count: int) -> ctypes.Array:
 def array_write_all(fd: int, values: ctypes.Array) -> None:
     """Writes values[i] at index i for every i, in one batch syscall."""
     count = len(values)
-    keys = (ctypes.c_uint32 * count)(*range(count))
+    map_update_batch(fd, _indexes(count), values, count)
+
+
+@cache
+def _indexes(count: int) -> ctypes.Array:
+    """The keys 0..count-1 of an array map (the kernel only reads them): built once
+    per size, as filling it element by element costs more than the syscall."""
+    return (ctypes.c_uint32 * count)(*range(count))
+
+
+def map_update_batch(fd: int, keys: ctypes.Array, values: ctypes.Array, count: int,
+                     flags: int = BPF_ANY) -> None:
+    """keys[i] -> values[i] for i < count, in one syscall. For a map of maps the kernel
+    waits for running programs once per syscall rather than once per element."""
     n = ctypes.c_uint32(count)
-    opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
-    _check(_lib().bpf_map_update_batch(fd, keys, values, ctypes.byref(n), ctypes.byref(opts)),
-           "batch update")
+    opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=flags)
+    rc = _lib().bpf_map_update_batch(fd, keys, values, ctypes.byref(n), ctypes.byref(opts))
+    _check(rc, f"batch update ({n.value} of {count} written)")
 
 
 @dataclass(frozen=True)

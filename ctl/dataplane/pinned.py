@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from . import abi, bpfsys
 
@@ -56,7 +58,10 @@ class PinnedMaps:
     def keys(self, name: str) -> list:
         if not self.has(name):
             return []
-        key_t, _ = self._types(name)
+        key_t, value_t = self._types(name)
+        rows = bpfsys.map_items(self._fds[name], key_t, value_t)
+        if rows is not None:
+            return [_plain(k) for k, _ in rows]
         return [_plain(k) for k in bpfsys.map_keys(self._fds[name], key_t)]
 
     def get(self, name: str, key):
@@ -76,7 +81,15 @@ class PinnedMaps:
         return bpfsys.map_delete(self._fds[name], _c(key_t, key))
 
     def items(self, name: str) -> Iterator[tuple]:
-        for key in self.keys(name):
+        if not self.has(name):
+            return
+        key_t, value_t = self._types(name)
+        rows = bpfsys.map_items(self._fds[name], key_t, value_t)
+        if rows is not None:
+            for key, value in rows:
+                yield _plain(key), _plain(value)
+            return
+        for key in [_plain(k) for k in bpfsys.map_keys(self._fds[name], key_t)]:
             value = self.get(name, key)
             if value is not None:  # deleted while we iterated
                 yield key, value
@@ -131,14 +144,32 @@ class PinnedMaps:
     def swap_table(self, service_id: int, slots, digest: int) -> None:
         """Builds a whole new inner map, then points the service at it in one update:
         a packet sees the old table or the new one, never a mix."""
-        size = len(slots)
-        fd = bpfsys.map_create(bpfsys.MAP_TYPE_ARRAY, f"xg_maglev_{service_id}", 4, 4, size)
-        try:
-            bpfsys.array_write_all(fd, (ctypes.c_uint32 * size)(*(int(s) for s in slots)))
-            bpfsys.map_update(self._fds["maglev_outer"], ctypes.c_uint32(service_id), ctypes.c_int(fd))
-        finally:
-            os.close(fd)  # the outer map holds its own reference
-        bpfsys.map_update(self._fds["digests"], ctypes.c_uint32(service_id), ctypes.c_uint64(digest))
+        self.swap_tables([(service_id, slots, digest)])
+
+    def swap_tables(self, tables: Sequence[tuple[int, object, int]]) -> None:
+        """swap_table for many (service id, slots, digest) at once: the inner maps of a
+        chunk are built first, then the services point at them in one batch update of
+        the outer map. The kernel waits for running programs (an RCU grace period, ms)
+        after every update of a map of maps; batched, once per chunk, not per table."""
+        for start in range(0, len(tables), _SWAP_CHUNK):
+            chunk = tables[start:start + _SWAP_CHUNK]
+            count = len(chunk)
+            ids = (ctypes.c_uint32 * count)(*(service_id for service_id, _, _ in chunk))
+            fds = (ctypes.c_int * count)()
+            made = 0
+            try:
+                for service_id, slots, _ in chunk:
+                    values = _u32_array(slots)
+                    fds[made] = bpfsys.map_create(bpfsys.MAP_TYPE_ARRAY, f"xg_maglev_{service_id}", 4, 4,
+                                                  len(values))
+                    made += 1
+                    bpfsys.array_write_all(fds[made - 1], values)
+                bpfsys.map_update_batch(self._fds["maglev_outer"], ids, fds, count)
+            finally:
+                for fd in fds[:made]:
+                    os.close(fd)  # the outer map holds its own references
+            digests = (ctypes.c_uint64 * count)(*(digest for _, _, digest in chunk))
+            bpfsys.map_update_batch(self._fds["digests"], ids, digests, count)
 
     def delete_table(self, service_id: int) -> None:
         bpfsys.map_delete(self._fds["maglev_outer"], ctypes.c_uint32(service_id))
@@ -146,14 +177,17 @@ class PinnedMaps:
             bpfsys.map_delete(self._fds["digests"], ctypes.c_uint32(service_id))
 
     def table_digests(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        if self._fds["digests"] < 0:
-            return out
-        for key in bpfsys.map_keys(self._fds["digests"], ctypes.c_uint32):
-            value = ctypes.c_uint64()
-            if bpfsys.map_lookup(self._fds["digests"], key, value):
-                out[key.value] = value.value
-        return out
+        return dict(self.items("digests"))
+
+
+# Inner maps open at once while swapping tables (file descriptors, until the batch).
+_SWAP_CHUNK = 256
+
+
+def _u32_array(slots) -> ctypes.Array:
+    """A table's slots as a C array of u32, copied in one go (not slot by slot)."""
+    values = np.ascontiguousarray(slots, dtype=np.uint32)
+    return (ctypes.c_uint32 * len(values)).from_buffer_copy(values)
 
 
 def _open_or_create_control_map(pin_dir: Path, name: str, create: bool) -> int:

@@ -10,6 +10,7 @@ go before the tables and backends they used.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -176,9 +177,14 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
             ops.append(PutBackend(backend_id, endpoint, fresh=backend_id not in actual.backends))
     for key, service in sorted(services.items()):
         service_id = service_ids[key]
-        slots, digest = table_for(service, backend_ids, limits.maglev_size, config.hash_seed)
-        if service_id not in actual.tables or actual.table_digests.get(service_id) != digest:
-            ops.append(PutTable(service_id, slots, digest))
+        members = table_members(service, backend_ids)
+        written = actual.table_digests.get(service_id) if service_id in actual.tables else None
+        # Only a table whose content may differ from the one in the kernel is built: an
+        # unchanged service costs a dictionary lookup, not a Maglev fill.
+        if written is None or _digests.get((members, limits.maglev_size, config.hash_seed)) != written:
+            slots, digest = _build(members, limits.maglev_size, config.hash_seed)
+            if digest != written:
+                ops.append(PutTable(service_id, slots, digest))
     for key, service in sorted(services.items()):
         record = FrontendRecord(service_ids[key], service.nat,
                                 service.snat_address if service.nat is NatMode.SNAT else None)
@@ -216,17 +222,62 @@ def table_for(service: Service, backend_ids: Mapping[Endpoint, int], size: int,
               seed: int) -> tuple[np.ndarray, int]:
     """The service's Maglev table and a digest of its content. A service whose weights
     are all zero gets a table of the reject share: new flows are refused, not lost."""
+    return _build(table_members(service, backend_ids), size, seed)
+
+
+Members = tuple[tuple[bytes, int, float], ...]
+
+
+def table_members(service: Service, backend_ids: Mapping[Endpoint, int]) -> Members:
+    """What a service's table is a pure function of (with the size and the seed)."""
     members = tuple(
         (maglev_key(b.endpoint), backend_ids[b.endpoint], float(b.weight))
         for b in service.backends if b.weight > 0
     )
     if service.reject_weight > 0 or not members:
         members += ((REJECT_KEY, 0, float(service.reject_weight) or 1.0),)
-    return _build(tuple(sorted(members)), size, seed)
+    return tuple(sorted(members))
 
 
-@lru_cache(maxsize=4096)
-def _build(members: tuple[tuple[bytes, int, float], ...], size: int, seed: int) -> tuple[np.ndarray, int]:
+class _DigestMemo:
+    """(members, size, seed) -> digest of the table they build, for the most recently
+    used keys. A few hundred bytes per service, where a cached table is 4 bytes per slot
+    (64 KiB at the default size): it can hold every service of a large config, so an
+    edit rebuilds only the tables that changed."""
+
+    def __init__(self, capacity: int = 1 << 17):
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[Members, int, int], int] = OrderedDict()
+
+    def get(self, key: tuple[Members, int, int]) -> int | None:
+        digest = self._entries.get(key)
+        if digest is not None:
+            self._entries.move_to_end(key)
+        return digest
+
+    def put(self, key: tuple[Members, int, int], digest: int) -> None:
+        self._entries[key] = digest
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_digests = _DigestMemo()
+
+
+def _build(members: Members, size: int, seed: int) -> tuple[np.ndarray, int]:
+    slots, digest = _build_table(members, size, seed)
+    _digests.put((members, size, seed), digest)
+    return slots, digest
+
+
+# Tables themselves are kept only for a few services (e.g. several addresses of one
+# Gateway share one table); the digest memo is what saves the rebuilds.
+@lru_cache(maxsize=64)
+def _build_table(members: Members, size: int, seed: int) -> tuple[np.ndarray, int]:
     slots = build_table([MaglevBackend(k, i, w) for k, i, w in members], size=size, seed=seed)
     slots.setflags(write=False)
     digest = int.from_bytes(hashlib.blake2b(slots.tobytes(), digest_size=8).digest(), "little")

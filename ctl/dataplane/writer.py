@@ -11,9 +11,23 @@ log = logging.getLogger(__name__)
 
 
 def apply(maps: PinnedMaps, ops: tuple[p.Op, ...]) -> None:
-    for op in ops:
-        _apply_one(maps, op)
-        log.debug("applied %s", _describe(op))
+    debug = log.isEnabledFor(logging.DEBUG)
+    i = 0
+    while i < len(ops):
+        if isinstance(ops[i], p.PutTable):
+            # A run of table swaps (a plan lists them together) goes to the kernel in
+            # batches; the order relative to every other operation is unchanged.
+            end = i
+            while end < len(ops) and isinstance(ops[end], p.PutTable):
+                end += 1
+            maps.swap_tables([(op.service_id, op.slots, op.digest) for op in ops[i:end]])
+        else:
+            end = i + 1
+            _apply_one(maps, ops[i])
+        if debug:
+            for op in ops[i:end]:
+                log.debug("applied %s", _describe(op))
+        i = end
 
 
 def _apply_one(maps: PinnedMaps, op: p.Op) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ctl.api import ValidationProblem
 from ctl.sources.documents import LoadResult, ParseResult, assemble, parse_documents
 
-__all__ = ["LoadResult", "load_directory", "manifest_paths", "parse_documents"]
+__all__ = ["LoadResult", "ParseCache", "load_directory", "manifest_paths", "parse_documents"]
 
 _SUFFIXES = (".yaml", ".yml")
 
@@ -33,11 +33,39 @@ def manifest_paths(root: Path) -> list[Path]:
     )
 
 
-def load_directory(path: str | Path) -> LoadResult:
+class ParseCache:
+    """The parse result of each file of one directory, with the exact text it came from.
+
+    parse_documents is a pure function of (text, file name), and its objects are
+    immutable, so a file whose text is unchanged since the last load is not parsed and
+    validated again: the agent reloads the whole directory on every change, and
+    validation dominates that for large configs. Holds only the files of the last load.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[str, ParseResult]] = {}
+
+    def parse(self, text: str, name: str) -> ParseResult:
+        cached = self._files.get(name)
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        result = parse_documents(text, name)
+        self._files[name] = (text, result)
+        return result
+
+    def keep_only(self, names: set[str]) -> None:
+        for name in self._files.keys() - names:
+            del self._files[name]
+
+
+def load_directory(path: str | Path, cache: ParseCache | None = None) -> LoadResult:
+    """Every manifest below path, as one snapshot. With a cache (one per directory),
+    unchanged files are not parsed again; the result is the same either way."""
     root = Path(path)
     if not root.is_dir():
         problem = ValidationProblem(str(root), "", "not a directory")
         return assemble([ParseResult(str(root), (), (problem,))])
+    parse = cache.parse if cache is not None else parse_documents
     results = []
     for file in manifest_paths(root):
         name = str(file)
@@ -46,5 +74,7 @@ def load_directory(path: str | Path) -> LoadResult:
         except (OSError, UnicodeDecodeError) as error:
             results.append(ParseResult(name, (), (ValidationProblem(name, "", f"cannot read: {error}"),)))
             continue
-        results.append(parse_documents(text, name))
+        results.append(parse(text, name))
+    if cache is not None:
+        cache.keep_only({result.filename for result in results})
     return assemble(results)
