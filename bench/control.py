@@ -1,0 +1,717 @@
+"""Control plane: how long `gwctl run` takes to program the kernel from cold, how fast
+an edit of the config directory reaches the packets, and where a reconcile spends its
+time.
+
+Rows:
+  cold-start-<N>   N TCPRoutes (8 backends each, 64 listeners per Gateway, each Gateway
+                   its own address): `gwctl run` on a fresh pin directory in a network
+                   namespace until /readyz answers 200. Also the agent's own first
+                   reconcile (its log), its resident memory once idle, and one
+                   one-weight edit at that scale (the agent's reconcile of it).
+  edit-to-packet   client, gw (agent, XDP) and 2 backends: a TCPRoute flips between
+                   the backends (weights 1/0 and 0/1) by replacing its file; the time
+                   from the write to the SYN of the first new connection that reaches
+                   the new backend, over many edits.
+  breakdown-<N>    the reconcile's pure steps timed in one process on the N-route
+                   config: load_directory, translate, plan against empty maps, plan
+                   against maps that already hold it, and a one-weight edit.
+
+    sudo .venv/bin/python -m bench.control [--quick] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from .common import ROOT, main_for, rerun, row, summary
+
+PART = "control"
+TITLE = "Control plane: cold start, edit-to-packet latency, reconcile cost"
+
+BACKENDS_PER_ROUTE = 8
+LISTENERS_PER_GATEWAY = 64  # the Gateway CRD's maxItems
+SIZES = (100, 1_000, 10_000)
+QUICK_SIZES = (100, 1_000)
+RUNS = {100: 5, 1_000: 3, 10_000: 2}
+EDITS, QUICK_EDITS = 100, 10
+BREAKDOWN_SIZES = (1_000, 10_000)
+BREAKDOWN_RUNS = {1_000: 3, 10_000: 1}
+
+# Map capacities big enough for 10,000 frontends and 80,000 backends; the same for every
+# size so the sizes differ only in their config.
+MAX_SERVICES = 16_384
+MAX_BACKENDS = 131_072
+AGENT_FLAGS = ("--max-services", MAX_SERVICES, "--max-backends", MAX_BACKENDS)
+API = "127.0.0.1:9480"  # in the gateway's namespace: every lab has its own loopback
+
+GATEWAY_BASE = int(IPv4Address("198.18.0.0"))  # RFC 2544 benchmarking range
+BACKEND_BASE = int(IPv4Address("100.64.0.0"))  # 80,000 distinct endpoint addresses
+EDIT_FILE = "gw-0003.yaml"  # holds route 192 onward, which every breakdown size has
+WEIGHT_ON, WEIGHT_OFF = "weight: 1}", "weight: 0}"
+
+
+# -- manifests ---------------------------------------------------------------------------
+GATEWAY_CLASS = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: xdp-gateway
+spec:
+  controllerName: xdp-gateway.io/gateway-controller
+"""
+
+
+def generate(root: Path, routes: int, per_route: int = BACKENDS_PER_ROUTE,
+             per_gateway: int = LISTENERS_PER_GATEWAY) -> dict:
+    """Writes the N-route config: one file per Gateway, holding the Gateway, its routes
+    (one per listener), their Services and EndpointSlices."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "00-gatewayclass.yaml").write_text(GATEWAY_CLASS)
+    gateways = (routes + per_gateway - 1) // per_gateway
+    for g in range(gateways):
+        first, last = g * per_gateway, min(routes, (g + 1) * per_gateway)
+        docs = [_gateway(g, last - first)]
+        for i in range(first, last):
+            docs += _route(g, i - first, i, per_route)
+        (root / f"gw-{g:04d}.yaml").write_text("---\n".join(docs))
+    return {"routes": routes, "gateways": gateways, "backends": routes * per_route,
+            "files": gateways + 1, "bytes": sum(p.stat().st_size for p in root.iterdir())}
+
+
+def _gateway(g: int, listeners: int) -> str:
+    lines = ["apiVersion: gateway.networking.k8s.io/v1", "kind: Gateway", "metadata:",
+             f"  name: gw-{g:04d}", "  namespace: default", "spec:",
+             "  gatewayClassName: xdp-gateway", "  addresses:", "  - type: IPAddress",
+             f"    value: {IPv4Address(GATEWAY_BASE + g + 1)}", "  listeners:"]
+    for j in range(listeners):
+        lines += [f"  - name: l{j:02d}", "    protocol: TCP", f"    port: {10000 + j}",
+                  "    allowedRoutes:", "      kinds:", "      - kind: TCPRoute"]
+    return "\n".join(lines) + "\n"
+
+
+def _route(g: int, j: int, i: int, per_route: int) -> list[str]:
+    route = f"""\
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata:
+  name: r{i:05d}
+  namespace: default
+spec:
+  parentRefs:
+  - name: gw-{g:04d}
+    sectionName: l{j:02d}
+  rules:
+  - backendRefs:
+    - {{name: svc-{i:05d}, port: 8080, {WEIGHT_ON}
+"""
+    service = f"""\
+apiVersion: v1
+kind: Service
+metadata: {{name: svc-{i:05d}, namespace: default}}
+spec:
+  ports:
+  - {{name: tcp, port: 8080, protocol: TCP}}
+"""
+    endpoints = "".join(
+        f"- addresses: [{IPv4Address(BACKEND_BASE + i * per_route + e + 1)}]\n  conditions: {{ready: true}}\n"
+        for e in range(per_route))
+    endpoint_slice = f"""\
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: svc-{i:05d}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: svc-{i:05d}}}
+addressType: IPv4
+ports:
+- {{name: tcp, port: 8080, protocol: TCP}}
+endpoints:
+""" + endpoints
+    return [route, service, endpoint_slice]
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Atomically, as editors and ConfigMap volumes do: the agent never reads half a
+    file (hidden names are not manifests)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def flip_config(vip: str, port: int, a: tuple[str, int], b: tuple[str, int], wa: int, wb: int) -> dict[str, str]:
+    """A small config: one TCP listener, one TCPRoute over two Services of one endpoint
+    each, with weights wa and wb."""
+    services = []
+    for name, (address, be_port) in (("be-a", a), ("be-b", b)):
+        services.append(f"""\
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ports:
+  - {{name: tcp, port: {be_port}, protocol: TCP}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports:
+- {{name: tcp, port: {be_port}, protocol: TCP}}
+endpoints:
+- addresses: [{address}]
+  conditions: {{ready: true}}
+""")
+    gateway = f"""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: edge
+  namespace: default
+spec:
+  gatewayClassName: xdp-gateway
+  addresses:
+  - type: IPAddress
+    value: {vip}
+  listeners:
+  - name: db
+    protocol: TCP
+    port: {port}
+    allowedRoutes:
+      kinds:
+      - kind: TCPRoute
+"""
+    return {"00-gatewayclass.yaml": GATEWAY_CLASS, "10-gateway.yaml": gateway,
+            "20-backends.yaml": "---\n".join(services), "30-routes.yaml": route_text(wa, wb)}
+
+
+def route_text(wa: int, wb: int) -> str:
+    return f"""\
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata:
+  name: db
+  namespace: default
+spec:
+  parentRefs:
+  - name: edge
+    sectionName: db
+  rules:
+  - backendRefs:
+    - {{name: be-a, port: 8080, weight: {wa}}}
+    - {{name: be-b, port: 8080, weight: {wb}}}
+"""
+
+
+# -- the agent in a lab namespace -------------------------------------------------------------
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, BPF)"
+    if not os.path.ismount("/sys/fs/bpf"):
+        return "needs bpffs at /sys/fs/bpf"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "needs bcc (python3-bpfcc)"
+    return None
+
+
+def poll_interval() -> float:
+    from ctl.agent.run import AgentOptions
+
+    return AgentOptions.poll_interval
+
+
+class Agent:
+    """`gwctl run` in the lab's gateway namespace, on a pin directory of its own that
+    is removed on close (with whatever the agent attached there)."""
+
+    def __init__(self, net, config: Path, interfaces: list[str], log_path: Path, name: str,
+                 extra: tuple = ()):
+        self.net = net
+        self.log_path = log_path
+        self.pin_dir = Path(f"/sys/fs/bpf/{net.prefix}-{name}")
+        argv = [sys.executable, "-m", "ctl.cli", "run", "--config", config,
+                *[a for i in interfaces for a in ("--interface", i)],
+                "--pin-dir", self.pin_dir, "--listen", API, *extra]
+        self._log = log_path.open("w")
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        try:
+            self.proc = net.popen(net.gw.ns, argv, host_mounts=True, stdout=subprocess.DEVNULL, stderr=self._log)
+        except BaseException:
+            self._log.close()
+            raise
+        self.pid = self._python_pid()
+
+    def _python_pid(self) -> int:
+        # nsenter without --pid execs the command in place; check, in case it forked
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return int(children[0]) if children else self.proc.pid
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds from the start to the first 200 of /readyz."""
+        probe = self.net.popen(self.net.gw.ns, [sys.executable, "-m", "bench.control_probe", "wait-ready",
+                                                "--url", f"http://{API}/readyz", "--timeout", timeout,
+                                                "--interval-ms", 10],
+                               stdout=subprocess.PIPE, text=True)
+        try:
+            out, _ = probe.communicate(timeout=timeout + 30)
+        except subprocess.TimeoutExpired:
+            probe.kill()
+            raise
+        report = json.loads(out.strip().splitlines()[-1])
+        if report.get("ready_at") is None:
+            raise TimeoutError(f"agent not ready in {timeout} s (exit {self.proc.poll()}):\n{self.tail()}")
+        return report["ready_at"] - self.started
+
+    def events(self, name: str) -> list[dict]:
+        entries = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    entries.append(json.loads(line))
+        return [e for e in entries if e.get("event") == name]
+
+    def wait_event(self, name: str, count: int, timeout: float) -> dict:
+        """The count-th (1-based) event of that name, once it is logged."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if len(found) >= count:
+                return found[count - 1]
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited {self.proc.returncode}:\n{self.tail()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"no {name} event #{count} in {timeout} s:\n{self.tail()}")
+
+    def since_start(self, event: dict) -> float:
+        """Seconds from the start to a log event (the log has millisecond wall times)."""
+        return datetime.fromisoformat(event["time"]).timestamp() - self.started_wall
+
+    def memory(self) -> dict[str, float]:
+        """VmRSS and VmHWM of the agent, in MiB."""
+        out = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+        return out
+
+    def tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        return ""
+
+    def close(self, grace: float = 300) -> None:
+        from ctl.dataplane import loader
+
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=grace)  # a reconcile under way finishes first
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            self._log.close()
+            # the agent never detaches; do it so that its maps can go with the pins
+            for ifindex in [self.net.gw.front_ifindex, *(b.gw_ifindex for b in self.net.backends)]:
+                with contextlib.suppress(Exception):
+                    loader.detach(ifindex, netns=self.net.gw.ns)
+            shutil.rmtree(self.pin_dir, ignore_errors=True)
+
+
+# -- cold start ---------------------------------------------------------------------------
+def cold_start(routes: int, runs: int, work: Path, scale_edit: bool = True,
+               log=lambda *a: None) -> dict:
+    """`runs` cold starts of the agent on the N-route config; figures per run."""
+    from tests.net import netlab
+
+    config = work / f"routes-{routes}"
+    if not config.exists():
+        generate(config, routes)
+    per_run: list[dict] = []
+    timeout = 120 + routes * 0.2
+    with netlab.lab(backends=1) as net:
+        for run in range(runs):
+            agent = Agent(net, config, ["front"], work / f"agent-{routes}-{run}.log", f"c{routes}r{run}",
+                          AGENT_FLAGS)
+            try:
+                ready = agent.wait_ready(timeout)
+                first = agent.wait_event("reconciled", 1, 30)
+                serving = agent.events("serving")
+                figures = {"ready_s": ready, "reconcile_s": first["seconds"], "writes": first["writes"],
+                           "serving_s": agent.since_start(serving[0]) if serving else None}
+                time.sleep(2.0)  # idle: the watcher only stats the files
+                memory = agent.memory()
+                figures.update(rss_mib=memory["VmRSS"], hwm_mib=memory["VmHWM"])
+                if scale_edit:
+                    figures.update(_scale_edit(agent, config, timeout))
+                    figures["hwm_after_edit_mib"] = agent.memory()["VmHWM"]
+                per_run.append(figures)
+                log(f"control: cold start {routes} routes run {run + 1}/{runs}: "
+                    + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
+            finally:
+                agent.close()
+    return {"routes": routes, "backends": routes * BACKENDS_PER_ROUTE, "per_run": per_run, "lab": net.prefix}
+
+
+def edit_file(config: Path) -> str:
+    """The file whose first route the one-weight edits change."""
+    return EDIT_FILE if (config / EDIT_FILE).exists() else "gw-0000.yaml"
+
+
+def _scale_edit(agent: Agent, config: Path, timeout: float) -> dict:
+    """Sets one route's weight to 0 (and back afterwards): the agent's reconcile of one
+    small edit at this scale, and the time from the write until it logged it."""
+    path = config / edit_file(config)
+    original = path.read_text()
+    try:
+        before = len(agent.events("reconciled"))
+        replace_file(path, original.replace(WEIGHT_ON, WEIGHT_OFF, 1))
+        written = time.time()
+        done = agent.wait_event("reconciled", before + 1, timeout)
+    finally:
+        replace_file(path, original)
+    return {"edit_reconcile_s": done["seconds"], "edit_writes": done["writes"],
+            "edit_to_reconciled_s": datetime.fromisoformat(done["time"]).timestamp() - written}
+
+
+# -- edit to packet ---------------------------------------------------------------------
+def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float, float] = (0.3, 0.8)) -> dict:
+    """Latency from replacing the route file to the first connection on the new backend."""
+    from ctl.dataplane import loader
+    from tests.net import netlab
+
+    port = 80
+    config = work / "flip"
+    config.mkdir(parents=True, exist_ok=True)
+    with netlab.lab(backends=2) as net:
+        net.start_servers(tcp_ports=(8080,), udp_ports=())
+        be0, be1 = net.backends
+        files = flip_config(str(net.vip4), port, (str(be0.v4), 8080), (str(be1.v4), 8080), 1, 0)
+        for name, text in files.items():
+            (config / name).write_text(text)
+        agent = Agent(net, config, ["front", be0.gw_ifname, be1.gw_ifname], work / "agent-flip.log", "flip")
+        prober = None
+        try:
+            _pass_module, pass_fd = loader.compile_xdp_pass()  # the far ends need an XDP program
+            net.attach_xdp_pass(pass_fd)
+            agent.wait_ready(120)
+            prober = net.popen(net.client.ns, [sys.executable, "-m", "bench.control_probe", "flip",
+                                               "--addr", net.vip4, "--port", port, "--interval-ms", 1],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            if json.loads(prober.stdout.readline()).get("ready") is not True:
+                raise RuntimeError("prober did not start")
+
+            def expect(backend: str) -> dict:
+                prober.stdin.write(f"expect {backend}\n")
+                prober.stdin.flush()
+                return json.loads(prober.stdout.readline())
+
+            warm = expect(be0.name)  # the path works and neighbours are resolved
+            if warm["backend"] != be0.name:
+                raise RuntimeError(f"no connection reached {be0.name}: {warm}")
+            reconciled_before = len(agent.events("reconciled"))
+            samples = []
+            current = 0
+            rng = random.Random(7)
+            for k in range(edits):
+                # a random pause: the edits land at random phases of the watcher's poll,
+                # and SNAT ports of the previous edit's connections age out
+                time.sleep(rng.uniform(*gap))
+                current ^= 1
+                target = net.backends[current].name
+                text = route_text(1 - current, current)
+                replace_file(config / "30-routes.yaml", text)
+                written = time.monotonic()
+                result = expect(target)
+                if result["syn_at"] is None:
+                    raise RuntimeError(f"edit {k}: no connection reached {target}: {result}\n{agent.tail()}")
+                samples.append({"ms": (result["syn_at"] - written) * 1000,
+                                "done_ms": (result["done_at"] - written) * 1000,
+                                "attempts": result["attempts"], "errors": result["errors"]})
+            # the packet can beat the agent's log line of the last edit
+            agent.wait_event("reconciled", reconciled_before + edits, 10)
+            reconciles = agent.events("reconciled")[reconciled_before:]
+            log(f"control: edit-to-packet over {edits} edits: median "
+                f"{statistics.median(s['ms'] for s in samples):.1f} ms")
+        finally:
+            if prober is not None and prober.poll() is None:
+                with contextlib.suppress(OSError):
+                    prober.stdin.write("quit\n")
+                    prober.stdin.close()
+            agent.close()
+            net.detach_xdp_pass()
+    return {"samples": samples, "lab": net.prefix, "reconcile_s": [e["seconds"] for e in reconciles],
+            "reconcile_writes": [e["writes"] for e in reconciles], "poll_interval_s": poll_interval()}
+
+
+# -- pure breakdown ---------------------------------------------------------------------
+def breakdown(routes: int, runs: int, work: Path, log=lambda *a: None) -> dict:
+    config = work / f"routes-{routes}"
+    if not config.exists():
+        generate(config, routes)
+    per_run = []
+    for run in range(runs):
+        argv = [sys.executable, "-m", "bench.control_probe", "breakdown", "--config", config,
+                "--max-services", MAX_SERVICES, "--max-backends", MAX_BACKENDS, "--edit-file", edit_file(config),
+                "--edit-from", WEIGHT_ON, "--edit-to", WEIGHT_OFF]
+        done = subprocess.run([str(a) for a in argv], cwd=ROOT, capture_output=True, text=True, check=True)
+        per_run.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        log(f"control: breakdown {routes} routes run {run + 1}/{runs}: {per_run[-1]}")
+    return {"routes": routes, "per_run": per_run}
+
+
+# -- the part ---------------------------------------------------------------------------
+STEPS = ("load", "translate", "plan", "plan_unchanged", "edit_load", "edit_translate", "edit_plan")
+
+
+def _stats(values: list[float]) -> dict:
+    return summary([v for v in values if v is not None]) if any(v is not None for v in values) else {}
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def run(quick: bool = False, only: str | None = None, log=None) -> dict:
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    reason = _missing()
+    result: dict = {"part": PART, "title": TITLE, "rows": [], "notes": [], "quick": quick}
+    if reason:
+        result["notes"].append(f"skipped: {reason}")
+        return result
+    sizes = QUICK_SIZES if quick else SIZES
+    wanted = [f"cold-start-{n}" for n in sizes] + ["edit-to-packet"] + \
+             [f"breakdown-{n}" for n in BREAKDOWN_SIZES if n in sizes]
+    if only:
+        wanted = [only]
+    work = Path(tempfile.mkdtemp(prefix="xg-bench-control-"))
+    try:
+        for name in wanted:
+            kind, _, size = name.rpartition("-") if name != "edit-to-packet" else (name, "", "")
+            command = rerun(PART, name, quick)
+            if kind == "cold-start":
+                n = int(size)
+                data = cold_start(n, 1 if quick else RUNS.get(n, 1), work, log=log)
+                result["rows"].append(_cold_row(name, data, command))
+            elif name == "edit-to-packet":
+                data = edit_to_packet(QUICK_EDITS if quick else EDITS, work, log=log)
+                result["rows"].append(_edit_row(name, data, command))
+            elif kind == "breakdown":
+                n = int(size)
+                data = breakdown(n, 1 if quick else BREAKDOWN_RUNS.get(n, 1), work, log=log)
+                result["rows"].append(_breakdown_row(name, data, command))
+            else:
+                raise SystemExit(f"unknown row {name!r}; rows: cold-start-<N>, edit-to-packet, breakdown-<N>")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["notes"] += [
+        f"Watcher poll interval: {poll_interval() * 1000:.0f} ms (AgentOptions.poll_interval); an edit waits "
+        "for the next poll, so edit-to-packet is at least uniform(0, interval) plus load, translate and apply.",
+        "The agent's `seconds` (log event \"reconciled\") covers translate, reading the maps, planning and "
+        "writing; reading the YAML (load_directory) happens before it and is not included.",
+        f"Cold-start agents run with --max-services {MAX_SERVICES} --max-backends {MAX_BACKENDS} at every size.",
+    ]
+    return result
+
+
+def _cold_row(name: str, data: dict, command: str) -> dict:
+    runs = data["per_run"]
+    col = lambda key: _stats([r.get(key) for r in runs])  # noqa: E731
+    return row(name, "time to /readyz 200 from starting gwctl run", "s", col("ready_s"), command,
+               routes=data["routes"], backends=data["backends"],
+               reconcile_s=col("reconcile_s"), serving_s=col("serving_s"), rss_mib=col("rss_mib"),
+               hwm_mib=col("hwm_mib"), writes=runs[0]["writes"], edit_reconcile_s=col("edit_reconcile_s"),
+               edit_to_reconciled_s=col("edit_to_reconciled_s"), edit_writes=runs[0].get("edit_writes"),
+               hwm_after_edit_mib=col("hwm_after_edit_mib"), per_run=runs)
+
+
+def _edit_row(name: str, data: dict, command: str) -> dict:
+    ms = [s["ms"] for s in data["samples"]]
+    return row(name, "file write to first packet on the new backend", "ms", summary(ms), command,
+               p50=_percentile(ms, 50), p90=_percentile(ms, 90), p99=_percentile(ms, 99),
+               mean=statistics.fmean(ms), min=min(ms), max=max(ms), edits=len(ms),
+               attempts_median=statistics.median(s["attempts"] for s in data["samples"]),
+               errors=sum(sum(s["errors"].values()) for s in data["samples"]),
+               reconcile_ms=summary([s * 1000 for s in data["reconcile_s"]]) if data["reconcile_s"] else {},
+               poll_interval_ms=data["poll_interval_s"] * 1000, samples_ms=ms)
+
+
+def _breakdown_row(name: str, data: dict, command: str) -> dict:
+    runs = data["per_run"]
+    total = [r["load"] + r["translate"] + r["plan"] for r in runs]
+    steps = {step: summary([r[step] for r in runs]) for step in STEPS if step in runs[0]}
+    return row(name, "load + translate + plan (empty maps), in-process", "s", summary(total), command,
+               routes=data["routes"], steps=steps, ops=runs[0]["ops"], edit_ops=runs[0].get("edit_ops"),
+               ops_unchanged=runs[0]["ops_unchanged"], max_rss_mib=summary([r["max_rss_mib"] for r in runs]))
+
+
+# -- report -----------------------------------------------------------------------------
+def _fmt(stats: dict, digits: int = 2, scale: float = 1.0) -> str:
+    if not stats:
+        return "-"
+    med = stats["median"] * scale
+    if len(stats.get("runs", ())) > 1:
+        return f"{med:.{digits}f} ({stats['p25'] * scale:.{digits}f}-{stats['p75'] * scale:.{digits}f})"
+    return f"{med:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    lines = [f"## {result['title']}", ""]
+    rows = result["rows"]
+    cold = [r for r in rows if r["name"].startswith("cold-start-")]
+    edit = [r for r in rows if r["name"] == "edit-to-packet"]
+    split = [r for r in rows if r["name"].startswith("breakdown-")]
+    if cold:
+        lines += [
+            "### Cold start",
+            "",
+            f"`gwctl run` on a fresh pin directory in a network namespace (one veth, XDP attached), with N "
+            f"TCPRoutes of {BACKENDS_PER_ROUTE} backends each ({LISTENERS_PER_GATEWAY} listeners per Gateway, "
+            "one address per Gateway). *Ready* is the time from starting the process until `/readyz` answers "
+            "200, i.e. every frontend, backend and Maglev table is in the kernel. *Startup* is until the agent "
+            "logs `serving` (interpreter, imports, bcc compile, attach); *first reconcile* is the agent's own "
+            "figure (translate, read maps, plan, write); the rest of *ready* is mostly reading the YAML. "
+            "*RSS* is the agent's VmRSS 2 s after ready, *peak* its VmHWM. *Edit at scale* sets one route's "
+            "weight to 0 in a running agent: its reconcile, and write-to-reconciled (incl. poll and load). "
+            "Median (p25-p75) over runs.",
+            "",
+            "| routes | backends | ready s | startup s | first reconcile s | map writes | RSS MiB | peak MiB "
+            "| edit at scale: reconcile s | edit: write to reconciled s | runs | command |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in cold:
+            lines.append(
+                f"| {r['routes']:,} | {r['backends']:,} | {_fmt(r)} | {_fmt(r['serving_s'])} | "
+                f"{_fmt(r['reconcile_s'])} | {r['writes']:,} | {_fmt(r['rss_mib'], 0)} | {_fmt(r['hwm_mib'], 0)} | "
+                f"{_fmt(r['edit_reconcile_s'])} | {_fmt(r['edit_to_reconciled_s'])} | {len(r['runs'])} | "
+                f"`{r['command']}` |")
+        lines.append("")
+    if edit:
+        r = edit[0]
+        lines += [
+            "### Edit to packet",
+            "",
+            "A TCPRoute flips between two backends (weights 1/0, then 0/1) by replacing its file; a client "
+            "in its own namespace opens new TCP connections (one at most every millisecond, one process) "
+            "until one is greeted by the new backend. The figure is the time from the write to that "
+            "connection's SYN. The watcher polls every "
+            f"{r['poll_interval_ms']:.0f} ms, so about half that is waiting for the next poll; the agent's "
+            "own reconcile of each edit is shown beside it.",
+            "",
+            "| edits | p50 ms | p90 ms | p99 ms | mean ms | min-max ms | agent reconcile ms (median) "
+            "| poll interval ms | command |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {r['edits']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | {r['mean']:.1f} | "
+            f"{r['min']:.1f}-{r['max']:.1f} | {_fmt(r['reconcile_ms'], 1)} | {r['poll_interval_ms']:.0f} | "
+            f"`{r['command']}` |",
+            "",
+        ]
+    if split:
+        lines += [
+            "### Where a reconcile spends its time",
+            "",
+            "The pure steps in one process on the generated config (no kernel): reading and validating the "
+            "YAML (`load_directory`), `translate`, `plan` against empty maps (a cold start: every Maglev table "
+            "is built), `plan` again against maps that already hold that state (an agent restart: nothing to "
+            "write), then a one-weight edit: load, translate, plan. Seconds, median (p25-p75) over runs.",
+            "",
+            "| routes | load | translate | plan (cold) | plan (unchanged) | edit: load | edit: translate "
+            "| edit: plan | ops (cold / edit) | runs | command |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in split:
+            s = r["steps"]
+            lines.append(
+                f"| {r['routes']:,} | " + " | ".join(_fmt(s.get(step, {}), 3) for step in STEPS)
+                + f" | {r['ops']:,} / {r['edit_ops']} | {len(r['runs'])} | `{r['command']}` |")
+        lines.append("")
+    lines += [f"- {note}" for note in result.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def charts(result: dict, outdir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    made = []
+    cold = sorted((r for r in result["rows"] if r["name"].startswith("cold-start-")), key=lambda r: r["routes"])
+    if cold:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        x = [r["routes"] for r in cold]
+        for key, label in (("ready", "ready (/readyz 200)"), ("reconcile_s", "first reconcile (agent)"),
+                           ("serving_s", "startup (to serving)")):
+            stats = [r if key == "ready" else r[key] for r in cold]
+            if not all(stats):
+                continue
+            med = [s["median"] for s in stats]
+            err = [[s["median"] - s["p25"] for s in stats], [s["p75"] - s["median"] for s in stats]]
+            left.errorbar(x, med, yerr=err, marker="o", capsize=3, label=label)
+        left.set(xscale="log", yscale="log", xlabel="TCPRoutes (8 backends each)", ylabel="seconds",
+                 title="Cold start")
+        left.grid(True, which="both", alpha=0.3)
+        left.legend()
+        right.plot(x, [r["rss_mib"]["median"] for r in cold], marker="o", label="VmRSS, idle")
+        right.plot(x, [r["hwm_mib"]["median"] for r in cold], marker="s", label="VmHWM (peak)")
+        right.set(xscale="log", xlabel="TCPRoutes (8 backends each)", ylabel="MiB", title="Agent memory")
+        right.grid(True, which="both", alpha=0.3)
+        right.legend()
+        fig.tight_layout()
+        path = outdir / "control-cold-start.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    edit = [r for r in result["rows"] if r["name"] == "edit-to-packet"]
+    if edit:
+        ms = sorted(edit[0]["samples_ms"])
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        left.hist(ms, bins=min(30, max(5, len(ms) // 3)), color="tab:blue", alpha=0.8)
+        left.axvline(edit[0]["poll_interval_ms"], color="tab:red", linestyle="--", label="poll interval")
+        left.set(xlabel="ms from file write to first packet on the new backend", ylabel="edits",
+                 title="Edit to packet")
+        left.legend()
+        right.step(ms, [(i + 1) / len(ms) for i in range(len(ms))], where="post")
+        right.axvline(edit[0]["poll_interval_ms"], color="tab:red", linestyle="--")
+        right.set(xlabel="ms", ylabel="fraction of edits", title="CDF", ylim=(0, 1.02))
+        right.grid(True, alpha=0.3)
+        fig.tight_layout()
+        path = outdir / "control-edit-to-packet.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+if __name__ == "__main__":
+    main_for(PART, run)
