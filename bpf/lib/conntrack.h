@@ -22,6 +22,10 @@ static __always_inline __u64 ct_lifetime_ns(const struct config *cfg, __u8 proto
 static __always_inline int ct_expired(const struct config *cfg, __u8 proto, __u8 state,
 				      __u64 last_seen, __u64 now)
 {
+	/* Another CPU may have refreshed the entry after we read the clock: a flow seen
+	 * "in the future" is live, and the unsigned difference would wrap. */
+	if (last_seen >= now)
+		return 0;
 	return now - last_seen > ct_lifetime_ns(cfg, proto, state);
 }
 

@@ -266,3 +266,22 @@ def test_a_flow_whose_backend_id_went_to_another_endpoint_is_reselected(plab):
     reply = plab.xdp(bytes(reply_from_backend(again.data, flags="A")), ingress="be0")
     assert reply.verdict == "REDIRECT", f"the reply from backend {chosen} must be translated back"
     assert l3(Ether(reply.data)).src == str(VIP4)
+
+
+def test_a_flow_refreshed_by_another_cpu_after_our_clock_read_stays_live(plab):
+    """Two CPUs handle one flow (tc on veth does): one reads the clock, the other then
+    writes a later last_seen. That entry is live, not expired by a wrapped difference."""
+    import time as _time
+
+    plab.program(state(service()))
+    first = plab.xdp(bytes(syn4()))
+    port = l4(Ether(first.data)).sport
+    with plab.maps() as maps:
+        (key,) = maps.keys("ct_fwd")
+        entry = maps.get("ct_fwd", key)
+        entry.last_seen = _time.clock_gettime_ns(_time.CLOCK_MONOTONIC) + 5 * 10**9
+        maps.put("ct_fwd", key, entry)
+    before = _new_flows(plab)
+    again = plab.xdp(bytes(ack4()))
+    assert _new_flows(plab) == before, "the flow must not restart"
+    assert l4(Ether(again.data)).sport == port, "same SNAT port, same backend connection"
