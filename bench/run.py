@@ -1,5 +1,5 @@
 """One command for every benchmark: runs each part in turn on this machine and writes
-docs/benchmarks.md, bench/out/results.json and docs/bench/*.png.
+docs/benchmarks.md, docs/bench/results.json (also bench/out/) and docs/bench/*.png.
 
     sudo make bench                   # everything (tens of minutes)
     sudo .venv/bin/python -m bench.run --quick --parts packet,maglev
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         result["charts"] = [str(p.relative_to(DOCS)) for p in module.charts(result, CHARTS)]
         results["parts"][part] = result
         (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (CHARTS / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (DOCS / "benchmarks.md").write_text(report(results))
     print(f"bench: wrote {DOCS / 'benchmarks.md'} and {OUT / 'results.json'}", file=sys.stderr)
     return 0
