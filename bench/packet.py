@@ -35,7 +35,6 @@ shared machine hits all cases alike; ratios are taken per round, then the median
 from __future__ import annotations
 
 import ctypes
-import secrets
 import struct
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -92,30 +91,12 @@ def row_names() -> list[str]:
 
 
 # -- the lab -------------------------------------------------------------------------------
-def _packet_lab_class():
+def _new_lab():
+    """The packet tier's lab (real programs, private pin dir, deterministic FIB) with the
+    production map sizes instead of the tests' small ones."""
     from tests.packet.harness import PacketLab
 
-    class BenchLab(PacketLab):
-        """The packet tier's lab (real programs, private pin dir, deterministic FIB) with
-        the production map sizes instead of the tests' small ones."""
-
-        def __init__(self) -> None:  # noqa: D401 - same steps as PacketLab.__init__
-            from ctl.dataplane.dataplane import Dataplane
-            from ctl.dataplane.loader import DataplaneSpec
-
-            token = secrets.token_hex(3)
-            self.netns = f"xgbench{token}"
-            self.pin_dir = Path(f"/sys/fs/bpf/xgbench{token}")
-            self.spec = DataplaneSpec(pin_dir=self.pin_dir)  # production defaults
-            self.dataplane = None
-            try:
-                self._build_netns()
-                self.dataplane = Dataplane.load(self.spec)
-            except BaseException:
-                self.close()
-                raise
-
-    return BenchLab
+    return PacketLab(name="xgbench", sizes={})
 
 
 def _frames(lab, run_xdp) -> dict:
@@ -165,7 +146,7 @@ class Bench:
         from tests.packet.packets import VIP_PORT
         from tests.packet.test_xdp_lb import service, state
 
-        self.lab = lab = _packet_lab_class()()
+        self.lab = lab = _new_lab()
         stack.callback(lab.close)
         four = tuple((i, 1) for i in range(4))
         plan = lab.program(state(service(backends=four),

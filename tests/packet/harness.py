@@ -64,11 +64,14 @@ class Result:
 class PacketLab:
     """Programs, maps and a namespace for table-driven packet tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "xgpkt", sizes: dict | None = None) -> None:
+        """`sizes`: DataplaneSpec sizes; the tests' small ones by default (cheap resets),
+        the production defaults when given {} (the benchmarks)."""
         token = secrets.token_hex(3)
-        self.netns = f"xgpkt{token}"
-        self.pin_dir = Path(f"/sys/fs/bpf/xgpkt{token}")
-        self.spec = DataplaneSpec(pin_dir=self.pin_dir, **TEST_SPEC_SIZES)
+        self.netns = f"{name}{token}"
+        self.pin_dir = Path(f"/sys/fs/bpf/{name}{token}")
+        self.spec = DataplaneSpec(pin_dir=self.pin_dir,
+                                  **(TEST_SPEC_SIZES if sizes is None else sizes))
         self.dataplane: Dataplane | None = None
         try:
             self._build_netns()
