@@ -1,0 +1,1 @@
+"""Test infrastructure shared by tests, bench and demos: never imported by the product."""
