@@ -84,7 +84,7 @@ def parse_object(document: object, *, filename: str, index: int) -> K8sObject | 
 
     body = _normalised(model, document)
     if model.GROUP == GATEWAY_GROUP:
-        compiled = _compiled_schema(str(crds.crd_directory()), kind, version)
+        compiled = _compiled_schema(crds.source(), kind, version)
         body = openapi.apply_defaults(compiled.openapi, body)
         # CEL rules presume the declared types, so they only see structurally valid objects.
         found = openapi.schema_problems(compiled.validator, body) or cel.cel_problems(compiled.rules, body)
@@ -125,7 +125,7 @@ def _served_versions(model: type[K8sObject]) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_schema(directory: str, kind: str, version: str) -> _CompiledSchema:
+def _compiled_schema(origin: str, kind: str, version: str) -> _CompiledSchema:
     schema = crds.version_schema(kind, version)
     assert schema is not None, f"{kind} {version} is served but has no schema"
     return _CompiledSchema(schema.channel, schema.openapi, openapi.validator_for(schema.openapi), cel.rule_messages(schema.openapi))
