@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import abi, bpfsys
+from .headers import bcc_header_flags
 from .source import BPF_DIR, expand_includes
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,9 @@ def compile_programs(spec: DataplaneSpec) -> Programs:
 
     check_pinned_maps(spec)
     spec.pin_dir.mkdir(parents=True, exist_ok=True)
-    xdp = BPF(text=expand_includes(BPF_DIR / "xdp_lb.c").encode(), cflags=spec.cflags())
-    tc = BPF(text=expand_includes(BPF_DIR / "tc_lb.c").encode(), cflags=spec.cflags())
+    cflags = spec.cflags() + bcc_header_flags()
+    xdp = BPF(text=expand_includes(BPF_DIR / "xdp_lb.c").encode(), cflags=cflags)
+    tc = BPF(text=expand_includes(BPF_DIR / "tc_lb.c").encode(), cflags=cflags)
     return Programs(
         xdp_fd=xdp.load_func(b"xdp_lb", BPF.XDP).fd,
         tc_ingress_fd=tc.load_func(b"tc_ingress", BPF.SCHED_CLS).fd,
@@ -155,7 +157,7 @@ def compile_xdp_pass():
     """An XDP program that only passes; see bpf/xdp_pass.c for why it exists."""
     from bcc import BPF
 
-    module = BPF(src_file=str(BPF_DIR / "xdp_pass.c").encode())
+    module = BPF(src_file=str(BPF_DIR / "xdp_pass.c").encode(), cflags=bcc_header_flags())
     return module, module.load_func(b"xdp_pass", BPF.XDP).fd
 
 
