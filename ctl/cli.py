@@ -25,8 +25,9 @@ from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="xdp-gateway: Gateway API with a kernel L4 data path.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+# emoji=False: rich would render the ":100:" of an IPv6 address such as fd99:100::1 as an emoji.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 DEFAULT_PIN_DIR = Path("/sys/fs/bpf/xdp-gateway")
 DEFAULT_AGENT = "http://127.0.0.1:9480"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -157,6 +158,17 @@ def test_validate_examples_table_shows_both_frontends_and_their_weights() -> Non
     # then every object, described
     text = plain(result.stdout)
     assert "Name: edge" in text and "Listener db: attachedRoutes=1" in text
+
+
+def test_validate_prints_ipv6_addresses_as_written(tmp_path: Path) -> None:
+    """rich reads ":100:" as an emoji code; an address like fd99:100::1 must stay text."""
+    config = tmp_path / "config"
+    shutil.copytree(EXAMPLES, config)
+    (config / "10-gateway.yaml").write_text((config / "10-gateway.yaml").read_text().replace("10.99.100.1", "fd99:100::1"))
+    result = gwctl("validate", str(config), "--snat-address", "fd99:10::1")
+    assert result.exit_code == 0, result.stderr
+    assert "fd99:100::1" in plain(result.stdout), result.stdout
+    assert "\N{HUNDRED POINTS SYMBOL}" not in result.stdout
 
 
 def test_validate_json_lists_what_would_be_programmed_and_every_object() -> None:
