@@ -299,6 +299,8 @@ def validate(
                          datetime.now(timezone.utc))
     except ValueError as error:
         raise fail(str(error), 2)
+    for warning in result.warnings:
+        err.print(f"[yellow]WARNING:[/yellow] {escape(warning)}", highlight=False)
     if result.problems:
         for problem in result.problems:
             err.print(f"[red]invalid:[/red] {escape(str(problem))}", highlight=False)

@@ -3,7 +3,9 @@
 Level-triggered: every reconcile recomputes the whole desired state from the snapshot
 and lets the planner write only the difference. Bad input never reaches the kernel:
 if the new snapshot has problems, or its desired state cannot be programmed, the last
-good state keeps serving and the problems are reported."""
+good state keeps serving and the problems are reported. Neither does a defect: an
+exception inside a reconcile is reported like any other problem, never the end of the
+agent."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class AgentState:
 
     translation: Translation | None = None
     problems: tuple[str, ...] = ()
+    # Objects of kinds the agent does not read, named so that none vanishes unnoticed.
+    ignored: tuple[str, ...] = ()
     last_outcome: ReconcileOutcome | None = None
     reconciles: int = 0
     errors: int = 0
@@ -52,24 +56,32 @@ class Reconciler:
         started = time.perf_counter()
         problems = tuple(str(p) for p in loaded.problems)
         writes = 0
+        translation = None
         if not problems:
-            previous = self.state.translation.statuses if self.state.translation else ()
-            translation = translate(loaded.snapshot, replace(self.config, now=self.clock()), previous)
             try:
+                previous = self.state.translation.statuses if self.state.translation else ()
+                translation = translate(loaded.snapshot, replace(self.config, now=self.clock()), previous)
                 writes = len(self.program(translation.desired).ops)
             except PlanError as error:
                 problems = (f"cannot program the data path: {error}",)
             except OSError as error:
                 problems = (f"writing BPF maps failed: {error}",)
+            except Exception as error:  # noqa: BLE001 - a defect must not end the agent
+                log.exception("reconcile failed", extra={"event": "reconcile_failed"})
+                problems = (f"internal error while reconciling (a defect; please report it): {error!r}",)
         outcome = ReconcileOutcome(not problems, problems, writes, time.perf_counter() - started)
-        self._record(outcome, translation if not problems else None)
+        self._record(outcome, translation if not problems else None, tuple(str(i) for i in loaded.ignored))
         return outcome
 
-    def _record(self, outcome: ReconcileOutcome, translation: Translation | None) -> None:
+    def _record(self, outcome: ReconcileOutcome, translation: Translation | None, ignored: tuple[str, ...]) -> None:
         state = self.state
+        for warning in ignored:
+            if warning not in state.ignored:
+                log.warning("object not read", extra={"event": "ignored", "object": warning})
         self.state = AgentState(
             translation=translation or state.translation,
             problems=outcome.problems,
+            ignored=ignored,
             last_outcome=outcome,
             reconciles=state.reconciles + 1,
             errors=state.errors + (0 if outcome.applied else 1),

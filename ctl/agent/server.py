@@ -64,7 +64,7 @@ class AgentServer:
                         self._json(objects_document(state))
                     case "/api/v1/problems":
                         self._json({"problems": list(state.problems), "reconciles": state.reconciles,
-                                    "errors": state.errors})
+                                    "errors": state.errors, "ignored": list(state.ignored)})
                     case _:
                         self._send(404, b"not found\n")
 

@@ -26,7 +26,7 @@ from ctl.api.gateway import (
     RouteGroupKind,
 )
 from ctl.api.parse import parse_object
-from ctl.api.problems import ValidationProblem
+from ctl.api.problems import IgnoredObject, ValidationProblem
 from ctl.api.referencegrant import ReferenceGrant
 from ctl.api.routes import (
     ROUTE_KINDS,
@@ -59,6 +59,7 @@ __all__ = [
     "GatewayClass",
     "GatewaySpecAddress",
     "HTTPRoute",
+    "IgnoredObject",
     "K8sObject",
     "LabelSelector",
     "LabelSelectorRequirement",

@@ -49,16 +49,6 @@ def dns1035_label(value: str) -> str | None:
     return None
 
 
-def path_segment_name(value: str) -> str | None:
-    """What the API server asks of custom resource names: usable as one URL segment."""
-    if value in (".", ".."):
-        return f"may not be '{value}'"
-    for bad in ("/", "%"):
-        if bad in value:
-            return f"may not contain '{bad}'"
-    return None
-
-
 def iana_service_name(value: str) -> str | None:
     """A named targetPort: at most 15 characters, lowercase, at least one letter."""
     if len(value) > 15:

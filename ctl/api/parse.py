@@ -1,10 +1,12 @@
 """One YAML document in, one typed object (or one problem) out.
 
-The order follows the API server: identify the kind and version, check metadata, apply
-the schema's defaults, validate (structural schema, then the hand-written CEL rules),
-and only then build the typed model. Every failure becomes a single
-``ValidationProblem`` naming the object and the first offending field; nothing raises.
-Kinds we do not watch (Deployments, ConfigMaps...) are skipped silently.
+The order follows the API server with strict field validation (``kubectl apply
+--validate=strict``): identify the kind and version, refuse duplicate and unknown fields,
+check metadata, apply the schema's defaults, validate (structural schema, then the
+hand-written CEL rules), and only then build the typed model. Every failure becomes a
+single ``ValidationProblem`` naming the object and the first offending field; nothing
+raises. Kinds we do not read (Deployments, ConfigMaps, someone's ``Widget``...) become
+an ``IgnoredObject``: not an error, but never dropped without a word either.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from typing import Any
 import jsonschema
 from pydantic import ValidationError
 
-from ctl.api import cel, crds, names, openapi
+from ctl.api import cel, crds, names, openapi, strict
 from ctl.api.base import CORE_GROUP, DISCOVERY_GROUP, GATEWAY_GROUP, K8sObject, ObjectRef
 from ctl.api.core import EndpointSlice, Namespace, Service
 from ctl.api.gateway import Gateway, GatewayClass
-from ctl.api.problems import ValidationProblem
+from ctl.api.problems import IgnoredObject, ValidationProblem
 from ctl.api.referencegrant import ReferenceGrant
 from ctl.api.routes import ROUTE_KINDS
 
@@ -35,12 +37,16 @@ _CORE_KINDS: dict[tuple[str, str], type[K8sObject]] = {
 _CORE_VERSIONS = ("v1",)
 _OUR_GROUPS = (GATEWAY_GROUP, CORE_GROUP, DISCOVERY_GROUP)
 
-# The API server's name rule per kind; custom resources only need a URL path segment.
+# The API server's name rule per kind; custom resources (every Gateway API kind) are
+# DNS-1123 subdomains, like EndpointSlices.
 _NAME_RULES = {
     "Service": names.dns1035_label,
     "Namespace": names.dns1123_label,
-    "EndpointSlice": names.dns1123_subdomain,
 }
+# The Kubernetes client's model of each core kind: the fields its API version declares.
+_CORE_CLIENT_MODELS = {"Service": "V1Service", "Namespace": "V1Namespace", "EndpointSlice": "V1EndpointSlice"}
+# metadata.annotations, keys and values together (the API server's TotalAnnotationSizeLimitB).
+ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 Problem = tuple[str, str]
 
@@ -51,23 +57,30 @@ class _CompiledSchema:
     openapi: dict[str, Any]
     validator: jsonschema.Draft7Validator
     rules: frozenset[str]
+    # The schema strict field validation compares against (metadata as ObjectMeta).
+    fields: dict[str, Any]
 
 
-def parse_object(document: object, *, filename: str, index: int) -> K8sObject | ValidationProblem | None:
-    """Parse the index-th (1-based) document of a file; None for kinds we ignore."""
+def parse_object(
+    document: object, *, filename: str, index: int | str, duplicates: tuple[Problem, ...] = ()
+) -> K8sObject | ValidationProblem | IgnoredObject:
+    """Parse the index-th (1-based) document of a file (or a label such as ``"2,
+    items[0]"`` for an item of a List). ``duplicates`` are the fields the YAML text
+    sets twice, which the decoded document no longer shows."""
+    where = f"document {index}"
     if not isinstance(document, dict):
-        return ValidationProblem(filename, f"document {index}", f"expected a Kubernetes object, got {_type_name(document)}")
+        return ValidationProblem(filename, where, f"expected a Kubernetes object, got {_type_name(document)}")
     api_version, kind = document.get("apiVersion"), document.get("kind")
     for field, value in (("apiVersion", api_version), ("kind", kind)):
         if not isinstance(value, str) or not value:
-            return ValidationProblem(filename, f"document {index}", "Required value", field=field)
+            return ValidationProblem(filename, where, "Required value", field=field)
     assert isinstance(api_version, str) and isinstance(kind, str)
     group, _, version = api_version.rpartition("/")
     model = _model_for(group, kind)
     if model is None:
-        return _misplaced_kind(document, filename, index, group, kind)
+        return _misplaced_kind(document, filename, where, group, kind) or _ignored(document, filename, where)
 
-    subject = _subject(model, document, index)
+    subject = _subject(model, document, where)
 
     def problem(found: list[Problem]) -> ValidationProblem:
         field, message = found[0]
@@ -75,6 +88,8 @@ def parse_object(document: object, *, filename: str, index: int) -> K8sObject | 
             message += f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})"
         return ValidationProblem(filename, subject, message, field=field)
 
+    if duplicates:
+        return problem(list(duplicates))
     metadata_problems = _metadata_problems(model, document.get("metadata"))
     if metadata_problems:
         return problem(metadata_problems)
@@ -82,9 +97,12 @@ def parse_object(document: object, *, filename: str, index: int) -> K8sObject | 
     if version not in served:
         return problem([("apiVersion", f"{api_version} is not served for {kind} (served: {', '.join(served)})")])
 
+    compiled = _compiled_schema(crds.source(), kind, version) if model.GROUP == GATEWAY_GROUP else None
+    unknown = strict.unknown_fields(compiled.fields if compiled else _core_fields(kind), document)
+    if unknown:
+        return problem(unknown)
     body = _normalised(model, document)
-    if model.GROUP == GATEWAY_GROUP:
-        compiled = _compiled_schema(crds.source(), kind, version)
+    if compiled is not None:
         body = openapi.apply_defaults(compiled.openapi, body)
         # CEL rules presume the declared types, so they only see structurally valid objects.
         found = openapi.schema_problems(compiled.validator, body) or cel.cel_problems(compiled.rules, body)
@@ -104,7 +122,7 @@ def _model_for(group: str, kind: str) -> type[K8sObject] | None:
     return _CORE_KINDS.get((group, kind))
 
 
-def _misplaced_kind(document: dict[str, Any], filename: str, index: int, group: str, kind: str) -> ValidationProblem | None:
+def _misplaced_kind(document: dict[str, Any], filename: str, where: str, group: str, kind: str) -> ValidationProblem | None:
     """A kind we handle under a group we know but that does not serve it is a typo, not
     someone else's API (an Istio Gateway, say, lives in its own group and is skipped)."""
     expected = [m for m in (*_GATEWAY_API_KINDS.values(), *_CORE_KINDS.values()) if m.KIND == kind]
@@ -114,10 +132,24 @@ def _misplaced_kind(document: dict[str, Any], filename: str, index: int, group: 
     versions = ", ".join(f"{model.GROUP}/{v}" if model.GROUP else v for v in _served_versions(model))
     return ValidationProblem(
         filename,
-        _subject(model, document, index),
+        _subject(model, document, where),
         f"{document['apiVersion']} does not serve {kind} (use {versions})",
         field="apiVersion",
     )
+
+
+def _ignored(document: dict[str, Any], filename: str, where: str) -> IgnoredObject:
+    metadata = document.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+    subject = f"{document['kind']} {where}"
+    if isinstance(name, str) and name:
+        subject = f"{document['kind']} {namespace}/{name}" if isinstance(namespace, str) and namespace else f"{document['kind']} {name}"
+    return IgnoredObject(filename, subject, f"{document['apiVersion']} {document['kind']} is not a kind xdp-gateway reads")
+
+
+def _core_fields(kind: str) -> dict[str, Any]:
+    return strict.client_schema(_CORE_CLIENT_MODELS[kind])
 
 
 def _served_versions(model: type[K8sObject]) -> tuple[str, ...]:
@@ -128,14 +160,20 @@ def _served_versions(model: type[K8sObject]) -> tuple[str, ...]:
 def _compiled_schema(origin: str, kind: str, version: str) -> _CompiledSchema:
     schema = crds.version_schema(kind, version)
     assert schema is not None, f"{kind} {version} is served but has no schema"
-    return _CompiledSchema(schema.channel, schema.openapi, openapi.validator_for(schema.openapi), cel.rule_messages(schema.openapi))
+    return _CompiledSchema(
+        schema.channel,
+        schema.openapi,
+        openapi.validator_for(schema.openapi),
+        cel.rule_messages(schema.openapi),
+        strict.with_object_meta(schema.openapi),
+    )
 
 
-def _subject(model: type[K8sObject], document: dict[str, Any], index: int) -> str:
+def _subject(model: type[K8sObject], document: dict[str, Any], where: str) -> str:
     metadata = document.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     if not isinstance(name, str) or not name:
-        return f"{model.KIND} in document {index}"
+        return f"{model.KIND} in {where}"
     namespace = ""
     if model.NAMESPACED:
         namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else ""
@@ -148,12 +186,16 @@ def _metadata_problems(model: type[K8sObject], metadata: object) -> list[Problem
         return [("metadata.name", "Required value")]
     problems: list[Problem] = []
     name = metadata.get("name")
-    if name is None or name == "":
+    if (name is None or name == "") and metadata.get("generateName"):
+        # kubectl apply refuses generateName too: a generated name could never be found
+        # again to update, and every reload would add another object.
+        problems.append(("metadata.name", "Required value (generateName is not supported: name the object)"))
+    elif name is None or name == "":
         problems.append(("metadata.name", "Required value"))
     elif not isinstance(name, str):
         problems.append(("metadata.name", f"{name!r} is not a string"))
     else:
-        error = _NAME_RULES.get(model.KIND, names.path_segment_name)(name)
+        error = _NAME_RULES.get(model.KIND, names.dns1123_subdomain)(name)
         if error:
             problems.append(("metadata.name", f"Invalid value {name!r}: {error}"))
     namespace = metadata.get("namespace")
@@ -173,6 +215,27 @@ def _metadata_problems(model: type[K8sObject], metadata: object) -> list[Problem
                 problems.append((f"metadata.labels[{key!r}]", f"Invalid value {value!r}: {names.label_value(value)}"))
     elif labels is not None:
         problems.append(("metadata.labels", "must be a mapping of strings"))
+    problems += _annotation_problems(metadata.get("annotations"))
+    return problems
+
+
+def _annotation_problems(annotations: object) -> list[Problem]:
+    if annotations is None:
+        return []
+    if not isinstance(annotations, dict):
+        return [("metadata.annotations", "must be a mapping of strings")]
+    problems: list[Problem] = []
+    size = 0
+    for key, value in annotations.items():
+        error = names.label_key(key) if isinstance(key, str) else "must be a string"
+        if error:
+            problems.append((f"metadata.annotations[{key!r}]", f"Invalid annotation key: {error}"))
+        elif not isinstance(value, str):
+            problems.append((f"metadata.annotations[{key!r}]", f"annotation values must be strings, got {value!r}"))
+        else:
+            size += len(key.encode()) + len(value.encode())
+    if size > ANNOTATIONS_MAX_BYTES:
+        problems.append(("metadata.annotations", f"Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes (has {size})"))
     return problems
 
 

@@ -24,3 +24,16 @@ class ValidationProblem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return ": ".join(part for part in (where, self.subject, self.field, self.message) if part)
+
+
+@dataclass(frozen=True, order=True)
+class IgnoredObject:
+    """A well-formed object of a kind we do not read (someone else's API, a Deployment):
+    not an error, but named in a warning rather than dropped without a word."""
+
+    file: str
+    subject: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.subject}: {self.reason}; ignored"

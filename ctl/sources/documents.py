@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import codecs
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ctl.api import CrdsNotFoundError, K8sObject, ObjectRef, ValidationProblem, parse_object
+from ctl.api import CrdsNotFoundError, IgnoredObject, K8sObject, ObjectRef, ValidationProblem, parse_object
+from ctl.api.openapi import format_path
 from ctl.sources.snapshot import Snapshot
 
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -29,44 +34,149 @@ class ParseResult:
     filename: str
     objects: tuple[K8sObject, ...]
     problems: tuple[ValidationProblem, ...]
+    # Objects of kinds we do not read: named in a warning, never an error.
+    ignored: tuple[IgnoredObject, ...] = ()
 
 
 @dataclass(frozen=True)
 class LoadResult:
     snapshot: Snapshot
     problems: tuple[ValidationProblem, ...]
+    ignored: tuple[IgnoredObject, ...] = ()
+
+
+def decode(data: bytes, filename: str) -> str | ValidationProblem:
+    """The text of a manifest file, or why it is not YAML text.
+
+    UTF-8 (a BOM is allowed), and UTF-16 with a BOM as kubectl reads what Windows
+    editors write. A NUL byte means a binary file: reported as such rather than as
+    whatever a decoder or the YAML reader trips over first.
+    """
+    for bom, encoding in ((codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as error:
+                return ValidationProblem(filename, "", f"not YAML text: invalid UTF-16 at byte {error.start}")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        return ValidationProblem(filename, "", f"not YAML text: a binary file (NUL byte at offset {nul})",
+                                 line=data.count(b"\n", 0, nul) + 1)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        bad = data[error.start]
+        return ValidationProblem(filename, "", f"not YAML text: invalid UTF-8 (byte 0x{bad:02x} at offset {error.start})",
+                                 line=data.count(b"\n", 0, error.start) + 1)
 
 
 def parse_documents(text: str, filename: str) -> ParseResult:
-    """Every object in a multi-document YAML text; empty documents are skipped.
+    """Every object in a multi-document YAML text; empty documents are skipped. The
+    items of a ``List`` (what ``kubectl get -o yaml`` writes) count as documents.
 
     A syntax error ends the file (YAML cannot resynchronise); the documents before it
     are kept and the error is reported with its line.
     """
     objects: list[K8sObject] = []
     problems: list[ValidationProblem] = []
+    ignored: list[IgnoredObject] = []
+
+    def take(parsed: K8sObject | ValidationProblem | IgnoredObject) -> None:
+        if isinstance(parsed, ValidationProblem):
+            problems.append(parsed)
+        elif isinstance(parsed, IgnoredObject):
+            ignored.append(parsed)
+        else:
+            objects.append(parsed)
+
     index = 0
+    loader = _Loader(text)
     try:
-        for document in yaml.load_all(text, Loader=_Loader):  # noqa: S506 - a safe loader
+        while loader.check_node():
+            node = loader.get_node()
             index += 1
+            # Before constructing: merge keys (<<) are expanded into the node in place.
+            duplicates = tuple(_duplicate_fields(node)) if node is not None else ()
+            document = loader.construct_document(node)
             if document is None:
                 continue
-            try:
-                parsed = parse_object(document, filename=filename, index=index)
-            except CrdsNotFoundError:
-                raise  # a broken installation, not bad input
-            except Exception as error:  # noqa: BLE001 - one odd document must not stop the agent
-                parsed = ValidationProblem(filename, f"document {index}", f"could not be validated: {error!r}")
-            if isinstance(parsed, ValidationProblem):
-                problems.append(parsed)
-            elif parsed is not None:
-                objects.append(parsed)
+            if _is_list(document):
+                _take_list(document, duplicates, filename, index, take)
+                continue
+            take(_parse(document, filename, index, duplicates))
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(error, "problem", None) or str(error)
-        problems.append(ValidationProblem(filename, "", f"YAML syntax error: {reason}", line=line))
-    return ParseResult(filename, tuple(objects), tuple(problems))
+        problems.append(_yaml_problem(error, filename, text))
+    finally:
+        loader.dispose()
+    return ParseResult(filename, tuple(objects), tuple(problems), tuple(ignored))
+
+
+def _take_list(document: dict[str, Any], duplicates: tuple[tuple[str, str], ...], filename: str, index: int,
+               take: Callable[[K8sObject | ValidationProblem | IgnoredObject], None]) -> None:
+    items = document["items"]
+    if items is None:
+        return
+    if not isinstance(items, list):
+        take(ValidationProblem(filename, f"{document['kind']} in document {index}", "expected a list", field="items"))
+        return
+    for i, item in enumerate(items):
+        # The List's own duplicates, re-rooted at each item.
+        prefix = f"items[{i}]"
+        own = tuple((path.removeprefix(prefix).lstrip("."), message) for path, message in duplicates
+                    if path == prefix or path.startswith((prefix + ".", prefix + "[")))
+        take(_parse(item, filename, f"{index}, items[{i}]", own))
+
+
+def _is_list(document: object) -> bool:
+    """``v1 List``, and the typed lists (``ServiceList``...) kubectl also accepts."""
+    return (
+        isinstance(document, dict)
+        and isinstance(document.get("kind"), str)
+        and document["kind"].endswith("List")
+        and isinstance(document.get("apiVersion"), str)
+        and "items" in document
+    )
+
+
+def _parse(document: object, filename: str, index: int | str,
+           duplicates: tuple[tuple[str, str], ...]) -> K8sObject | ValidationProblem | IgnoredObject:
+    try:
+        return parse_object(document, filename=filename, index=index, duplicates=duplicates)
+    except CrdsNotFoundError:
+        raise  # a broken installation, not bad input
+    except Exception as error:  # noqa: BLE001 - one odd document must not stop the agent
+        return ValidationProblem(filename, f"document {index}", f"could not be validated: {error!r}")
+
+
+def _duplicate_fields(node: Node, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str, str]]:
+    """Fields a mapping sets twice. A YAML decoder keeps the last silently; the API
+    server's strict decoding refuses them (``key "port" already set in map``)."""
+    if isinstance(node, MappingNode):
+        seen: dict[object, int] = {}
+        for key, value in node.value:
+            if key.tag == _MERGE_TAG or not isinstance(key, ScalarNode):
+                continue
+            line = key.start_mark.line + 1
+            if key.value in seen:
+                yield format_path((*path, key.value)), f"duplicate field (line {line}; first set on line {seen[key.value]})"
+            else:
+                seen[key.value] = line
+            yield from _duplicate_fields(value, (*path, key.value))
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_fields(item, (*path, i))
+
+
+def _yaml_problem(error: yaml.YAMLError, filename: str, text: str) -> ValidationProblem:
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    if isinstance(error, yaml.reader.ReaderError):
+        # The reader knows only a character offset.
+        line = text.count("\n", 0, error.position) + 1
+        code = error.character if isinstance(error.character, int) else ord(error.character)
+        return ValidationProblem(filename, "", f"not YAML text: character #x{code:04x} ({error.reason})", line=line)
+    reason = getattr(error, "problem", None) or str(error)
+    return ValidationProblem(filename, "", f"YAML syntax error: {reason}", line=line)
 
 
 def assemble(results: Iterable[ParseResult]) -> LoadResult:
@@ -75,14 +185,16 @@ def assemble(results: Iterable[ParseResult]) -> LoadResult:
     seen: dict[ObjectRef, str] = {}
     objects: list[K8sObject] = []
     problems: list[ValidationProblem] = []
+    ignored: list[IgnoredObject] = []
     for result in results:
         problems.extend(result.problems)
+        ignored.extend(result.ignored)
         for obj in result.objects:
             if obj.ref in seen:
                 problems.append(
-                    ValidationProblem(result.filename, str(obj.ref), f"duplicate of the object in {seen[obj.ref]}; ignored")
+                    ValidationProblem(result.filename, str(obj.ref), f"defined twice: already in {seen[obj.ref]}")
                 )
                 continue
             seen[obj.ref] = result.filename
             objects.append(obj)
-    return LoadResult(Snapshot.of(objects), tuple(problems))
+    return LoadResult(Snapshot.of(objects), tuple(problems), tuple(ignored))

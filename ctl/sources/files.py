@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctl.api import ValidationProblem
-from ctl.sources.documents import LoadResult, ParseResult, assemble, parse_documents
+from ctl.sources.documents import LoadResult, ParseResult, assemble, decode, parse_documents
 
-__all__ = ["LoadResult", "ParseCache", "load_directory", "manifest_paths", "parse_documents"]
+__all__ = ["LoadResult", "ParseCache", "load_directory", "manifest_paths", "parse_documents", "read_manifest"]
 
 _SUFFIXES = (".yaml", ".yml")
 
@@ -31,6 +31,15 @@ def manifest_paths(root: Path) -> list[Path]:
         ),
         key=lambda path: path.relative_to(root).as_posix(),
     )
+
+
+def read_manifest(path: Path) -> str | ValidationProblem:
+    """A manifest's text, or why it has none (unreadable, binary, not UTF-8)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return ValidationProblem(str(path), "", f"cannot read: {error.strerror or error}")
+    return decode(data, str(path))
 
 
 class ParseCache:
@@ -69,10 +78,9 @@ def load_directory(path: str | Path, cache: ParseCache | None = None) -> LoadRes
     results = []
     for file in manifest_paths(root):
         name = str(file)
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            results.append(ParseResult(name, (), (ValidationProblem(name, "", f"cannot read: {error}"),)))
+        text = read_manifest(file)
+        if isinstance(text, ValidationProblem):
+            results.append(ParseResult(name, (), (text,)))
             continue
         results.append(parse(text, name))
     if cache is not None:

@@ -211,6 +211,53 @@ def test_map_write_failure_is_reported_not_raised() -> None:
     assert (rec.state.translation, rec.state.ready) == (None, False)
 
 
+@pytest.mark.parametrize("error", [RuntimeError("boom"), TypeError("'<' not supported"), KeyError("x")],
+                         ids=["runtime", "type", "key"])
+def test_an_exception_inside_a_reconcile_is_a_problem_not_the_end(error: Exception,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    datapath, clock = FakeDataPath(), Clock()
+    rec = reconciler(datapath, clock)
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry)
+    metrics.observe(rec.reconcile(examples()))
+    good = rec.state.translation
+
+    datapath.error = error
+    clock.advance(10)
+    with caplog.at_level(logging.ERROR, logger="ctl.agent.reconciler"):
+        outcome = rec.reconcile(examples_without_be_c())
+    metrics.observe(outcome)
+
+    assert not outcome.applied and outcome.writes == 0
+    assert outcome.problems == (f"internal error while reconciling (a defect; please report it): {error!r}",)
+    assert rec.state.translation is good  # the last good state is what the agent reports
+    assert (rec.state.ready, rec.state.reconciles, rec.state.errors, rec.state.problems) == (True, 2, 1, outcome.problems)
+    logged = [r for r in caplog.records if getattr(r, "event", None) == "reconcile_failed"]
+    assert len(logged) == 1 and logged[0].exc_info[1] is error  # the traceback goes to the log
+    assert registry.get_sample_value("xdpgw_reconcile_errors_total") == 1
+
+    datapath.error = None  # the next edit is programmed as usual
+    assert rec.reconcile(examples_without_be_c()).applied
+    assert rec.state.problems == ()
+
+
+def test_objects_of_unread_kinds_are_logged_once_and_kept_in_the_state(caplog: pytest.LogCaptureFixture) -> None:
+    rec = reconciler(FakeDataPath(), Clock())
+    widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\n"
+    loaded = load([*example_documents(), widget])
+    assert not loaded.problems
+    with caplog.at_level(logging.WARNING, logger="ctl.agent.reconciler"):
+        first = rec.reconcile(loaded)
+        rec.reconcile(loaded)
+    assert first.applied  # a warning, not a problem
+    warning = "manifests.yaml: Widget default/w: example.com/v1 Widget is not a kind xdp-gateway reads; ignored"
+    assert rec.state.ignored == (warning,)
+    assert [(r.levelname, r.object) for r in caplog.records if getattr(r, "event", None) == "ignored"] == [
+        ("WARNING", warning)]
+    rec.reconcile(examples())
+    assert rec.state.ignored == ()
+
+
 def test_last_transition_time_is_stable_for_the_same_input() -> None:
     clock = Clock()
     rec = reconciler(FakeDataPath(), clock)
@@ -513,7 +560,7 @@ def test_problems_api_reports_problems_and_counters(server) -> None:
     code, ctype, body = fetch(srv, "/api/v1/problems")
     assert (code, ctype) == (200, "application/json")
     assert json.loads(body) == {"problems": ["manifests.yaml: TCPRoute default/heavy: weight too big"],
-                                "reconciles": 7, "errors": 2}
+                                "reconciles": 7, "errors": 2, "ignored": []}
 
 
 @pytest.mark.parametrize("path", ["/", "/api/v1/object", "/metrics/extra", "/readyz/"])

@@ -214,17 +214,20 @@ def test_defaults_are_applied_like_the_api_server() -> None:
     assert listener.allowed_routes.namespaces.from_ == "Same"
 
 
-def test_unknown_fields_and_status_are_ignored() -> None:
-    text = gateway() + "      futureField: {x: 1}\nstatus:\n  conditions: nonsense\n"
-    text = text.replace("spec:\n", "spec:\n  someNewSpecField: true\n", 1)
-    result = parse(text)
+def test_unknown_fields_are_refused_and_status_values_ignored() -> None:
+    # Strict field validation, as kubectl apply --validate=strict (more in test_strict.py);
+    # status is a subresource: its values are not validated on create.
+    assert only_problem(gateway() + "      futureField: {x: 1}\n") == (
+        "examples/gw.yaml: Gateway default/gw: spec.listeners[0].futureField: unknown field")
+    result = parse(gateway() + "status:\n  conditions: nonsense\n")
     assert not result.problems and isinstance(result.objects[0], Gateway)
 
 
-def test_unwatched_kinds_are_skipped_silently() -> None:
+def test_unwatched_kinds_are_named_not_errors() -> None:
     text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n"
     result = parse(text)
     assert result.objects == () and result.problems == ()
+    assert [i.subject for i in result.ignored] == ["Deployment d", "Gateway g"]
 
 
 def test_empty_documents_are_skipped() -> None:
@@ -334,7 +337,7 @@ def test_load_directory_reports_duplicates_and_bad_files(tmp_path: Path) -> None
     result = load_directory(tmp_path)
     messages = [str(p) for p in result.problems]
     assert messages[0].startswith(f"{tmp_path / '2.yaml'}:5: YAML syntax error")
-    assert messages[1] == f"{tmp_path / '2.yaml'}: Namespace a: duplicate of the object in {tmp_path / '1.yaml'}; ignored"
+    assert messages[1] == f"{tmp_path / '2.yaml'}: Namespace a: defined twice: already in {tmp_path / '1.yaml'}"
     assert len(result.snapshot.namespaces) == 1
 
 
