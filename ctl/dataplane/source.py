@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+# A link to the top-level bpf/ in a checkout, the copied sources in an installed package.
+BPF_DIR = Path(__file__).resolve().parent / "bpf"
 
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
