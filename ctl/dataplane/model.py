@@ -8,10 +8,17 @@ states can be compared and diffed.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_order(address: IPAddress) -> tuple[int, int]:
+    """A total order over both families: IPv4 before IPv6, then numeric. ipaddress
+    refuses to compare across families, and a dual-stack state sorts both together."""
+    return (address.version, int(address))
 
 
 class Protocol(enum.IntEnum):
@@ -26,21 +33,39 @@ class NatMode(enum.Enum):
     DNAT = "dnat"  # client address preserved; backends must route replies via the gateway
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Endpoint:
     address: IPAddress
     port: int
+
+    def sort_key(self) -> tuple[tuple[int, int], int]:
+        return (address_order(self.address), self.port)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Endpoint):
+            return NotImplemented
+        return self.sort_key() < other.sort_key()
 
     def __str__(self) -> str:
         host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
         return f"{host}:{self.port}"
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class FrontendKey:
     address: IPAddress
     port: int
     protocol: Protocol
+
+    def sort_key(self) -> tuple[tuple[int, int], int, int]:
+        return (address_order(self.address), self.port, int(self.protocol))
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, FrontendKey):
+            return NotImplemented
+        return self.sort_key() < other.sort_key()
 
     def __str__(self) -> str:
         return f"{Endpoint(self.address, self.port)}/{self.protocol.name}"

@@ -19,7 +19,7 @@ import numpy as np
 
 from .abi import WEIGHT_SCALE
 from .maglev import MaglevBackend, build_table
-from .model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service
+from .model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service, address_order
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
          limits: Limits = Limits()) -> Plan:
     services = desired.by_frontend()
     _validate(services.values(), limits)
-    service_ids = _assign_ids(services, {k: r.service_id for k, r in actual.frontends.items()},
+    service_ids = _assign_ids(sorted(services), {k: r.service_id for k, r in actual.frontends.items()},
                               range(0, limits.max_services), "frontends")
     wanted_backends = sorted({b.endpoint for s in services.values() for b in s.backends})
     backend_ids = _assign_ids(wanted_backends, {ep: i for i, ep in actual.backends.items()},
@@ -198,11 +198,12 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
                for k, s in services.items() for b in s.backends}
     ops += [PutMember(s, b, w) for (s, b), w in sorted(members.items()) if actual.members.get((s, b)) != w]
     vips = _count(s.frontend.address for s in services.values())
-    ops += [PutVip(a, n) for a, n in sorted(vips.items(), key=_addr_order) if actual.vips.get(a) != n]
+    ops += [PutVip(a, n) for a, n in sorted(vips.items(), key=lambda item: address_order(item[0]))
+            if actual.vips.get(a) != n]
     ops += [DeleteFrontend(k) for k in sorted(actual.frontends) if k not in services]
     ops += [DeleteMember(s, b) for s, b in sorted(actual.members) if (s, b) not in members]
     ops += [DeleteOwner(i) for i in sorted(actual.owners) if i not in owners]
-    ops += [DeleteVip(a) for a in sorted(actual.vips, key=str) if a not in vips]
+    ops += [DeleteVip(a) for a in sorted(actual.vips, key=address_order) if a not in vips]
     live_ids = set(service_ids.values())
     ops += [DeleteTable(i) for i in sorted(actual.tables) if i not in live_ids]
     live_backends = set(backend_ids.values())
@@ -331,6 +332,3 @@ def _count(addresses: Iterable[IPAddress]) -> dict[IPAddress, int]:
         counts[a] = counts.get(a, 0) + 1
     return counts
 
-
-def _addr_order(item) -> tuple:
-    return (item[0].version, item[0])

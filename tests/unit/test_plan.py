@@ -136,3 +136,84 @@ def test_dnat_frontends_carry_no_snat_address():
     result = p.plan(DesiredState((s,)), p.ActualState(), CONFIG, LIMITS)
     (fe,) = [op for op in result.ops if isinstance(op, p.PutFrontend)]
     assert fe.record == p.FrontendRecord(0, NatMode.DNAT, None)
+
+
+# -- dual stack: IPv4 and IPv6 in one state ------------------------------------------------
+
+SNAT6 = ip_address("fd00::1")
+
+
+def svc6(vip="2001:db8::1", port=80, backends=(("fd00:1::1", 1),), proto=Protocol.TCP):
+    return replace(svc(vip, port, backends, proto=proto), snat_address=SNAT6)
+
+
+def dual_stack() -> DesiredState:
+    """One Gateway with an IPv4 and an IPv6 address, TCP and UDP, backends of both
+    families (what a dual-stack Service's EndpointSlices resolve to)."""
+    return DesiredState((
+        svc6(backends=(("fd00:1::1", 2), ("fd00:1::2", 1))),
+        svc(backends=(("10.1.0.1", 2), ("10.1.0.2", 1))),
+        svc6(port=53, proto=Protocol.UDP, backends=(("fd00:1::1", 1),)),
+        svc(port=53, proto=Protocol.UDP, backends=(("10.1.0.1", 1),)),
+    ))
+
+
+def test_dual_stack_state_is_planned_in_one_order_ipv4_first():
+    result = p.plan(dual_stack(), p.ActualState(), CONFIG, LIMITS)
+    backends = [str(op.endpoint) for op in result.ops if isinstance(op, p.PutBackend)]
+    assert backends == ["10.1.0.1:8080", "10.1.0.2:8080", "[fd00:1::1]:8080", "[fd00:1::2]:8080"]
+    frontends = [str(op.key) for op in result.ops if isinstance(op, p.PutFrontend)]
+    assert frontends == ["192.0.2.1:53/UDP", "192.0.2.1:80/TCP", "[2001:db8::1]:53/UDP", "[2001:db8::1]:80/TCP"]
+    assert [str(op.address) for op in result.ops if isinstance(op, p.PutVip)] == ["192.0.2.1", "2001:db8::1"]
+    records = {str(op.key): op.record.snat_address for op in result.ops if isinstance(op, p.PutFrontend)}
+    assert records["[2001:db8::1]:80/TCP"] == SNAT6 and records["192.0.2.1:80/TCP"] == SNAT
+
+
+def test_dual_stack_plan_does_not_depend_on_input_order():
+    services = dual_stack().services
+    first = p.plan(DesiredState(services), p.ActualState(), CONFIG, LIMITS)
+    again = p.plan(DesiredState(tuple(reversed(services))), p.ActualState(), CONFIG, LIMITS)
+    assert kinds(first) == kinds(again)
+    assert (first.service_ids, first.backend_ids) == (again.service_ids, again.backend_ids)
+
+
+def test_dual_stack_planning_twice_changes_nothing_and_removal_orders_both_families():
+    actual = applied(p.ActualState(), p.plan(dual_stack(), p.ActualState(), CONFIG, LIMITS))
+    assert not p.plan(dual_stack(), actual, CONFIG, LIMITS)
+    result = p.plan(DesiredState(()), actual, CONFIG, LIMITS)
+    assert [str(op.key) for op in result.ops if isinstance(op, p.DeleteFrontend)] == [
+        "192.0.2.1:53/UDP", "192.0.2.1:80/TCP", "[2001:db8::1]:53/UDP", "[2001:db8::1]:80/TCP"]
+    assert [str(op.address) for op in result.ops if isinstance(op, p.DeleteVip)] == ["192.0.2.1", "2001:db8::1"]
+
+
+def test_addresses_of_both_families_have_a_total_order():
+    v4, v6 = Endpoint(ip_address("255.255.255.255"), 1), Endpoint(ip_address("::"), 1)
+    assert v4 < v6 and not v6 < v4 and sorted([v6, v4]) == [v4, v6]
+    f4 = FrontendKey(ip_address("10.0.0.1"), 80, Protocol.UDP)
+    f6 = FrontendKey(ip_address("::1"), 53, Protocol.TCP)
+    assert sorted([f6, f4]) == [f4, f6] and f4 <= f4 and f6 > f4
+    # Within a family the order is numeric, not textual.
+    assert sorted([Endpoint(ip_address("10.0.0.10"), 1), Endpoint(ip_address("10.0.0.9"), 1)])[0].address == \
+        ip_address("10.0.0.9")
+
+
+def test_a_translated_dual_stack_gateway_is_planned():
+    """The path that crashed `gwctl run`: a Gateway with an IPv4 and an IPv6 address whose
+    Service has EndpointSlices of both families, translated, then planned."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from ctl.sources import assemble, parse_documents
+    from ctl.translate import TranslateConfig, translate
+
+    case = Path(__file__).resolve().parents[1] / "golden" / "ipv6-gateway" / "input.yaml"
+    loaded = assemble([parse_documents(case.read_text(), str(case))])
+    assert not loaded.problems
+    config = TranslateConfig(now=datetime(2025, 1, 1, tzinfo=UTC), addresses=(ip_address("192.0.2.10"),),
+                             snat_addresses=(ip_address("192.0.2.1"), ip_address("2001:db8::1")))
+    desired = translate(loaded.snapshot, config).desired
+    assert {s.frontend.address.version for s in desired.services} == {4, 6}
+    result = p.plan(desired, p.ActualState(), CONFIG, p.Limits(maglev_size=251))
+    assert {str(op.endpoint) for op in result.ops if isinstance(op, p.PutBackend)} == {
+        "10.99.90.1:8080", "10.99.90.2:8080", "[fd00:99::1]:8080"}
+    assert not p.plan(desired, applied(p.ActualState(), result), CONFIG, p.Limits(maglev_size=251))
