@@ -1,5 +1,5 @@
-"""Core kinds read for backend resolution: v1 Service, v1 Namespace and
-discovery.k8s.io/v1 EndpointSlice.
+"""Core kinds read for backend resolution and TLS: v1 Service, v1 Namespace, v1 Secret
+and discovery.k8s.io/v1 EndpointSlice.
 
 No CRD describes these, so the rules the API server applies to the fields we use are
 written here: pydantic for single fields, ``cross_field_problems`` for the rest.
@@ -7,6 +7,8 @@ written here: pydantic for single fields, ``cross_field_problems`` for the rest.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from typing import Literal
 
@@ -85,6 +87,35 @@ class Namespace(K8sObject):
     GROUP = CORE_GROUP
     KIND = "Namespace"
     NAMESPACED = False
+
+
+class Secret(K8sObject):
+    """A Secret as stored: ``data`` base64 (checked here, as the API server does), and
+    ``stringData``, which the API server merges over ``data`` on write."""
+
+    GROUP = CORE_GROUP
+    KIND = "Secret"
+
+    type: str = "Opaque"
+    data: dict[str, str] = Field(default_factory=dict)
+    string_data: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, encoded in value.items():
+            try:
+                base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError) as error:
+                raise ValueError(f"data[{key!r}] is not valid base64: {error}") from None
+        return value
+
+    def value(self, key: str) -> bytes | None:
+        if key in self.string_data:
+            return self.string_data[key].encode()
+        if key in self.data:
+            return base64.b64decode(self.data[key])
+        return None
 
 
 class EndpointConditions(ApiModel):

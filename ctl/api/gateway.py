@@ -64,8 +64,16 @@ class AllowedRoutes(ApiModel):
     kinds: tuple[RouteGroupKind, ...] | None = None
 
 
+class SecretObjectReference(ApiModel):
+    group: str = ""
+    kind: str = "Secret"
+    name: str
+    namespace: str | None = None
+
+
 class ListenerTLSConfig(ApiModel):
     mode: Literal["Terminate", "Passthrough"] = "Terminate"
+    certificate_refs: tuple[SecretObjectReference, ...] = ()
 
 
 class Listener(ApiModel):

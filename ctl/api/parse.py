@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from ctl.api import cel, crds, names, openapi, strict
 from ctl.api.base import CORE_GROUP, DISCOVERY_GROUP, GATEWAY_GROUP, K8sObject, ObjectRef
-from ctl.api.core import EndpointSlice, Namespace, Service
+from ctl.api.core import EndpointSlice, Namespace, Secret, Service
 from ctl.api.gateway import Gateway, GatewayClass
 from ctl.api.problems import IgnoredObject, ValidationProblem
 from ctl.api.referencegrant import ReferenceGrant
@@ -32,6 +32,7 @@ _GATEWAY_API_KINDS: dict[str, type[K8sObject]] = {
 _CORE_KINDS: dict[tuple[str, str], type[K8sObject]] = {
     (CORE_GROUP, "Service"): Service,
     (CORE_GROUP, "Namespace"): Namespace,
+    (CORE_GROUP, "Secret"): Secret,
     (DISCOVERY_GROUP, "EndpointSlice"): EndpointSlice,
 }
 _CORE_VERSIONS = ("v1",)
@@ -44,7 +45,12 @@ _NAME_RULES = {
     "Namespace": names.dns1123_label,
 }
 # The Kubernetes client's model of each core kind: the fields its API version declares.
-_CORE_CLIENT_MODELS = {"Service": "V1Service", "Namespace": "V1Namespace", "EndpointSlice": "V1EndpointSlice"}
+_CORE_CLIENT_MODELS = {
+    "Service": "V1Service",
+    "Namespace": "V1Namespace",
+    "Secret": "V1Secret",
+    "EndpointSlice": "V1EndpointSlice",
+}
 # metadata.annotations, keys and values together (the API server's TotalAnnotationSizeLimitB).
 ANNOTATIONS_MAX_BYTES = 256 * 1024
 

@@ -1,5 +1,5 @@
-"""The route kinds: TCPRoute and UDPRoute (forwarded by us), TLSRoute, HTTPRoute and
-GRPCRoute (attached and given status; forwarded later by the L7 sidecar).
+"""The route kinds: TCPRoute and UDPRoute (forwarded by the kernel), TLSRoute, HTTPRoute
+and GRPCRoute (served by the Envoy sidecar).
 
 TCPRoute and UDPRoute are served as v1 (exactly one rule) and v1alpha2 (up to 16 rules);
 the CRD schema of the matching version enforces the difference, the model holds both.
@@ -7,7 +7,7 @@ the CRD schema of the matching version enforces the difference, the model holds 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -35,6 +35,138 @@ class BackendRef(ApiModel):
 class RouteRule(ApiModel):
     name: str | None = None
     backend_refs: tuple[BackendRef, ...] = ()
+
+
+# --- HTTPRoute and GRPCRoute: matches, filters, timeouts, retry -------------------------
+
+
+class HTTPHeader(ApiModel):
+    name: str
+    value: str
+
+
+class HeaderModifier(ApiModel):
+    """RequestHeaderModifier / ResponseHeaderModifier. Header names ignore case."""
+
+    set: tuple[HTTPHeader, ...] = ()
+    add: tuple[HTTPHeader, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+class PathModifier(ApiModel):
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    replace_full_path: str | None = None
+    replace_prefix_match: str | None = None
+
+
+class RequestRedirect(ApiModel):
+    scheme: str | None = None
+    hostname: str | None = None
+    path: PathModifier | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    status_code: int = 302
+
+
+class URLRewrite(ApiModel):
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+class BackendObjectReference(ApiModel):
+    group: str = ""
+    kind: str = "Service"
+    name: str
+    namespace: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class Fraction(ApiModel):
+    numerator: int = Field(ge=0)
+    denominator: int = Field(default=100, ge=1)
+
+
+class RequestMirror(ApiModel):
+    backend_ref: BackendObjectReference
+    percent: int | None = Field(default=None, ge=0, le=100)
+    fraction: Fraction | None = None
+
+
+class LocalObjectReference(ApiModel):
+    group: str
+    kind: str
+    name: str
+
+
+class RouteFilter(ApiModel):
+    """One HTTPRoute or GRPCRoute filter; ``type`` says which field is set."""
+
+    type: str
+    request_header_modifier: HeaderModifier | None = None
+    response_header_modifier: HeaderModifier | None = None
+    request_redirect: RequestRedirect | None = None
+    url_rewrite: URLRewrite | None = None
+    request_mirror: RequestMirror | None = None
+    extension_ref: LocalObjectReference | None = None
+
+
+class FilteredBackendRef(BackendRef):
+    filters: tuple[RouteFilter, ...] = ()
+
+
+class PathMatch(ApiModel):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = "/"
+
+
+class HeaderMatch(ApiModel):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str
+    value: str
+
+
+class HTTPRouteMatch(ApiModel):
+    path: PathMatch | None = PathMatch()
+    headers: tuple[HeaderMatch, ...] = ()
+    query_params: tuple[HeaderMatch, ...] = ()
+    method: str | None = None
+
+
+class HTTPRouteTimeouts(ApiModel):
+    # Gateway API durations ("500ms", "1h2m"); "0s" disables the timeout.
+    request: str | None = None
+    backend_request: str | None = None
+
+
+class HTTPRouteRetry(ApiModel):
+    codes: tuple[int, ...] = ()
+    attempts: int | None = Field(default=None, ge=0)
+    backoff: str | None = None
+
+
+class HTTPRouteRule(RouteRule):
+    matches: tuple[HTTPRouteMatch, ...] = (HTTPRouteMatch(),)
+    filters: tuple[RouteFilter, ...] = ()
+    backend_refs: tuple[FilteredBackendRef, ...] = ()
+    timeouts: HTTPRouteTimeouts | None = None
+    retry: HTTPRouteRetry | None = None
+
+
+class GRPCMethodMatch(ApiModel):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    service: str | None = None
+    method: str | None = None
+
+
+class GRPCRouteMatch(ApiModel):
+    method: GRPCMethodMatch | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+
+
+class GRPCRouteRule(RouteRule):
+    # No match: every request (the CRD has no default here, unlike HTTPRoute).
+    matches: tuple[GRPCRouteMatch, ...] = ()
+    filters: tuple[RouteFilter, ...] = ()
+    backend_refs: tuple[FilteredBackendRef, ...] = ()
 
 
 class RouteSpec(ApiModel):
@@ -69,16 +201,28 @@ class TLSRoute(Route):
     HAS_HOSTNAMES = True
 
 
+class HTTPRouteSpec(RouteSpec):
+    rules: tuple[HTTPRouteRule, ...] = (HTTPRouteRule(),)
+
+
 class HTTPRoute(Route):
     GROUP = GATEWAY_GROUP
     KIND = "HTTPRoute"
     HAS_HOSTNAMES = True
+
+    spec: HTTPRouteSpec
+
+
+class GRPCRouteSpec(RouteSpec):
+    rules: tuple[GRPCRouteRule, ...] = ()
 
 
 class GRPCRoute(Route):
     GROUP = GATEWAY_GROUP
     KIND = "GRPCRoute"
     HAS_HOSTNAMES = True
+
+    spec: GRPCRouteSpec
 
 
 ROUTE_KINDS: tuple[type[Route], ...] = (TCPRoute, UDPRoute, TLSRoute, HTTPRoute, GRPCRoute)

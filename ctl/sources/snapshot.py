@@ -16,6 +16,7 @@ from ctl.api import (
     Namespace,
     ReferenceGrant,
     Route,
+    Secret,
     Service,
     TCPRoute,
     TLSRoute,
@@ -39,6 +40,7 @@ class Snapshot:
     services: tuple[Service, ...] = ()
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
+    secrets: tuple[Secret, ...] = ()
 
     @classmethod
     def of(cls, objects: Iterable[K8sObject]) -> Snapshot:
@@ -61,6 +63,7 @@ class Snapshot:
             services=take("Service"),
             endpoint_slices=take("EndpointSlice"),
             namespaces=take("Namespace"),
+            secrets=take("Secret"),
         )
 
     @property
@@ -76,4 +79,5 @@ class Snapshot:
             *self.services,
             *self.endpoint_slices,
             *self.namespaces,
+            *self.secrets,
         )

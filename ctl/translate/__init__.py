@@ -1,7 +1,9 @@
 """Gateway API semantics, purely: a ``Snapshot`` becomes the desired data plane
-(``ctl.dataplane.model.DesiredState``) and the status of every object we own."""
+(``ctl.dataplane.model.DesiredState``), the desired Envoy configuration
+(``ctl.l7model.L7State``) and the status of every object we own."""
 
 from ctl.translate.config import DEFAULT_CONTROLLER_NAME, TranslateConfig
+from ctl.translate.l7 import apply_l7_feedback
 from ctl.translate.render import render_desired
 from ctl.translate.status import (
     Condition,
@@ -20,6 +22,7 @@ __all__ = [
     "ObjectStatus",
     "RouteParentStatus",
     "TranslateConfig",
+    "apply_l7_feedback",
     "Translation",
     "format_time",
     "render_desired",

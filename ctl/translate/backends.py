@@ -43,13 +43,13 @@ class BackendResolution:
 
 def resolve_backends(route: Route, index: SnapshotIndex) -> tuple[BackendResolution, ...]:
     return tuple(
-        _resolve(route, i, j, ref, index)
+        resolve_reference(route, i, j, ref, index)
         for i, rule in enumerate(route.spec.rules)
         for j, ref in enumerate(rule.backend_refs)
     )
 
 
-def _resolve(route: Route, rule_index: int, ref_index: int, ref: BackendRef, index: SnapshotIndex) -> BackendResolution:
+def resolve_reference(route: Route, rule_index: int, ref_index: int, ref: BackendRef, index: SnapshotIndex) -> BackendResolution:
     namespace = ref.namespace or route.namespace
     resolution = BackendResolution(rule_index, ref_index, ref, namespace)
 

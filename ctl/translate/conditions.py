@@ -31,6 +31,7 @@ class Reason(enum.StrEnum):
     INVALID_ROUTE_KINDS = "InvalidRouteKinds"
     PROTOCOL_CONFLICT = "ProtocolConflict"
     HOSTNAME_CONFLICT = "HostnameConflict"
+    INVALID_CERTIFICATE_REF = "InvalidCertificateRef"
     NO_CONFLICTS = "NoConflicts"
     # Route
     NOT_ALLOWED_BY_LISTENERS = "NotAllowedByListeners"

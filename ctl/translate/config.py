@@ -21,6 +21,10 @@ class TranslateConfig:
     # here cannot be served.
     snat_addresses: tuple[IPAddress, ...] = ()
     nat: NatMode = NatMode.SNAT
+    # L7: proxies in front of Envoy trusted to append to X-Forwarded-For (0: never trust
+    # a client-sent one), and whether TLS passthrough backends get a PROXY protocol header.
+    xff_num_trusted_hops: int = 0
+    passthrough_proxy_protocol: bool = False
 
     def snat_address(self, version: int) -> IPAddress | None:
         return next((a for a in self.snat_addresses if a.version == version), None)

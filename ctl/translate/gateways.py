@@ -16,10 +16,11 @@ from ctl.translate.status import Condition, ListenerStatus, ObjectStatus
 
 if TYPE_CHECKING:
     from ctl.translate.conflicts import Conflict
+    from ctl.translate.index import SnapshotIndex
 
-# Why an L7 listener is accepted but not programmed: HTTP and HTTPS are Core in the
-# spec, so refusing them (UnsupportedProtocol) would be wrong; they wait for the sidecar.
-L7_PENDING_MESSAGE = "L7 listeners are served by the Envoy sidecar, not yet available"
+# An L7 listener is programmed once Envoy has acknowledged its configuration; until the
+# agent overlays that (``ctl.translate.l7.apply_l7_feedback``) it is pending.
+L7_PENDING_MESSAGE = "Waiting for Envoy to acknowledge the listener's configuration"
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ def class_accepted(gateway_class: GatewayClass) -> bool:
     return gateway_class.spec.parameters_ref is None
 
 
-def view_gateway(gateway: Gateway, gateway_class: GatewayClass, config: TranslateConfig) -> GatewayView:
+def view_gateway(
+    gateway: Gateway, gateway_class: GatewayClass, config: TranslateConfig, index: SnapshotIndex
+) -> GatewayView:
     addresses = assign_addresses(gateway, config)
     refusal: tuple[Reason, str] | None = None
     if not class_accepted(gateway_class):
@@ -63,7 +66,7 @@ def view_gateway(gateway: Gateway, gateway_class: GatewayClass, config: Translat
         refusal = (Reason.INVALID_PARAMETERS, "infrastructure.parametersRef is not supported")
     elif addresses.unsupported:
         refusal = (Reason.UNSUPPORTED_ADDRESS, addresses.unsupported)
-    listeners = tuple(view_listener(gateway, listener) for listener in gateway.spec.listeners)
+    listeners = tuple(view_listener(gateway, listener, index) for listener in gateway.spec.listeners)
     return GatewayView(gateway, addresses, listeners, refusal)
 
 
@@ -114,6 +117,8 @@ def _listener_conditions(
                         f"protocol \"{protocol}\" is not supported (TCP, UDP, HTTP, HTTPS and TLS are)")
     elif listener.selector_problem:
         accepted = make(ConditionType.ACCEPTED, False, Reason.UNSUPPORTED_VALUE, listener.selector_problem)
+    elif listener.tls_problem:
+        accepted = make(ConditionType.ACCEPTED, False, Reason.UNSUPPORTED_VALUE, listener.tls_problem)
     elif conflict is not None:
         accepted = make(ConditionType.ACCEPTED, False, conflict.reason, conflict.message)
     else:
@@ -123,6 +128,8 @@ def _listener_conditions(
         kinds = ", ".join(f"{k.group}/{k.kind}" if k.group else k.kind for k in listener.invalid_kinds)
         resolved = make(ConditionType.RESOLVED_REFS, False, Reason.INVALID_ROUTE_KINDS,
                         f"route kinds not supported on a {protocol} listener: {kinds}")
+    elif listener.certificates is not None and listener.certificates.failure is not None:
+        resolved = make(ConditionType.RESOLVED_REFS, False, *listener.certificates.failure)
     else:
         resolved = make(ConditionType.RESOLVED_REFS, True, Reason.RESOLVED_REFS, "All references are resolved")
 
@@ -140,6 +147,8 @@ def _listener_conditions(
         programmed = make(ConditionType.PROGRAMMED, False, Reason.PENDING, "Gateway has no address assigned")
     elif not listener.supported_kinds:
         programmed = make(ConditionType.PROGRAMMED, False, Reason.INVALID, "Listener supports no route kind")
+    elif listener.certificates is not None and listener.certificates.failure is not None:
+        programmed = make(ConditionType.PROGRAMMED, False, Reason.INVALID, "Listener has no usable certificate")
     elif listener.support is Support.L7:
         programmed = make(ConditionType.PROGRAMMED, False, Reason.PENDING, L7_PENDING_MESSAGE)
     else:
@@ -164,7 +173,7 @@ def _gateway_accepted(view: GatewayView, listeners: tuple[ListenerStatus, ...], 
         return make(False, Reason.LISTENERS_NOT_VALID, f"No listener is accepted: {', '.join(rejected)}")
     if rejected or unresolved:
         parts = [f"not accepted: {', '.join(rejected)}"] if rejected else []
-        parts += [f"invalid route kinds: {', '.join(unresolved)}"] if unresolved else []
+        parts += [f"unresolved references: {', '.join(unresolved)}"] if unresolved else []
         parts.append(f"accepted: {', '.join(accepted)}")
         return make(True, Reason.LISTENERS_NOT_VALID, "Listeners " + "; ".join(parts))
     return make(True, Reason.ACCEPTED, "Gateway is accepted")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ctl.api import EndpointSlice, Gateway, GatewayClass, K8sObject, ReferenceGrant, Service
+from ctl.api import EndpointSlice, Gateway, GatewayClass, K8sObject, ReferenceGrant, Secret, Service
 from ctl.sources import Snapshot
 
 # Kubernetes labels every namespace with its own name; a namespace absent from the
@@ -34,6 +34,7 @@ class SnapshotIndex:
     slices_by_service: dict[tuple[str, str], tuple[EndpointSlice, ...]]
     grants_by_namespace: dict[str, tuple[ReferenceGrant, ...]]
     namespace_labels: dict[str, dict[str, str]]
+    secrets: dict[tuple[str, str], Secret]
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> SnapshotIndex:
@@ -52,6 +53,7 @@ class SnapshotIndex:
             slices_by_service={key: tuple(value) for key, value in slices.items()},
             grants_by_namespace={key: tuple(value) for key, value in grants.items()},
             namespace_labels={n.name: dict(n.metadata.labels) for n in snapshot.namespaces},
+            secrets={(s.namespace, s.name): s for s in snapshot.secrets},
         )
 
     def labels_of_namespace(self, name: str) -> dict[str, str]:

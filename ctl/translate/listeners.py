@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from ctl.api import GATEWAY_GROUP, Gateway, Listener, RouteGroupKind
 from ctl.dataplane.model import Protocol
+from ctl.translate.certificates import CertificateResolution, resolve_certificates
+from ctl.translate.index import SnapshotIndex
 from ctl.translate.selectors import selector_error
 
 
@@ -17,7 +19,7 @@ ListenerKey = tuple[str, str, str]
 
 class Support(enum.Enum):
     L4 = "l4"  # TCP and UDP: forwarded by the XDP/tc data path
-    L7 = "l7"  # HTTP, HTTPS, TLS: accepted for the Envoy sidecar, not yet served
+    L7 = "l7"  # HTTP, HTTPS, TLS: served by the Envoy sidecar
     UNSUPPORTED = "unsupported"
 
 
@@ -39,6 +41,10 @@ class ListenerView:
     invalid_kinds: tuple[RouteGroupKind, ...]
     # Why the allowedRoutes namespace selector cannot be evaluated, if it cannot.
     selector_problem: str | None
+    # Why the listener's tls stanza cannot be served (e.g. a TLS listener in Terminate mode).
+    tls_problem: str | None = None
+    # HTTPS (Terminate) only: the certificates, or why they cannot be had.
+    certificates: CertificateResolution | None = None
 
     @property
     def name(self) -> str:
@@ -64,13 +70,13 @@ class ListenerView:
     @property
     def claims_port(self) -> bool:
         """Whether the listener is otherwise acceptable and so takes part in conflicts."""
-        return self.support is not Support.UNSUPPORTED and self.selector_problem is None
+        return self.support is not Support.UNSUPPORTED and self.selector_problem is None and self.tls_problem is None
 
     def allows_kind(self, kind: str) -> bool:
         return any(k.group == GATEWAY_GROUP and k.kind == kind for k in self.supported_kinds)
 
 
-def view_listener(gateway: Gateway, listener: Listener) -> ListenerView:
+def view_listener(gateway: Gateway, listener: Listener, index: SnapshotIndex) -> ListenerView:
     carried = _KINDS_BY_PROTOCOL.get(listener.protocol, ())
     requested = listener.allowed_routes.kinds
     supported: list[RouteGroupKind] = []
@@ -90,4 +96,15 @@ def view_listener(gateway: Gateway, listener: Listener) -> ListenerView:
         else:
             error = selector_error(namespaces.selector)
             problem = f"allowedRoutes.namespaces.selector.{error}" if error else None
-    return ListenerView(gateway, listener, tuple(supported), tuple(invalid), problem)
+    mode = listener.tls.mode if listener.tls else None
+    tls_problem = None
+    certificates = None
+    if listener.protocol == "TLS" and mode != "Passthrough":
+        # TLSRouteModeTerminate is an Extended feature we do not claim.
+        tls_problem = "TLS listeners support only tls.mode Passthrough"
+    elif listener.protocol == "HTTPS":
+        if mode == "Passthrough":
+            tls_problem = "HTTPS listeners terminate TLS: tls.mode Passthrough needs protocol TLS"
+        else:
+            certificates = resolve_certificates(gateway, listener, index)
+    return ListenerView(gateway, listener, tuple(supported), tuple(invalid), problem, tls_problem, certificates)

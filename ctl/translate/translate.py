@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ctl.api import GATEWAY_GROUP, ObjectRef, Route
 from ctl.dataplane.model import DesiredState, FrontendKey, NatMode, Service
+from ctl.l7model import L7State
 from ctl.sources import Snapshot
 from ctl.translate.attachment import ParentOutcome, attach
 from ctl.translate.backends import BackendPool, BackendResolution, backend_pool, resolve_backends
@@ -29,6 +30,7 @@ from ctl.translate.config import TranslateConfig
 from ctl.translate.conflicts import find_conflicts
 from ctl.translate.gateways import GatewayView, class_status, gateway_status, listener_programmed, view_gateway
 from ctl.translate.index import SnapshotIndex, age_order
+from ctl.translate.l7 import L7Input, L7Options, build_l7, is_pending_l7
 from ctl.translate.listeners import ListenerKey, Support
 from ctl.translate.render import frontend_order
 from ctl.translate.status import Condition, ObjectStatus, RouteParentStatus, carry_transition_times
@@ -38,6 +40,10 @@ from ctl.translate.status import Condition, ObjectStatus, RouteParentStatus, car
 class Translation:
     desired: DesiredState
     statuses: tuple[ObjectStatus, ...]
+    # What Envoy must serve (HTTP, HTTPS, TLS listeners). Their listeners stay
+    # Programmed=False/Pending in ``statuses`` until the agent overlays Envoy's verdict
+    # with ``ctl.translate.apply_l7_feedback``.
+    l7: L7State = L7State()
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def translate(snapshot: Snapshot, config: TranslateConfig, previous: Iterable[Ob
     index = SnapshotIndex.of(snapshot)
     classes = {c.name: c for c in snapshot.gateway_classes if c.spec.controller_name == config.controller_name}
     gateways = sorted(
-        (view_gateway(g, classes[g.spec.gateway_class_name], config)
+        (view_gateway(g, classes[g.spec.gateway_class_name], config, index)
          for g in snapshot.gateways if g.spec.gateway_class_name in classes),
         key=lambda view: age_order(view.gateway),
     )
@@ -75,10 +81,37 @@ def translate(snapshot: Snapshot, config: TranslateConfig, previous: Iterable[Ob
         *(_route_status(result, winners, config) for result in routes),
     ]
     services = _services(gateways, gateway_statuses, winners, index, config)
+    l7 = build_l7(
+        _l7_inputs(gateways, gateway_statuses, attached),
+        index,
+        L7Options(xff_num_trusted_hops=config.xff_num_trusted_hops,
+                  passthrough_proxy_protocol=config.passthrough_proxy_protocol),
+    )
     return Translation(
         DesiredState(services=tuple(sorted(services, key=frontend_order))),
         carry_transition_times(statuses, previous),
+        l7,
     )
+
+
+def _l7_inputs(
+    gateways: Iterable[GatewayView],
+    statuses: Mapping[ObjectRef, ObjectStatus],
+    attached: Mapping[ListenerKey, list[_RouteResult]],
+) -> list[L7Input]:
+    """The L7 listeners ready for Envoy (translation left them pending only for it)."""
+    inputs = []
+    for view in gateways:
+        listener_statuses = {s.name: s for s in statuses[view.gateway.ref].listeners}
+        for listener in view.listeners:
+            if not any(is_pending_l7(c) for c in listener_statuses[listener.name].conditions):
+                continue
+            routes = tuple(
+                (result.route, tuple(result.backends))
+                for result in sorted(attached.get(listener.key, ()), key=lambda r: age_order(r.route))
+            )
+            inputs.append(L7Input(listener, view.addresses.addresses, routes))
+    return inputs
 
 
 def _route_result(route: Route, gateways: Mapping[tuple[str, str], GatewayView], index: SnapshotIndex) -> _RouteResult:
