@@ -23,8 +23,25 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-app = typer.Typer(help="xdp-gateway: Gateway API with a kernel L4 data path.", no_args_is_help=True)
+
+class OneLineErrors(TyperGroup):
+    """Any failure of any command ends as one line on stderr and exit 1, never a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:  # noqa: BLE001 - the last line of defence
+            # Exits, aborts and usage errors carry their own exit code and message (their
+            # classes are click's or typer's own copy of click's, depending on typer).
+            if isinstance(error, typer.Abort) or hasattr(error, "exit_code"):
+                raise
+            raise fail(failure_message(error)) from None
+
+
+app = typer.Typer(help="xdp-gateway: Gateway API with a kernel L4 data path.", no_args_is_help=True,
+                  cls=OneLineErrors, pretty_exceptions_enable=False)
 # emoji=False: rich would render the ":100:" of an IPv6 address such as fd99:100::1 as an emoji.
 out = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
@@ -52,9 +69,26 @@ class Attach(str, Enum):
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    # escape: messages quote user input, which rich would otherwise read as markup
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    # escape: messages quote user input, which rich would otherwise read as markup;
+    # soft_wrap: one line however narrow the terminal
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def failure_message(error: BaseException) -> str:
+    """One line for an exception no command handled, naming it unless its type says enough."""
+    from ctl.api import CrdsNotFoundError
+
+    if isinstance(error, CrdsNotFoundError):
+        return str(error)  # says what is missing and which setting to check
+    if isinstance(error, PermissionError):
+        where = f" ({error.filename})" if error.filename else ""
+        return f"permission denied{where}: gwctl needs root (CAP_BPF, CAP_NET_ADMIN) for this"
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    text = " ".join(str(error).split()) or "(no message)"
+    return f"unexpected {type(error).__name__}: {text}"
 
 
 def emit(document: Any, output: Output) -> None:

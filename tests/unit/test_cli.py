@@ -11,8 +11,10 @@ import logging
 import re
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version as package_version
 from ipaddress import ip_address
 from pathlib import Path
@@ -506,3 +508,82 @@ def test_the_completion_script_protocol_completes_commands_and_options(words: st
     result = gwctl(env={"_GWCTL_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword})
     assert result.exit_code == 0, result.stderr
     assert result.stdout.split() == expected
+
+
+# -- failures nobody planned for: one line, never a traceback ------------------------------
+
+
+def assert_one_line_error(result: Result, *needles: str) -> None:
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert isinstance(result.exception, SystemExit), result.exception  # nothing escaped
+    lines = [line for line in _ANSI.sub("", result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    """Starts an HTTP server answering every GET with the given body; yields its URL."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(body: bytes) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_get_from_an_agent_answering_garbage_is_one_line(serve) -> None:
+    result = gwctl("get", "routes", "--agent", serve(b"<html>not the agent</html>"))
+    assert_one_line_error(result, "unexpected JSONDecodeError")
+
+
+def test_describe_from_an_agent_answering_the_wrong_shape_is_one_line(serve) -> None:
+    result = gwctl("describe", "gateway", "edge", "--agent", serve(b'[{"kind": "Gateway"}]'))
+    assert_one_line_error(result, "unexpected KeyError", "metadata")
+
+
+def test_validate_without_schemas_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDPGW_GATEWAY_API_CRDS", str(tmp_path / "crds"))
+    result = gwctl("validate", str(EXAMPLES))
+    assert_one_line_error(result, "Gateway API CRDs not found", str(tmp_path / "crds" / "standard"),
+                          "XDPGW_GATEWAY_API_CRDS")
+
+
+def test_a_long_error_stays_on_one_line_on_a_narrow_console(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    set_console_width(monkeypatch, 40)
+    monkeypatch.setenv("XDPGW_GATEWAY_API_CRDS", str(tmp_path / "a-rather-long-directory-name" / "crds"))
+    assert_one_line_error(gwctl("validate", str(EXAMPLES)), "Gateway API CRDs not found")
+
+
+@pytest.mark.parametrize(("error", "line"), [
+    (PermissionError(13, "Operation not permitted", "/sys/fs/bpf/x"),
+     "permission denied (/sys/fs/bpf/x): gwctl needs root (CAP_BPF, CAP_NET_ADMIN) for this"),
+    (FileNotFoundError(2, "No such file or directory", "/lib/modules/x"), "/lib/modules/x: No such file or directory"),
+    (RuntimeError("Failed to compile BPF module <text>\nsecond line"),
+     "unexpected RuntimeError: Failed to compile BPF module <text> second line"),
+    (KeyError("metadata"), "unexpected KeyError: 'metadata'"),
+])
+def test_failure_message_is_one_line_naming_the_exception(error: Exception, line: str) -> None:
+    assert cli.failure_message(error) == line
