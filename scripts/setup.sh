@@ -11,7 +11,9 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { say "must run as root (installs packages, mounts bpffs, loads BPF)"; exit 1; }
 
 # --- Debian packages -------------------------------------------------------------------
-debs=(python3-bpfcc libbpfcc linux-headers-amd64 iproute2 nftables ethtool iperf3 netsniff-ng dnsmasq-base sockperf wrk)
+# bcc and the kernel headers it compiles against; deploy/Containerfile installs the same.
+bcc_debs=(python3-bpfcc libbpfcc linux-headers-amd64)
+debs=("${bcc_debs[@]}" iproute2 nftables ethtool iperf3 netsniff-ng dnsmasq-base sockperf wrk)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
