@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sys
 import threading
 import urllib.error
@@ -117,8 +118,13 @@ def version() -> None:
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Option("--config", help="directory of YAML manifests, watched")],
     interface: Annotated[list[str], typer.Option("--interface", "-i", help="gateway interface (repeat)")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="directory of YAML manifests, watched")] = None,
+    kubernetes: Annotated[bool, typer.Option("--kubernetes", help="watch the cluster instead of a directory (in-cluster config unless --kubeconfig)")] = False,
+    kubeconfig: Annotated[Optional[Path], typer.Option("--kubeconfig", help="kubeconfig file (implies --kubernetes)")] = None,
+    node_name: Annotated[str, typer.Option("--node-name", envvar="NODE_NAME", help="this node's name (status reports)")] = "",
+    namespace: Annotated[str, typer.Option("--namespace", envvar="POD_NAMESPACE", help="the agent's namespace (its Leases)")] = "xdp-gateway",
+    lease_duration: Annotated[int, typer.Option("--lease-duration", help="seconds a node report or the writer Lease stays valid")] = 15,
     address: Annotated[Optional[list[str]], typer.Option("--address", help="gateway address for Gateways without spec.addresses (repeat)")] = None,
     snat_address: Annotated[Optional[list[str]], typer.Option("--snat-address", help="SNAT source per family (default: first address of the interfaces)")] = None,
     nat: Annotated[Nat, typer.Option("--nat", help="snat or dnat")] = Nat.snat,
@@ -132,7 +138,8 @@ def run(
     ct_size: Annotated[int, typer.Option("--ct-size", help="conntrack capacity (flows, LRU)")] = 262144,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
-    """Standalone mode: program the kernel from a directory of manifests and keep it in step."""
+    """Program the kernel from a directory of manifests (--config) or the cluster (--kubernetes)
+    and keep it in step."""
     from ctl.agent import logs
     from ctl.agent.run import AgentError, AgentOptions, run_agent
     from ctl.dataplane.model import NatMode
@@ -146,11 +153,17 @@ def run(
             nat=NatMode(nat.value), attach=attach.value, pin_dir=pin_dir, listen=listen,
             hash_seed=hash_seed, maglev_size=maglev_size, max_services=max_services,
             max_backends=max_backends, ct_size=ct_size,
+            kubernetes=kubernetes or kubeconfig is not None, kubeconfig=kubeconfig,
+            node_name=node_name or socket.gethostname(), namespace=namespace, lease_duration=lease_duration,
         )
     except ValueError as error:
         raise fail(str(error), 2)
-    if not config.is_dir():
+    if (config is None) == (not options.kubernetes):
+        raise fail("give exactly one of --config DIR and --kubernetes", 2)
+    if config is not None and not config.is_dir():
         raise fail(f"--config {config}: not a directory", 2)
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise fail(f"--kubeconfig {kubeconfig}: no such file", 2)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

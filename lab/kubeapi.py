@@ -87,6 +87,7 @@ class Request:
     subresource: str
     namespace: str
     name: str
+    user_agent: str = ""
 
 
 class ApiError(Exception):
@@ -375,7 +376,8 @@ class _Handler(BaseHTTPRequestHandler):
                 verb = "watch" if query.get("watch") in ("1", "true") else "list"
             else:
                 verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-            state.requests.append(Request(verb, kind.group, kind.plural, subresource, namespace, name))
+            state.requests.append(Request(verb, kind.group, kind.plural, subresource, namespace, name,
+                                          self.headers.get("User-Agent", "")))
             if verb == "watch":
                 self._watch(kind, version, namespace, query)
                 return
@@ -418,6 +420,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")  # a watch connection is never reused
         self.end_headers()
 
         def send(event_type: str, obj: dict[str, Any]) -> None:
@@ -650,6 +653,39 @@ class KubeApi:
                 "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 
     # -- direct access for tests ----------------------------------------------------
+    def kind_of(self, doc: dict[str, Any]) -> Kind:
+        group = doc["apiVersion"].rpartition("/")[0]
+        for kind in KINDS:
+            if (kind.group, kind.kind) == (group, doc["kind"]) and kind.group != "events.k8s.io":
+                return kind
+        raise KeyError(f"the emulator does not serve {doc['apiVersion']} {doc['kind']}")
+
+    def put(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Creates or replaces (unconditionally) an object, as `kubectl apply` would;
+        a status in doc is written through the status subresource."""
+        kind = self.kind_of(doc)
+        namespace = (doc.get("metadata") or {}).get("namespace", "default") if kind.namespaced else ""
+        name = doc["metadata"]["name"]
+        body = copy.deepcopy(doc)
+        body.get("metadata", {}).pop("resourceVersion", None)
+        with self.state.lock:
+            if (kind.group, kind.plural, namespace, name) in self.state.objects:
+                stored = self.state.update(kind, namespace, name, body, "")
+            else:
+                stored = self.state.create(kind, namespace, body)
+            if "status" in doc and kind.status:
+                stored = self.state.update(kind, namespace, name, {"status": doc["status"]}, "status")
+        return stored
+
+    def remove(self, doc: dict[str, Any]) -> None:
+        kind = self.kind_of(doc)
+        namespace = (doc.get("metadata") or {}).get("namespace", "default") if kind.namespaced else ""
+        self.state.delete(kind, namespace, doc["metadata"]["name"])
+
+    def read(self, group: str, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        with self.state.lock:
+            return copy.deepcopy(self.state.get(self.kind(group, plural), namespace, name))
+
     def kind(self, group: str, plural: str) -> Kind:
         return _BY_PATH[(group, plural)]
 

@@ -26,7 +26,7 @@ from ctl.sources import ParseCache, load_directory
 from ctl.translate import TranslateConfig
 
 from .metrics import AgentMetrics, DataplaneCollector
-from .reconciler import Reconciler
+from .reconciler import ReconcileOutcome, Reconciler
 from .server import AgentServer
 from .watch import changes
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AgentOptions:
-    config_dir: Path
+    config_dir: Path | None  # None with kubernetes
     interfaces: tuple[str, ...]
     addresses: tuple[IPAddress, ...] = ()
     snat_addresses: tuple[IPAddress, ...] = ()
@@ -49,6 +49,11 @@ class AgentOptions:
     max_backends: int = 65536
     ct_size: int = 262144
     poll_interval: float = 0.2
+    kubernetes: bool = False  # watch the cluster (in-cluster config unless kubeconfig)
+    kubeconfig: Path | None = None
+    node_name: str = ""
+    namespace: str = "xdp-gateway"
+    lease_duration: int = 15
 
 
 class AgentError(RuntimeError):
@@ -153,15 +158,26 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
     host, _, port = options.listen.rpartition(":")
     server = AgentServer(host or "127.0.0.1", int(port), registry, lambda: reconciler.state)
     server.start()
-    log.info("serving", extra={"event": "serving", "address": server.address, "config": str(options.config_dir)})
-    parsed = ParseCache()  # an edit re-parses only the files it changed
+    log.info("serving", extra={"event": "serving", "address": server.address,
+                                "config": "kubernetes" if options.kubernetes else str(options.config_dir)})
     try:
-        for _ in changes(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set):
-            if stop.is_set():
-                break
-            outcome = reconciler.reconcile(load_directory(options.config_dir, parsed))
-            metrics.observe(outcome)
-            release_free_memory()
+        if options.kubernetes:
+            from .kubernetes import run_kubernetes  # the kubernetes client only when asked for
+
+            def observe(outcome: ReconcileOutcome) -> None:
+                metrics.observe(outcome)
+                release_free_memory()
+
+            run_kubernetes(options, reconciler, observe, stop)
+        else:
+            assert options.config_dir is not None
+            parsed = ParseCache()  # an edit re-parses only the files it changed
+            for _ in changes(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set):
+                if stop.is_set():
+                    break
+                outcome = reconciler.reconcile(load_directory(options.config_dir, parsed))
+                metrics.observe(outcome)
+                release_free_memory()
     finally:
         server.stop()
         # Programs stay attached and maps pinned: traffic keeps flowing without us.

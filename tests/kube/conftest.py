@@ -13,6 +13,7 @@ def api_client(url: str) -> client.ApiClient:
     configuration = client.Configuration()
     configuration.host = url
     configuration.api_key = {"authorization": "Bearer emulator"}
+    configuration.connection_pool_maxsize = 32  # a connection per watch
     return client.ApiClient(configuration)
 
 
