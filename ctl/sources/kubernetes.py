@@ -339,7 +339,7 @@ class KubernetesSource:
             log.warning("invalid object; its last valid version (if any) keeps serving",
                         extra={"event": "invalid-object", "problem": str(parsed)})
             return _Entry(raw, previous.parsed if previous else None, parsed)
-        return _Entry(raw, parsed, None)
+        return _Entry(raw, parsed if isinstance(parsed, K8sObject) else None, None)
 
     def _replace(self, kind: WatchedKind, items: list[dict[str, Any]], synced: bool) -> None:
         with self._changed:
