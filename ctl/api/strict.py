@@ -63,7 +63,7 @@ def with_object_meta(schema: dict[str, Any]) -> dict[str, Any]:
 # ``List[X]``/``Dict[str, X]``.
 _LIST = re.compile(r"^[Ll]ist\[(.+)\]$")
 _DICT = re.compile(r"^(?:dict\(str, (.+)\)|Dict\[str, (.+)\])$")
-_SCALARS = frozenset({"str", "int", "float", "bool", "date", "datetime", "object"})
+_SCALARS = frozenset({"str", "int", "float", "bool", "bytes", "date", "datetime", "object"})
 
 
 @functools.cache

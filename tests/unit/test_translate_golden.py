@@ -6,7 +6,7 @@ UPDATE_GOLDEN=1 to rewrite the expected files, then read the diff before committ
 a golden file is only worth what its review was.
 
 An optional config.yaml per case overrides the translation config (addresses,
-snatAddresses, nat).
+snatAddresses, nat, xffNumTrustedHops, passthroughProxyProtocol).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def case_config(case: Path) -> TranslateConfig:
         addresses=ips(overrides.get("addresses", ["192.0.2.10"])),
         snat_addresses=ips(overrides.get("snatAddresses", ["192.0.2.1", "2001:db8::1"])),
         nat=NatMode(overrides.get("nat", "snat")),
+        xff_num_trusted_hops=overrides.get("xffNumTrustedHops", 0),
+        passthrough_proxy_protocol=overrides.get("passthroughProxyProtocol", False),
     )
 
 
