@@ -173,6 +173,18 @@ def run(
         raise fail(str(error))
 
 
+@app.command("envoy-bootstrap")
+def envoy_bootstrap(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="the agent's private run directory (ADS socket, Envoy admin socket)")] = Path("/run/xdp-gateway"),
+    node_id: Annotated[Optional[str], typer.Option("--node-id", help="Envoy node id (default: xdp-gateway~<hostname>)")] = None,
+) -> None:
+    """Print the bootstrap for an Envoy that the agent configures over ADS (e.g. a second container)."""
+    from l7sidecar.envoy import RunPaths, bootstrap, default_node_id
+
+    paths = RunPaths(run_dir)
+    typer.echo(json.dumps(bootstrap(node_id or default_node_id(), paths.ads_socket, paths.admin_socket), indent=2))
+
+
 @app.command()
 def status(pin_dir: PinDir = DEFAULT_PIN_DIR, output: OutputOpt = Output.table) -> None:
     """What the kernel is doing, read from the pinned maps (works while the agent is down)."""
