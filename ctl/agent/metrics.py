@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ctl.dataplane import bpfsys, reader
+from ctl.dataplane.abi import WEIGHT_SCALE
 from ctl.dataplane.model import FrontendKey
 from ctl.dataplane.pinned import PinnedMaps
 
@@ -36,7 +37,8 @@ class DataplaneCollector(Collector):
         fe_bytes = CounterMetricFamily(f"{PREFIX}_frontend_bytes", "Bytes through a frontend", labels=fe_labels + ["direction"])
         fe_new = CounterMetricFamily(f"{PREFIX}_frontend_new_connections", "New flows (TCP connections, UDP flows)", labels=fe_labels)
         fe_rej = CounterMetricFamily(f"{PREFIX}_frontend_rejected", "Flows refused for invalid backends", labels=fe_labels)
-        for key, record in reader.read_frontends(maps).items():
+        frontends = reader.read_frontends(maps)
+        for key, record in frontends.items():
             c = reader.read_counters(maps, "svc_stats", record.service_id)
             labels = [str(key), owners.get(key, "")]
             fe_packets.add_metric(labels + ["in"], c.packets_in)
@@ -59,6 +61,7 @@ class DataplaneCollector(Collector):
             be_bytes.add_metric([str(endpoint), "out"], c.bytes_out)
             be_new.add_metric([str(endpoint)], c.new_flows)
         yield from (be_packets, be_bytes, be_new)
+        yield self._weights(maps, frontends, backends, owners)
 
         drops = CounterMetricFamily(f"{PREFIX}_drops", "Packets dropped, by reason", labels=["reason"])
         passes = CounterMetricFamily(f"{PREFIX}_kernel_passes", "Packets handed to the kernel, by reason", labels=["reason"])
@@ -76,6 +79,19 @@ class DataplaneCollector(Collector):
             entries.add_metric([name], len(maps.keys(name)))
             capacity.add_metric([name], bpfsys.map_info(maps.fd(name)).max_entries)
         yield from (entries, capacity)
+
+    @staticmethod
+    def _weights(maps: PinnedMaps, frontends, backends, owners) -> GaugeMetricFamily:
+        """The configured weights as the kernel holds them, so that a dashboard can set
+        each backend's share of new flows against its share of the weight."""
+        weights = GaugeMetricFamily(f"{PREFIX}_backend_weight", "Configured weight of a backend behind a frontend",
+                                    labels=["frontend", "route", "backend"])
+        frontend_of = {record.service_id: key for key, record in frontends.items()}
+        for (service_id, backend_id), weight in reader.read_members(maps).items():
+            key, endpoint = frontend_of.get(service_id), backends.get(backend_id)
+            if key is not None and endpoint is not None:
+                weights.add_metric([str(key), owners.get(key, ""), str(endpoint)], weight / WEIGHT_SCALE)
+        return weights
 
 
 class AgentMetrics:

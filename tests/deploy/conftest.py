@@ -4,6 +4,7 @@ default values and with non-default ones."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -58,3 +59,16 @@ def one(objects: list[dict], kind: str) -> dict:
     found = by_kind(objects, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
+
+
+def bpf_missing() -> str | None:
+    """Why BPF programs cannot be loaded here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (loads BPF programs)"
+    if not os.path.ismount("/sys/fs/bpf"):
+        return "needs bpffs mounted at /sys/fs/bpf (scripts/setup.sh mounts it)"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "needs bcc (python3-bpfcc, linked into the venv by scripts/setup.sh)"
+    return None
