@@ -345,7 +345,7 @@ class Agent:
 def cold_start(routes: int, runs: int, work: Path, scale_edit: bool = True,
                log=lambda *a: None) -> dict:
     """`runs` cold starts of the agent on the N-route config; figures per run."""
-    from tests.net import netlab
+    from lab import netlab
 
     config = work / f"routes-{routes}"
     if not config.exists():
@@ -401,7 +401,7 @@ def _scale_edit(agent: Agent, config: Path, timeout: float) -> dict:
 def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float, float] = (0.3, 0.8)) -> dict:
     """Latency from replacing the route file to the first connection on the new backend."""
     from ctl.dataplane import loader
-    from tests.net import netlab
+    from lab import netlab
 
     port = 80
     config = work / "flip"

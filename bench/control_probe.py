@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 
-# What the backends greet with: "<name> <peer_ip> <peer_port>\n" (tests/net/servers.py).
+# What the backends greet with: "<name> <peer_ip> <peer_port>\n" (lab/servers.py).
 _LINGER_RST = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT piles up on the client
 
 

@@ -3,7 +3,7 @@
     client --veth-- gw --veth-- be0
                        +--veth-- be1
 
-One topology (tests/net/netlab.py), one VIP (10.99.100.1) and the same ports from the
+One topology (lab/netlab.py), one VIP (10.99.100.1) and the same ports from the
 client's point of view, four ways of turning the VIP into the backends, each alone on gw
 while it is measured and all measured in turn in the same run (interleaved rounds):
 
@@ -306,7 +306,7 @@ class Bench:
 
     def services(self, cps_dnat: bool = False):
         """The four services; `cps_dnat` puts tcp-cps in DNAT mode (the xdp-dnat diagnostic)."""
-        from ctl.dataplane.model import (Endpoint, FrontendKey, NatMode, Protocol, Service,
+        from ctl.model import (Endpoint, FrontendKey, NatMode, Protocol, Service,
                                          WeightedEndpoint)
 
         def svc(vip_port, proto, backends, be_port, dnat=False):
@@ -331,7 +331,7 @@ class Bench:
         self.pass_module, self.pass_fd = loader.compile_xdp_pass()
 
     def program(self, cps_dnat: bool = False) -> None:
-        from ctl.dataplane.model import DesiredState
+        from ctl.model import DesiredState
 
         self.dataplane.program(DesiredState(self.services(cps_dnat)))
 
@@ -964,7 +964,7 @@ def run(quick: bool = False, only: str | None = None, *, rounds: int | None = No
     `diagnostics` adds the xdp-dnat tcp-cps visit per round and one CPU profile of the
     UDP flood per kernel path in the first round.
     """
-    from tests.net import netlab
+    from lab import netlab
 
     metrics, paths = _selection(only, metrics, paths)
     rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
@@ -1322,7 +1322,7 @@ HOW = {
 def markdown(result: dict) -> str:
     lines = [f"## {result['title']}", ""]
     lines += [
-        "One topology: client -- gw -- be0/be1 (veth pairs, `tests/net/netlab.py`), one VIP "
+        "One topology: client -- gw -- be0/be1 (veth pairs, `lab/netlab.py`), one VIP "
         "(10.99.100.1) and the same ports for every path. Paths: "
         + "; ".join(f"**{p}** = {PATH_LABELS[p]}" for p in PATHS) + ". "
         "xdp/tc run xdp-gateway's own programs in SNAT mode (programmed in-process with a "

@@ -94,7 +94,7 @@ def row_names() -> list[str]:
 def _new_lab():
     """The packet tier's lab (real programs, private pin dir, deterministic FIB) with the
     production map sizes instead of the tests' small ones."""
-    from tests.packet.harness import PacketLab
+    from lab.harness import PacketLab
 
     return PacketLab(name="xgbench", sizes={})
 
@@ -104,7 +104,7 @@ def _frames(lab, run_xdp) -> dict:
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    from tests.packet.packets import ack4, syn4, udp4
+    from lab.packets import ack4, syn4, udp4
 
     def pad(frame) -> bytes:
         raw = bytes(frame)
@@ -142,9 +142,9 @@ class Bench:
         from pyroute2 import netns
 
         from ctl.dataplane import abi, bpfsys
-        from ctl.dataplane.model import Protocol
-        from tests.packet.packets import VIP_PORT
-        from tests.packet.test_xdp_lb import service, state
+        from ctl.model import Protocol
+        from lab.packets import VIP_PORT
+        from lab.packets import service, state
 
         self.lab = lab = _new_lab()
         stack.callback(lab.close)
@@ -185,7 +185,7 @@ class Bench:
         ifindex = self.lab.ifindex[ingress]
         if hook == "xdp":
             return struct.pack("6I", 0, FRAME_LEN, 0, ifindex, 0, 0)
-        ctx = bytearray(44)  # struct __sk_buff up to ifindex (see tests/packet/harness.py)
+        ctx = bytearray(44)  # struct __sk_buff up to ifindex (see lab/harness.py)
         struct.pack_into("II", ctx, 36, ifindex, ifindex)
         return bytes(ctx)
 

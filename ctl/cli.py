@@ -142,7 +142,7 @@ def run(
     and keep it in step."""
     from ctl.agent import logs
     from ctl.agent.run import AgentError, AgentOptions, run_agent
-    from ctl.dataplane.model import NatMode
+    from ctl.model import NatMode
 
     logs.configure(log_level)
     try:
@@ -349,7 +349,7 @@ def validate(
 ) -> None:
     """Validate manifests offline and dry-run the translation: what would be programmed
     and every condition. Exits non-zero on invalid input."""
-    from ctl.dataplane.model import NatMode
+    from ctl.model import NatMode
     from ctl.validate import dry_run
 
     try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ctl.dataplane.model import Endpoint, IPAddress
+from ctl.model import Endpoint, IPAddress
 
 
 @dataclass(frozen=True, order=True)

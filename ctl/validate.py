@@ -7,14 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ctl.dataplane.model import IPAddress, NatMode
+from ctl.model import IPAddress, NatMode
 from ctl.sources import LoadResult, assemble, parse_documents
 from ctl.sources.documents import ParseResult
 from ctl.sources.files import manifest_paths, read_manifest
-from ctl.translate import TranslateConfig, render_desired, translate
-
-from .agent.server import objects_document
-from .agent.reconciler import AgentState
+from ctl.translate import TranslateConfig, objects_document, render_desired, translate
 
 
 @dataclass(frozen=True)
@@ -57,4 +54,4 @@ def dry_run(paths: list[Path], addresses: tuple[IPAddress, ...], snat: tuple[IPA
     translation = translate(loaded.snapshot, TranslateConfig(now=now, addresses=addresses,
                                                              snat_addresses=snat, nat=nat))
     return DryRun((), render_desired(translation.desired),
-                  objects_document(AgentState(translation=translation)), warnings)
+                  objects_document(translation.statuses), warnings)

@@ -16,15 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from ctl.dataplane import loader
+from lab import netlab
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import yaml  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from ctl.dataplane import loader  # noqa: E402
-from tests.net import netlab  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "standalone"
 CONNECTIONS = 500

@@ -57,6 +57,9 @@ fi
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # bcc from Debian is pure Python over ctypes (libbcc.so), so linking it in is enough.
 ln -sfn /usr/lib/python3/dist-packages/bcc "$site/bcc"
+# The checkout's own top-level packages that the wheel does not ship (lab/, bench/) are
+# importable in the development venv, so scripts and tests need no sys.path edits.
+echo "$here" > "$site/xdp-gateway-checkout.pth"
 
 stamp="$venv/.installed-$(sha256sum "$here/pyproject.toml" | cut -c1-16)"
 if [ ! -e "$stamp" ]; then

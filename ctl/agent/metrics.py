@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from ctl.dataplane import bpfsys, reader
 from ctl.dataplane.abi import WEIGHT_SCALE
-from ctl.dataplane.model import FrontendKey
+from ctl.model import FrontendKey
 from ctl.dataplane.pinned import PinnedMaps
 
 PREFIX = "xdpgw"

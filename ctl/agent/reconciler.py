@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from ctl.dataplane.model import DesiredState
+from ctl.model import DesiredState
 from ctl.dataplane.plan import Plan, PlanError
 from ctl.sources import LoadResult
 from ctl.translate import ObjectStatus, TranslateConfig, Translation, translate

@@ -20,7 +20,7 @@ from pyroute2 import IPRoute
 from ctl.dataplane import loader
 from ctl.dataplane.dataplane import Dataplane
 from ctl.dataplane.loader import DataplaneSpec, XdpMode
-from ctl.dataplane.model import IPAddress, NatMode
+from ctl.model import IPAddress, NatMode
 from ctl.dataplane.plan import DataplaneConfig
 from ctl.sources import ParseCache, load_directory
 from ctl.translate import TranslateConfig

@@ -10,19 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ctl.translate import status_to_k8s
+from ctl.translate import objects_document
 
 from .reconciler import AgentState
-
-
-def objects_document(state: AgentState) -> list[dict]:
-    statuses = state.translation.statuses if state.translation else ()
-    return [
-        {"apiVersion": s.api_version, "kind": s.kind,
-         "metadata": {"namespace": s.namespace, "name": s.name} if s.namespace else {"name": s.name},
-         "status": status_to_k8s(s)}
-        for s in statuses
-    ]
 
 
 class AgentServer:
@@ -61,7 +51,7 @@ class AgentServer:
                         ok = state.ready
                         self._send(200 if ok else 503, b"ready\n" if ok else b"not programmed yet\n")
                     case "/api/v1/objects":
-                        self._json(objects_document(state))
+                        self._json(objects_document(state.translation.statuses if state.translation else ()))
                     case "/api/v1/problems":
                         self._json({"problems": list(state.problems), "reconciles": state.reconciles,
                                     "errors": state.errors, "ignored": list(state.ignored)})

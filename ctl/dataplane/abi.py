@@ -12,7 +12,7 @@ import enum
 import ipaddress
 import socket
 
-from .model import IPAddress
+from ctl.model import IPAddress
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 

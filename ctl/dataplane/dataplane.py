@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from . import loader, reader, writer
-from .model import DesiredState
+from ctl.model import DesiredState
 from .pinned import PinnedMaps
 from .plan import DataplaneConfig, Limits, Plan, plan
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .abi import WEIGHT_SCALE
 from .maglev import MaglevBackend, build_table
-from .model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service, address_order
+from ctl.model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service, address_order
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from . import abi
-from .model import Endpoint, FrontendKey, NatMode, Protocol
+from ctl.model import Endpoint, FrontendKey, NatMode, Protocol
 from .pinned import PinnedMaps
 from .plan import ActualState, DataplaneConfig, FrontendRecord
 

@@ -94,6 +94,6 @@ def vip_key_struct(address) -> abi.VipKey:
 
 
 def _nat_c(nat) -> int:
-    from .model import NatMode
+    from ctl.model import NatMode
 
     return abi.NatModeC.DNAT if nat is NatMode.DNAT else abi.NatModeC.SNAT

@@ -1,5 +1,5 @@
 """Gateway API semantics, purely: a ``Snapshot`` becomes the desired data plane
-(``ctl.dataplane.model.DesiredState``), the desired Envoy configuration
+(``ctl.model.DesiredState``), the desired Envoy configuration
 (``ctl.l7model.L7State``) and the status of every object we own."""
 
 from ctl.translate.config import DEFAULT_CONTROLLER_NAME, TranslateConfig
@@ -11,6 +11,7 @@ from ctl.translate.status import (
     ObjectStatus,
     RouteParentStatus,
     format_time,
+    objects_document,
     status_to_k8s,
 )
 from ctl.translate.translate import Translation, translate
@@ -25,6 +26,7 @@ __all__ = [
     "apply_l7_feedback",
     "Translation",
     "format_time",
+    "objects_document",
     "render_desired",
     "status_to_k8s",
     "translate",

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ctl.api import Gateway
-from ctl.dataplane.model import IPAddress, NatMode
+from ctl.model import IPAddress, NatMode
 from ctl.translate.config import TranslateConfig
 
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ctl.api import GATEWAY_GROUP, BackendRef, EndpointPort, Route, Service, ServicePort
-from ctl.dataplane.model import Endpoint, WeightedEndpoint
+from ctl.model import Endpoint, WeightedEndpoint
 from ctl.translate.conditions import Reason
 from ctl.translate.index import SnapshotIndex
 

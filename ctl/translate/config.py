@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ctl.dataplane.model import IPAddress, NatMode
+from ctl.model import IPAddress, NatMode
 
 DEFAULT_CONTROLLER_NAME = "xdp-gateway.io/gateway-controller"
 

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ctl.dataplane.model import IPAddress, Protocol
+from ctl.model import IPAddress, Protocol
 from ctl.translate.conditions import Reason
 from ctl.translate.gateways import GatewayView
 from ctl.translate.listeners import ListenerKey, ListenerView

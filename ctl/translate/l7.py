@@ -44,7 +44,7 @@ from ctl.api import (
     RouteFilter,
     TLSRoute,
 )
-from ctl.dataplane.model import Endpoint
+from ctl.model import Endpoint
 from ctl.l7model import (
     Certificate,
     Cluster,

@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass
 
 from ctl.api import GATEWAY_GROUP, Gateway, Listener, RouteGroupKind
-from ctl.dataplane.model import Protocol
+from ctl.model import Protocol
 from ctl.translate.certificates import CertificateResolution, resolve_certificates
 from ctl.translate.index import SnapshotIndex
 from ctl.translate.selectors import selector_error

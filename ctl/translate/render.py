@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctl.dataplane.model import DesiredState, Service
+from ctl.model import DesiredState, Service
 
 
 def frontend_order(service: Service) -> tuple[int, int, int, int]:

@@ -93,6 +93,17 @@ def status_to_k8s(status: ObjectStatus) -> dict[str, Any]:
     }
 
 
+def objects_document(statuses: Iterable[ObjectStatus]) -> list[dict[str, Any]]:
+    """Every object's status as Kubernetes would show it: what gwctl reads from the
+    agent's API and what `gwctl validate` prints."""
+    return [
+        {"apiVersion": s.api_version, "kind": s.kind,
+         "metadata": {"namespace": s.namespace, "name": s.name} if s.namespace else {"name": s.name},
+         "status": status_to_k8s(s)}
+        for s in statuses
+    ]
+
+
 def parent_ref_to_k8s(ref: ParentReference) -> dict[str, Any]:
     """The parentRef as written in the route's spec (after API server defaulting)."""
     wire: dict[str, Any] = {"group": ref.group, "kind": ref.kind}

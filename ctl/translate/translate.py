@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ctl.api import GATEWAY_GROUP, ObjectRef, Route
-from ctl.dataplane.model import DesiredState, FrontendKey, NatMode, Service
+from ctl.model import DesiredState, FrontendKey, NatMode, Service
 from ctl.l7model import L7State
 from ctl.sources import Snapshot
 from ctl.translate.attachment import ParentOutcome, attach

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ctl.agent.metrics import PREFIX, AgentMetrics, DataplaneCollector
-from ctl.dataplane.model import DesiredState, Endpoint, FrontendKey, Protocol, Service, WeightedEndpoint
+from ctl.model import DesiredState, Endpoint, FrontendKey, Protocol, Service, WeightedEndpoint
 
 from .conftest import ROOT, bpf_missing
 

@@ -22,7 +22,7 @@ from ctl.agent.cluster import ClusterStatus
 from ctl.agent.kubernetes import KubernetesAgent
 from ctl.agent.progress import NODE_LEASE_PREFIX, STATUS_LEASE_NAME
 from ctl.agent.reconciler import Reconciler
-from ctl.dataplane.model import DesiredState
+from ctl.model import DesiredState
 from ctl.dataplane.plan import DataplaneConfig, Plan, PlanError, PutConfig
 from ctl.api import parse_object
 from ctl.sources import LoadResult, Snapshot

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ctl.dataplane.dataplane import Dataplane
 from ctl.dataplane.loader import DataplaneSpec, XdpMode
-from ctl.dataplane.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
+from ctl.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
                                  Service, WeightedEndpoint)
 
 

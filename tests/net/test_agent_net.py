@@ -21,7 +21,7 @@ import yaml
 
 from ctl.dataplane import loader
 
-from . import netlab
+from lab import netlab
 from .test_dataplane_net import _missing
 
 pytestmark = pytest.mark.net

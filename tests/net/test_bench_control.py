@@ -9,7 +9,7 @@ import pytest
 
 from bench import control
 
-from . import netlab
+from lab import netlab
 
 pytestmark = pytest.mark.net
 

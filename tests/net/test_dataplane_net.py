@@ -22,10 +22,10 @@ from ctl.dataplane.abi import Hook, Verdict
 from ctl.dataplane.dataplane import Dataplane
 from ctl.dataplane.pinned import PinnedMaps
 from ctl.dataplane.loader import DataplaneSpec, XdpMode
-from ctl.dataplane.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
+from ctl.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
                                  Service, WeightedEndpoint)
 
-from . import netlab
+from lab import netlab
 from .agent import service_to_json
 
 pytestmark = pytest.mark.net

@@ -10,7 +10,7 @@ import time
 import pytest
 from pyroute2 import netns
 
-from tests.net import netlab
+from lab import netlab
 
 TCP_PORT = 8080
 UDP_PORT = 5353

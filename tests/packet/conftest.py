@@ -1,6 +1,6 @@
 import pytest
 
-from .harness import PacketLab, missing_requirements
+from lab.harness import PacketLab, missing_requirements
 
 
 @pytest.fixture(scope="module")

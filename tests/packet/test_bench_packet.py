@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import missing_requirements
+from lab.harness import missing_requirements
 
 pytestmark = pytest.mark.packet
 

@@ -10,13 +10,15 @@ from scapy.layers.l2 import Ether
 
 from ctl.dataplane import reader
 from ctl.dataplane.abi import CtState, Hook, Verdict
-from ctl.dataplane.model import NatMode, Protocol
+from ctl.model import NatMode, Protocol
 
-from .expect import forwarded, l3, l4, translated_in_place
-from .harness import (CLIENT4, CLIENT6, CLIENT_MAC, GW_BACK4, GW_BACK6, VIP4, VIP6,
+from lab.expect import forwarded, l3, l4, translated_in_place
+from lab.harness import (CLIENT4, CLIENT6, CLIENT_MAC, GW_BACK4, GW_BACK6, VIP4, VIP6,
                       backend4, backend6, backend_mac)
-from .packets import BACKEND_PORT, CLIENT_PORT, VIP_PORT, ack4, syn4, syn6, udp4
-from .test_xdp_lb import SNAT_RANGE, service, state
+from lab.packets import BACKEND_PORT, CLIENT_PORT, VIP_PORT, ack4, syn4, syn6, udp4
+from lab.packets import service, state
+
+from .test_xdp_lb import SNAT_RANGE
 
 pytestmark = pytest.mark.packet
 
@@ -257,7 +259,7 @@ def test_a_flow_whose_backend_id_went_to_another_endpoint_is_reselected(plab):
     plab.program(state(service(backends=((1, 1),))))  # backend 0's id is deleted...
     plan = plab.program(state(service(backends=((1, 1), (2, 1)))))  # ...and reused for backend 2
     from ipaddress import ip_address
-    from ctl.dataplane.model import Endpoint
+    from ctl.model import Endpoint
     old_id = 1
     assert plan.backend_ids[Endpoint(backend4(2), BACKEND_PORT)] == old_id
     again = plab.xdp(bytes(ack4()))

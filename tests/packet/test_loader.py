@@ -11,7 +11,7 @@ import pytest
 
 from ctl.dataplane.loader import DataplaneSpec, PinnedMapMismatch, check_pinned_maps, compile_programs
 
-from .harness import TEST_SPEC_SIZES
+from lab.harness import TEST_SPEC_SIZES
 
 pytestmark = pytest.mark.packet
 

@@ -15,33 +15,17 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
 
 from ctl.dataplane.abi import Reason
-from ctl.dataplane.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
+from ctl.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
                                  Service, WeightedEndpoint)
 
-from .expect import forwarded, l3, l4, tcp_rst_for, translated_in_place
-from .harness import (CLIENT4, CLIENT6, CLIENT_MAC, GW_BACK4, GW_BACK6, VIP4, VIP6,
+from lab.expect import forwarded, l3, l4, tcp_rst_for, translated_in_place
+from lab.harness import (CLIENT4, CLIENT6, CLIENT_MAC, GW_BACK4, GW_BACK6, VIP4, VIP6,
                       backend4, backend6, backend_mac)
-from .packets import (BACKEND_PORT, CLIENT_PORT, VIP_PORT, ack4, client_eth, echo4,
-                      syn4, syn6, udp4, udp6)
+from lab.packets import (BACKEND_PORT, CLIENT_PORT, VIP_PORT, ack4, client_eth, echo4,
+                         service, state, syn4, syn6, udp4, udp6)
 
 pytestmark = pytest.mark.packet
 SNAT_RANGE = range(61000, 65536)
-
-
-def service(vip=VIP4, port=VIP_PORT, proto=Protocol.TCP, backends=((0, 1),), *,
-            nat=NatMode.SNAT, reject=0.0, v6=False, backend_port=BACKEND_PORT) -> Service:
-    addr = backend6 if v6 else backend4
-    return Service(
-        frontend=FrontendKey(vip, port, proto),
-        backends=tuple(WeightedEndpoint(Endpoint(addr(i), backend_port), w) for i, w in backends),
-        reject_weight=reject, nat=nat,
-        snat_address=(GW_BACK6 if v6 else GW_BACK4) if nat is NatMode.SNAT else None,
-        owner="test",
-    )
-
-
-def state(*services: Service) -> DesiredState:
-    return DesiredState(tuple(services))
 
 
 # -- the table ---------------------------------------------------------------------------

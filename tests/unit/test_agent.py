@@ -23,7 +23,7 @@ from ctl.agent import logs, watch
 from ctl.agent.metrics import AgentMetrics, DataplaneCollector
 from ctl.agent.reconciler import AgentState, Reconciler, ReconcileOutcome
 from ctl.agent.server import AgentServer
-from ctl.dataplane.model import DesiredState
+from ctl.model import DesiredState
 from ctl.dataplane.plan import DataplaneConfig, Plan, PlanError, PutConfig
 from ctl.sources import LoadResult, assemble, parse_documents
 from ctl.translate import Condition, ObjectStatus, TranslateConfig, Translation, translate

@@ -3,18 +3,9 @@ follows the part contract, and its figures say what Maglev is for."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# tests/unit is not a package, so pytest puts only this directory on sys.path; the
-# benchmarks live in the repository's top-level `bench` package.
-ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from bench import maglev  # noqa: E402
+from bench import maglev
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,11 @@ from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner, Result
 
 from ctl.agent.reconciler import AgentState
-from ctl.agent.server import AgentServer, objects_document
+from ctl.agent.server import AgentServer
 from ctl import cli
 from ctl.cli import app
 from ctl.sources import load_directory
-from ctl.translate import TranslateConfig, translate
+from ctl.translate import TranslateConfig, objects_document, translate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "standalone"
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -378,7 +378,7 @@ def test_get_routes_json_and_yaml_round_trip_the_agents_objects(agent: str, stat
     result = gwctl("get", "routes", "-A", "-o", output, "--agent", agent)
     assert result.exit_code == 0, result.stderr
     parsed = parse_json(result.stdout) if output == "json" else yaml.safe_load(result.stdout)
-    assert parsed == [o for o in objects_document(state) if o["kind"] in ROUTE_KINDS]
+    assert parsed == [o for o in objects_document(state.translation.statuses) if o["kind"] in ROUTE_KINDS]
     assert [o["metadata"]["name"] for o in parsed] == ["db", "dns"]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ctl.dataplane import plan as p
-from ctl.dataplane.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
+from ctl.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
                                  Service, WeightedEndpoint)
 
 LIMITS = p.Limits(maglev_size=251, max_services=8, max_backends=16)

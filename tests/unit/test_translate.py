@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ctl.api import ValidationProblem
-from ctl.dataplane.model import Endpoint, NatMode, Protocol
+from ctl.model import Endpoint, NatMode, Protocol
 from ctl.sources import Snapshot, parse_documents
 from ctl.translate import Condition, ObjectStatus, TranslateConfig, Translation, status_to_k8s, translate
 from ctl.translate.hostnames import hostnames_intersect

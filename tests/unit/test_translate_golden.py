@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from ctl.api import crds, openapi
-from ctl.dataplane.model import NatMode
+from ctl.model import NatMode
 from ctl.sources import parse_documents
 from ctl.sources.documents import assemble
 from ctl.translate import TranslateConfig, render_desired, status_to_k8s, translate

@@ -26,7 +26,7 @@ from pyroute2 import NetNS, netns
 from ctl.dataplane import abi, bpfsys
 from ctl.dataplane.dataplane import Dataplane
 from ctl.dataplane.loader import DataplaneSpec
-from ctl.dataplane.model import DesiredState
+from ctl.model import DesiredState
 from ctl.dataplane.pinned import DIGEST_MAP_FILE, PinnedMaps
 from ctl.dataplane.plan import DataplaneConfig
 

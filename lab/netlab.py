@@ -50,8 +50,8 @@ from typing import Any
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.rtnl.ifinfmsg import XDP_FLAGS_DRV_MODE
 
-# The repository root: `python -m tests.net.servers` must run from here.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The repository root: `python -m lab.servers` must run from here.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 CLIENT_NET4 = IPv4Network("10.99.0.0/24")
 CLIENT_NET6 = IPv6Network("fd99::/64")
@@ -342,9 +342,9 @@ class Lab:
         return [sys.executable, "-m", module, *(str(a) for a in args)]
 
     def run_client(self, mode: str, *args: Any, timeout: float = 60) -> dict[str, Any]:
-        """Run tests.net.client in the client namespace; return its JSON report."""
+        """Run lab.client in the client namespace; return its JSON report."""
         done = self.run(
-            self.client.ns, self.python_argv("tests.net.client", mode, *args), timeout=timeout
+            self.client.ns, self.python_argv("lab.client", mode, *args), timeout=timeout
         )
         return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -354,7 +354,7 @@ class Lab:
         """Open one long-lived echo connection from the client; stop it with .stop()."""
         proc = self.popen(
             self.client.ns,
-            self.python_argv("tests.net.client", "tcp-session", "--addr", addr, "--port", port, *args),
+            self.python_argv("lab.client", "tcp-session", "--addr", addr, "--port", port, *args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -384,7 +384,7 @@ class Lab:
         udp_ports: Sequence[int] = (5353,),
         ready_timeout: float = 10,
     ) -> None:
-        """Start tests.net.servers in every backend, named be<i>; wait until they listen."""
+        """Start lab.servers in every backend, named be<i>; wait until they listen."""
         started = []
         for backend in self.backends:
             args = ["--name", backend.name]
@@ -392,7 +392,7 @@ class Lab:
             args += [a for port in udp_ports for a in ("--udp", port)]
             proc = self.popen(
                 backend.ns,
-                self.python_argv("tests.net.servers", *args),
+                self.python_argv("lab.servers", *args),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
             )

@@ -1,6 +1,6 @@
 """Traffic generator for the net tests; prints one JSON report on stdout.
 
-    python -m tests.net.client <mode> --addr A --port P [options]
+    python -m lab.client <mode> --addr A --port P [options]
 
 Modes:
   tcp-spread        N sequential new connections; which backend greeted each one.
@@ -30,7 +30,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from tests.net.servers import UDP_PAYLOAD_SEPARATOR, Greeting
+from lab.servers import UDP_PAYLOAD_SEPARATOR, Greeting
 
 
 class PeerClosed(ConnectionError):

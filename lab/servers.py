@@ -1,6 +1,6 @@
 """Backend servers for the net tests: tell who answered and whom they saw, then echo.
 
-    python -m tests.net.servers --name be0 --tcp 8080 --udp 5353 [--tcp ... --udp ...]
+    python -m lab.servers --name be0 --tcp 8080 --udp 5353 [--tcp ... --udp ...]
 
 TCP: on accept, send the greeting line "<name> <peer_ip> <peer_port>\\n", then echo all
 received bytes until the peer closes. UDP: answer each datagram with

@@ -6,7 +6,11 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from .harness import CLIENT4, CLIENT6, CLIENT_MAC, VIP4, VIP6
+from ctl.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol, Service,
+                       WeightedEndpoint)
+
+from .harness import (CLIENT4, CLIENT6, CLIENT_MAC, GW_BACK4, GW_BACK6, VIP4, VIP6, backend4,
+                      backend6)
 
 CLIENT_PORT = 40000
 VIP_PORT = 80
@@ -47,3 +51,20 @@ def udp6(sport: int = CLIENT_PORT, dport: int = 53, payload: bytes = b"query") -
 
 def echo4() -> Ether:
     return client_eth() / IP(src=str(CLIENT4), dst=str(VIP4)) / ICMP(type=8, id=1, seq=1) / b"ping"
+
+
+# -- desired states over these addresses (tests and bench/packet.py) -------------------
+def service(vip=VIP4, port=VIP_PORT, proto=Protocol.TCP, backends=((0, 1),), *,
+            nat=NatMode.SNAT, reject=0.0, v6=False, backend_port=BACKEND_PORT) -> Service:
+    addr = backend6 if v6 else backend4
+    return Service(
+        frontend=FrontendKey(vip, port, proto),
+        backends=tuple(WeightedEndpoint(Endpoint(addr(i), backend_port), w) for i, w in backends),
+        reject_weight=reject, nat=nat,
+        snat_address=(GW_BACK6 if v6 else GW_BACK4) if nat is NatMode.SNAT else None,
+        owner="test",
+    )
+
+
+def state(*services: Service) -> DesiredState:
+    return DesiredState(tuple(services))
