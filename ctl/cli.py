@@ -26,6 +26,8 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from ctl.capacity import DEFAULT as DEFAULT_CAPACITY
+
 
 class OneLineErrors(TyperGroup):
     """Any failure of any command ends as one line on stderr and exit 1, never a traceback."""
@@ -132,10 +134,10 @@ def run(
     pin_dir: PinDir = DEFAULT_PIN_DIR,
     listen: Annotated[str, typer.Option("--listen", help="host:port for /metrics, /healthz, /readyz and the API")] = "127.0.0.1:9480",
     hash_seed: Annotated[int, typer.Option("--hash-seed", help="Maglev and flow hash seed; the same on every node")] = 0,
-    maglev_size: Annotated[int, typer.Option("--maglev-size", help="prime number of slots per table")] = 16381,
-    max_services: Annotated[int, typer.Option("--max-services", help="frontend capacity of the maps")] = 4096,
-    max_backends: Annotated[int, typer.Option("--max-backends", help="backend capacity of the maps")] = 65536,
-    ct_size: Annotated[int, typer.Option("--ct-size", help="conntrack capacity (flows, LRU)")] = 262144,
+    maglev_size: Annotated[int, typer.Option("--maglev-size", help="prime number of slots per table")] = DEFAULT_CAPACITY.maglev_size,
+    max_services: Annotated[int, typer.Option("--max-services", help="frontend capacity of the maps")] = DEFAULT_CAPACITY.max_services,
+    max_backends: Annotated[int, typer.Option("--max-backends", help="backend capacity of the maps")] = DEFAULT_CAPACITY.max_backends,
+    ct_size: Annotated[int, typer.Option("--ct-size", help="conntrack capacity (flows, LRU)")] = DEFAULT_CAPACITY.ct_size,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Program the kernel from a directory of manifests (--config) or the cluster (--kubernetes)

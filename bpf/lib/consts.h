@@ -8,24 +8,13 @@
 #define PIN_DIR "/sys/fs/bpf/xdp-gateway"
 #endif
 
-/* Slots in every service's Maglev table; must be prime. */
-#ifndef MAGLEV_SIZE
-#define MAGLEV_SIZE 16381
-#endif
-
-/* Service ids index svc_stats, so they are bounded by this. */
-#ifndef MAX_SERVICES
-#define MAX_SERVICES 4096
-#endif
-
-/* Backend ids index be_stats; id 0 is the reject share in a Maglev table. */
-#ifndef MAX_BACKENDS
-#define MAX_BACKENDS 65536
-#endif
-
-/* Conntrack capacity (LRU: the least recently used flow goes first when full). */
-#ifndef CT_SIZE
-#define CT_SIZE 262144
+/* Capacity, from ctl/capacity.py (their one source); the loader always passes them:
+ *   MAGLEV_SIZE   slots in every service's Maglev table; prime
+ *   MAX_SERVICES  service ids index svc_stats, so they are bounded by this
+ *   MAX_BACKENDS  backend ids index be_stats; id 0 is the reject share in a Maglev table
+ *   CT_SIZE       conntrack capacity (LRU: the least recently used flow goes first) */
+#if !defined(MAGLEV_SIZE) || !defined(MAX_SERVICES) || !defined(MAX_BACKENDS) || !defined(CT_SIZE)
+#error "MAGLEV_SIZE, MAX_SERVICES, MAX_BACKENDS and CT_SIZE come from the loader (ctl/capacity.py)"
 #endif
 
 /* How many SNAT ports a new flow probes before it gives up (DROP_SNAT_EXHAUSTED). */

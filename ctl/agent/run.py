@@ -17,6 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from pyroute2 import IPRoute
 
+from ctl.capacity import DEFAULT as DEFAULT_CAPACITY
 from ctl.dataplane import loader
 from ctl.dataplane.dataplane import Dataplane
 from ctl.dataplane.loader import DataplaneSpec, XdpMode
@@ -44,10 +45,10 @@ class AgentOptions:
     pin_dir: Path = Path("/sys/fs/bpf/xdp-gateway")
     listen: str = "127.0.0.1:9480"
     hash_seed: int = 0
-    maglev_size: int = 16381
-    max_services: int = 4096
-    max_backends: int = 65536
-    ct_size: int = 262144
+    maglev_size: int = DEFAULT_CAPACITY.maglev_size
+    max_services: int = DEFAULT_CAPACITY.max_services
+    max_backends: int = DEFAULT_CAPACITY.max_backends
+    ct_size: int = DEFAULT_CAPACITY.ct_size
     poll_interval: float = 0.2
     kubernetes: bool = False  # watch the cluster (in-cluster config unless kubeconfig)
     kubeconfig: Path | None = None

@@ -15,6 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctl.capacity import DEFAULT as DEFAULT_CAPACITY
+from ctl.capacity import Capacity
+
 from . import abi, bpfsys
 from .headers import bcc_header_flags
 from .source import BPF_DIR, expand_includes
@@ -40,19 +43,17 @@ class DataplaneSpec:
     """Compile-time sizes (C defines) and where the maps are pinned."""
 
     pin_dir: Path = Path("/sys/fs/bpf/xdp-gateway")
-    maglev_size: int = 16381
-    max_services: int = 4096
-    max_backends: int = 65536
-    ct_size: int = 262144
+    maglev_size: int = DEFAULT_CAPACITY.maglev_size
+    max_services: int = DEFAULT_CAPACITY.max_services
+    max_backends: int = DEFAULT_CAPACITY.max_backends
+    ct_size: int = DEFAULT_CAPACITY.ct_size
 
     def __post_init__(self) -> None:
-        from .maglev import is_prime
+        self.capacity  # noqa: B018 - validates the sizes (ValueError)
 
-        if not is_prime(self.maglev_size):
-            raise ValueError(f"Maglev table size {self.maglev_size} is not prime (e.g. 16381, 65521)")
-        for name in ("max_services", "max_backends", "ct_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+    @property
+    def capacity(self) -> Capacity:
+        return Capacity(self.maglev_size, self.max_services, self.max_backends, self.ct_size)
 
     def cflags(self) -> list[str]:
         return [

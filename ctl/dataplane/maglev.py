@@ -35,7 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_SIZE = 16381  # prime; ~16 slots per backend at 1,000 backends
+from ctl.capacity import DEFAULT as DEFAULT_CAPACITY
+from ctl.capacity import is_prime
+
+DEFAULT_SIZE = DEFAULT_CAPACITY.maglev_size
 REJECT_ID = 0  # id of the share that refuses new flows (unresolved backendRefs)
 
 # Everything that shapes placement (this hash domain, the digest layout, the round limits,
@@ -74,23 +77,6 @@ class MaglevBackend:
     id: int
     # Relative weight >= 0; 0 means no slot at all.
     weight: float
-
-
-def is_prime(n: int) -> bool:
-    """Whether n is prime; Maglev needs a prime size so every skip walks every slot."""
-    if n < 2:
-        return False
-    if n < 4:
-        return True
-    if n % 2 == 0 or n % 3 == 0:
-        return False
-    # Every prime above 3 is 6k +- 1; table sizes are small enough for trial division.
-    divisor = 5
-    while divisor * divisor <= n:
-        if n % divisor == 0 or n % (divisor + 2) == 0:
-            return False
-        divisor += 6
-    return True
 
 
 def build_table(

@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ctl.capacity import Capacity
+
 from .abi import WEIGHT_SCALE
 from .maglev import MaglevBackend, build_table
 from ctl.model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service, address_order
@@ -35,11 +37,8 @@ class DataplaneConfig:
     udp_timeout: int = 60
 
 
-@dataclass(frozen=True)
-class Limits:
-    maglev_size: int = 16381
-    max_services: int = 4096
-    max_backends: int = 65536
+# The planner refuses a desired state that does not fit the data path's capacity.
+Limits = Capacity
 
 
 @dataclass(frozen=True)
