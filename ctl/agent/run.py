@@ -85,7 +85,11 @@ def default_snat_addresses(links: dict[str, tuple[int, list[IPAddress]]]) -> tup
 
 
 def _sysctl(path: str, value: str) -> None:
-    Path("/proc/sys", path).write_text(value)
+    # Written only when it differs: in a container /proc/sys is read-only, and the
+    # chart's privileged node-setup init container has set these already.
+    file = Path("/proc/sys", path)
+    if file.read_text().strip() != value:
+        file.write_text(value)
 
 
 def prepare_kernel(interfaces: tuple[str, ...], nat: NatMode) -> None:

@@ -126,8 +126,6 @@ def _run_options() -> set[str]:
 @pytest.mark.parametrize("objects", ["default_objects", "custom_objects"])
 def test_every_agent_flag_is_one_gwctl_run_accepts(objects, request):
     options = _run_options()
-    if "--kubernetes" not in options:
-        pytest.skip("gwctl run has no --kubernetes yet (the Kubernetes source of issue 8)")
     args = _container(request.getfixturevalue(objects), "agent")["args"]
     assert args[0] == "run"
     flags = {a.split("=", 1)[0] for a in args[1:]}
