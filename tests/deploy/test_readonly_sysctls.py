@@ -13,7 +13,7 @@ import pytest
 
 PREPARE = """
 from ctl.agent.run import prepare_kernel
-from ctl.dataplane.model import NatMode
+from ctl.model import NatMode
 prepare_kernel(("xgro0",), NatMode.SNAT)
 print("prepared")
 """
