@@ -2,7 +2,7 @@
 Gateway API status and Events. Effects only; the decisions are in ``progress``.
 
 Leader election: the DaemonSet's agents elect one of themselves through a
-coordination.k8s.io Lease (``xdp-gateway-status-writer`` in the agent's namespace).
+coordination.k8s.io Lease (``xdp-gateway-status`` in the agent's namespace).
 Every agent already translates the whole cluster, so any of them can write status;
 one image and one workload means no extra Deployment to size, upgrade or schedule.
 Expiry is judged as client-go does: by how long this agent has seen the Lease

@@ -19,7 +19,7 @@ from ctl.translate import Condition, ObjectStatus, status_to_k8s
 
 PROGRAMMED_ANNOTATION = "xdp-gateway.io/programmed"
 NODE_LEASE_PREFIX = "xdp-gateway-node-"
-STATUS_LEASE_NAME = "xdp-gateway-status-writer"
+STATUS_LEASE_NAME = "xdp-gateway-status"
 _REPORTED_KINDS = ("Gateway", "TCPRoute", "UDPRoute", "TLSRoute", "HTTPRoute", "GRPCRoute")
 
 

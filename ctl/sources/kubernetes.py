@@ -21,14 +21,14 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from ctl.api import GATEWAY_GROUP, K8sObject, ValidationProblem, crds, parse_object
+from ctl.api import GATEWAY_GROUP, Gateway, K8sObject, ValidationProblem, crds, parse_object
 from ctl.sources.documents import LoadResult
 from ctl.sources.snapshot import Snapshot
 
@@ -71,6 +71,24 @@ def watched_kinds() -> tuple[WatchedKind, ...]:
         _gateway_kind("GRPCRoute", "grpcroutes", ("v1",)),
         _gateway_kind("ReferenceGrant", "referencegrants", ("v1", "v1beta1")),
     )
+
+
+SECRETS = WatchedKind("Secret", "", "secrets", ("v1",))
+SECRET_REFRESH = 30.0  # seconds between re-reads of referenced Secrets (certificate rotation)
+
+
+def referenced_secrets(gateways: Iterable[Gateway]) -> set[tuple[str, str]]:
+    """(namespace, name) of every Secret a Gateway listener's certificateRefs names.
+
+    Whether a cross-namespace reference is allowed (a ReferenceGrant) is translation's
+    call; the source only fetches, so a grant added later needs no refetch."""
+    refs = set()
+    for gateway in gateways:
+        for listener in gateway.spec.listeners:
+            for ref in listener.tls.certificate_refs if listener.tls else ():
+                if ref.group in ("", "core") and ref.kind == "Secret":
+                    refs.add((ref.namespace or gateway.namespace, ref.name))
+    return refs
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
@@ -121,13 +139,17 @@ class KubernetesSource:
     """Watches the cluster; thread-safe; ``stop()`` ends every watch."""
 
     def __init__(self, api: client.ApiClient, kinds: tuple[WatchedKind, ...] | None = None,
-                 settle: float = 0.1, max_delay: float = 0.5, watch_timeout: int = 290):
+                 settle: float = 0.1, max_delay: float = 0.5, watch_timeout: int = 290, secrets: bool = True):
         self.api = api
         self.kinds = kinds if kinds is not None else watched_kinds()
         self.settle = settle  # quiet time that ends a burst
         self.max_delay = max_delay  # a burst never delays a reconcile longer than this
         self.watch_timeout = watch_timeout
         self._states = {kind.kind: _KindState() for kind in self.kinds}
+        # Secrets are read by name (never listed or watched): only those Gateways reference.
+        self.secrets = secrets and "Gateway" in self._states
+        if self.secrets:
+            self._states[SECRETS.kind] = _KindState()
         self._changed = threading.Condition()
         self._revision = 0  # bumped on every change
         self._stopping = threading.Event()
@@ -143,6 +165,10 @@ class KubernetesSource:
     def start(self) -> None:
         for kind in self.kinds:
             thread = threading.Thread(target=self._run_kind, args=(kind,), name=f"watch-{kind.plural}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.secrets:
+            thread = threading.Thread(target=self._run_secrets, name="read-secrets", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -270,13 +296,46 @@ class KubernetesSource:
             except Exception as error:  # noqa: BLE001 - network errors of every flavour: back off and retry
                 self._failed(kind, error, backoff)
 
+    def _run_secrets(self) -> None:
+        backoff = Backoff()
+        fetched: set[tuple[str, str]] | None = None
+        fetched_at = 0.0
+        while not self._stopping.is_set():
+            with self._changed:
+                gateway_state = self._states["Gateway"]
+                gateways = [e.parsed for e in gateway_state.entries.values() if isinstance(e.parsed, Gateway)]
+                ready = gateway_state.synced
+            refs = referenced_secrets(gateways)
+            if ready and (refs != fetched or time.monotonic() - fetched_at > SECRET_REFRESH):
+                try:
+                    self._replace(SECRETS, [self._complete(raw, SECRETS, "v1") for raw in self._read_secrets(refs)], synced=True)
+                    fetched, fetched_at = refs, time.monotonic()
+                    backoff.reset()
+                except Exception as error:  # noqa: BLE001 - as for watches: back off and retry
+                    self._failed(SECRETS, error, backoff)
+                    continue
+            self._stopping.wait(0.2)
+
+    def _read_secrets(self, refs: set[tuple[str, str]]) -> list[dict[str, Any]]:
+        found = []
+        for namespace, name in sorted(refs):
+            try:
+                response = self._core.read_namespaced_secret(name, namespace, _preload_content=False,
+                                                             _request_timeout=(5, 30))
+            except ApiException as error:
+                if error.status == 404:
+                    continue  # translation reports the missing reference
+                raise
+            found.append(json.loads(response.data))
+        return found
+
     def _failed(self, kind: WatchedKind, error: Exception, backoff: Backoff) -> None:
         if self._stopping.is_set():
             return  # stop() cut the connection
         self.watch_errors += 1
         delay = backoff.next_delay()
-        reason = f"{error.status} {error.reason}" if isinstance(error, ApiException) else type(error).__name__
-        log.warning("API server request failed; retrying",
+        reason = f"{error.status} {error.reason}" if isinstance(error, ApiException) else f"{type(error).__name__}: {error}"
+        log.warning("API server request failed (%s); retrying", reason,
                     extra={"event": "watch-error", "kind": kind.label, "error": reason, "retry_in": round(delay, 2)})
         self._stopping.wait(delay)
 

@@ -147,3 +147,19 @@ def test_an_invalid_edit_keeps_the_last_valid_version_and_is_reported(cluster):
     assert kept.spec.rules[0].backend_refs[0].port == 8080, "the last valid version keeps serving"
     api.put(route)
     wait_for(lambda: not source.load().problems, what="the fix")
+
+
+def test_only_secrets_that_gateways_reference_are_read_by_name(cluster):
+    api, source = cluster
+    for name in ("cert", "unrelated"):
+        api.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"},
+                 "type": "kubernetes.io/tls", "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5"}})
+    assert source.load().snapshot.secrets == ()
+    gateway = next(copy.deepcopy(d) for d in example_documents() if d["kind"] == "Gateway")
+    gateway["spec"]["listeners"].append({"name": "tls", "protocol": "HTTPS", "port": 443,
+                                         "tls": {"certificateRefs": [{"name": "cert"}]}})
+    api.put(gateway)
+    secrets = wait_for(lambda: source.load().snapshot.secrets, what="the referenced Secret")
+    assert [s.name for s in secrets] == ["cert"] and secrets[0].value("tls.crt") == b"cert"
+    used = {(r.verb, r.resource) for r in api.requests_since() if r.resource == "secrets"}
+    assert used == {("get", "secrets")}, "Secrets are never listed or watched"

@@ -380,3 +380,12 @@ def test_models_still_hold_what_they_read() -> None:
     assert isinstance(route, TCPRoute) and route.spec.rules[0].backend_refs[0].weight == 3
     assert isinstance(loads("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n"), Namespace)
     assert not isinstance(route, Gateway)
+
+
+def test_a_secret_with_data_validates() -> None:
+    # V1Secret's data is dict(str, bytearray) in the client's models: a scalar on the wire.
+    from ctl.api import Secret, parse_object
+
+    parsed = parse_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cert", "namespace": "default"},
+                           "type": "kubernetes.io/tls", "data": {"tls.crt": "Y2VydA=="}}, filename="f", index=1)
+    assert isinstance(parsed, Secret) and parsed.value("tls.crt") == b"cert"
