@@ -2,7 +2,7 @@
 # the data path loads BPF programs and the tests build network namespaces.
 PYTHON := .venv/bin/python
 
-.PHONY: setup demo test test-fast bench
+.PHONY: setup demo test test-fast bench manifests
 setup:
 	bash scripts/setup.sh
 
@@ -19,3 +19,7 @@ bench: setup
 # Pure tier only (no root needed once set up).
 test-fast:
 	$(PYTHON) -m pytest -ra tests/unit
+
+# deploy/manifests/xdp-gateway.yaml from the Helm chart (Helm's library, offline).
+manifests: setup
+	$(PYTHON) scripts/render_manifests.py
