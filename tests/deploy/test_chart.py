@@ -143,11 +143,9 @@ def test_l7_container_is_envoy_on_the_shared_ads_socket(default_objects, custom_
     ads_cluster = bootstrap["static_resources"]["clusters"][0]
     pipe = ads_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]
     assert pipe["path"] == "/run/xdp-gateway/ads.sock"
-    # l7 off: no Envoy, no bootstrap, and no right to read Secrets.
+    # l7 off: no Envoy and no bootstrap.
     assert [c["name"] for c in _pod(custom_objects)["containers"]] == ["agent"]
     assert not by_kind(custom_objects, "ConfigMap")
-    role = one(custom_objects, "ClusterRole")
-    assert not any("secrets" in rule["resources"] for rule in role["rules"])
 
 
 def test_envoy_accepts_the_bootstrap(default_objects, tmp_path):
@@ -197,6 +195,8 @@ def test_leases_are_a_role_in_the_release_namespace(custom_objects):
     assert by_verb["create"] is None  # Kubernetes cannot limit create by name
     cluster_role = one(custom_objects, "ClusterRole")
     assert not any("leases" in r["resources"] for r in cluster_role["rules"])
+    secrets = [r for r in cluster_role["rules"] if "secrets" in r["resources"]]
+    assert [r["verbs"] for r in secrets] == [["get"]]  # read by name, never listed
     writes = {v for r in cluster_role["rules"] for v in r["verbs"]} - {"get", "list", "watch"}
     for rule in cluster_role["rules"]:
         if set(rule["verbs"]) & writes and rule["apiGroups"] == ["gateway.networking.k8s.io"]:
