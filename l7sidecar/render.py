@@ -151,22 +151,22 @@ def feedback(
 
     ``acked``: names of resources Envoy has accepted (ACKed versions that contain them);
     ``rejected``: resource name -> Envoy's error message (NACK). Returns the Gateway
-    listeners now programmed (their Listener resource accepted, none of their resources
-    rejected) and every owner of a rejected resource with the message, ready for
-    ``ctl.translate.apply_l7_feedback``.
+    listeners now programmed (every Listener, RouteConfiguration and Secret they own
+    accepted, none rejected) and every owner of a rejected resource with the message,
+    ready for ``ctl.translate.apply_l7_feedback``.
     """
     refused: dict[SourceRef, str] = {}
     for name, message in rejected.items():
         for owner in rendered.owners.get(name, ()):
             refused.setdefault(owner, message)
     acked = set(acked)
-    programmed = {
-        owner
-        for name in rendered.of_type(LISTENER_TYPE)
-        if name in acked
-        for owner in rendered.owners.get(name, ())
-        if owner.kind == "Gateway" and owner not in refused
-    }
+    needed: dict[SourceRef, set[str]] = defaultdict(set)
+    for type_url in (LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE):
+        for name in rendered.of_type(type_url):
+            for owner in rendered.owners.get(name, ()):
+                if owner.kind == "Gateway" and owner.section:
+                    needed[owner].add(name)
+    programmed = {owner for owner, names in needed.items() if names <= acked and owner not in refused}
     return programmed, refused
 
 

@@ -355,3 +355,33 @@ def test_missing_crds_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_problem_rendering() -> None:
     problem = ValidationProblem("f.yaml", "Gateway a/b", "bad", field="spec.x", line=3)
     assert str(problem) == "f.yaml:3: Gateway a/b: spec.x: bad"
+
+
+def test_secrets_load_from_the_config_directory(tmp_path: Path) -> None:
+    """Standalone mode reads TLS Secrets like any other object: base64 ``data`` and
+    ``stringData`` (which wins, as the API server merges it over data)."""
+    (tmp_path / "tls.yaml").write_text(textwrap.dedent("""\
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: site-cert, namespace: web}
+        type: kubernetes.io/tls
+        data: {tls.crt: Y2VydA==, tls.key: a2V5}
+        stringData: {tls.key: from-string-data}
+        """))
+    result = load_directory(tmp_path)
+    assert result.problems == ()
+    [secret] = result.snapshot.secrets
+    assert (secret.namespace, secret.name, secret.type) == ("web", "site-cert", "kubernetes.io/tls")
+    assert secret.value("tls.crt") == b"cert"
+    assert secret.value("tls.key") == b"from-string-data"
+    assert secret.value("ca.crt") is None
+
+
+def test_secret_data_must_be_base64() -> None:
+    message = only_problem("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {tls.crt: 'not base64!'}\n")
+    assert "data" in message and "base64" in message
+
+
+def test_secret_unknown_field_is_refused() -> None:
+    message = only_problem("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringdata: {a: b}\n")
+    assert "stringdata" in message and "unknown field" in message

@@ -46,7 +46,15 @@ from tests.unit.test_translate_golden import GOLDEN, case_config
 
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "input.yaml").is_file())
 # Cases given to the real Envoy: one per kind of listener and every filter.
-ENVOY_VALIDATED = ("l7-http-precedence", "l7-https-tls", "l7-grpc", "l7-filters")
+ENVOY_VALIDATED = (
+    "l7-http-precedence",
+    "l7-https-tls",
+    "l7-grpc",
+    "l7-filters",
+    "conformance-httproute-https-listener",
+    "conformance-tlsroute-hostname-intersection",
+    "conformance-httproute-matching-across-routes",
+)
 
 
 def rendered_case(name: str) -> tuple[Any, RenderedL7]:
@@ -104,6 +112,7 @@ def test_feedback_turns_acks_and_nacks_into_status() -> None:
     assert listener_name in rendered.of_type(LISTENER_TYPE) and table in rendered.of_type(ROUTE_TYPE)
     web = SourceRef("Gateway", "default", "web", "http")
 
+    assert feedback(rendered, acked={listener_name}, rejected={}) == (set(), {}), "its routes are not acked yet"
     programmed, refused = feedback(rendered, acked={listener_name, table}, rejected={})
     assert programmed == {web} and refused == {}
     statuses = apply_l7_feedback(translation.statuses, programmed, refused, case_config(GOLDEN).now)
