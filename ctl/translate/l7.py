@@ -218,6 +218,11 @@ def build_l7(inputs: Sequence[L7Input], index: SnapshotIndex, options: L7Options
             else:
                 for sni, chain in _passthrough_chains(item, clusters, options.passthrough_proxy_protocol):
                     chains_by_sni.setdefault(sni, chain)
+        if not chains_by_sni:
+            # A TLS listener without routes is still valid and owns its port: Envoy needs
+            # one chain, and it closes every connection (no backend), as the spec asks
+            # for an SNI that no route matches.
+            chains_by_sni[()] = FilterChain((), sources)
         protocol = L7Protocol.HTTPS if any(c.terminates_tls for c in chains_by_sni.values()) else L7Protocol.TLS
         ordered = tuple(chains_by_sni[sni] for sni in sorted(chains_by_sni, key=_sni_order))
         listeners.append(L7Listener(name, address, port, protocol, ordered, sources))

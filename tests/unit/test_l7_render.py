@@ -54,6 +54,7 @@ ENVOY_VALIDATED = (
     "conformance-httproute-https-listener",
     "conformance-tlsroute-hostname-intersection",
     "conformance-httproute-matching-across-routes",
+    "conformance-tlsroute-invalid-no-matching-listener",
 )
 
 
