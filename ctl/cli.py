@@ -80,18 +80,16 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def failure_message(error: BaseException) -> str:
     """One line for an exception no command handled, naming it unless its type says enough."""
-    from ctl.api import CrdsNotFoundError
-
-    if isinstance(error, CrdsNotFoundError):
-        return str(error)  # says what is missing and which setting to check
+    text = " ".join(str(error).split())
+    if type(error).__module__.startswith("ctl."):
+        return text  # our own errors are written for the user (AbiMismatch, missing schemas, ...)
     if isinstance(error, PermissionError):
         where = f" ({error.filename})" if error.filename else ""
         return f"permission denied{where}: gwctl needs root (CAP_BPF, CAP_NET_ADMIN) for this"
     if isinstance(error, OSError) and error.strerror:
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror}"
-    text = " ".join(str(error).split()) or "(no message)"
-    return f"unexpected {type(error).__name__}: {text}"
+    return f"unexpected {type(error).__name__}: {text or '(no message)'}"
 
 
 def emit(document: Any, output: Output) -> None:

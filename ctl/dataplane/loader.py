@@ -18,7 +18,7 @@ from pathlib import Path
 from ctl.capacity import DEFAULT as DEFAULT_CAPACITY
 from ctl.capacity import Capacity
 
-from . import abi, bpfsys
+from . import abi, abicheck, bpfsys
 from .headers import bcc_header_flags
 from .source import BPF_DIR, expand_includes
 
@@ -146,6 +146,10 @@ def compile_programs(spec: DataplaneSpec) -> Programs:
     cflags = spec.cflags() + bcc_header_flags()
     xdp = BPF(text=expand_includes(BPF_DIR / "xdp_lb.c").encode(), cflags=cflags)
     tc = BPF(text=expand_includes(BPF_DIR / "tc_lb.c").encode(), cflags=cflags)
+    # Before any program is loaded or any entry written: the maps are only read and
+    # written through the mirrors.
+    for module in (xdp, tc):
+        abicheck.check(lambda name, module=module: module.get_table(name.encode()))
     return Programs(
         xdp_fd=xdp.load_func(b"xdp_lb", BPF.XDP).fd,
         tc_ingress_fd=tc.load_func(b"tc_ingress", BPF.SCHED_CLS).fd,

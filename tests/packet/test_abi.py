@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import ctypes
 import re
+import secrets
+import shutil
+from pathlib import Path
 
 import pytest
 
-from ctl.dataplane import abi
+from ctl.dataplane import abi, abicheck
+from ctl.dataplane.abicheck import AbiMismatch
+from ctl.dataplane.loader import DataplaneSpec, compile_programs
 from ctl.dataplane.source import BPF_DIR
+from lab.harness import TEST_SPEC_SIZES
 
 pytestmark = pytest.mark.packet
 
@@ -48,3 +54,33 @@ def test_enums_match_consts_h():
     assert [f"HOOK_{h.name}" for h in abi.Hook] == _c_enum("hook")[:-1]
     assert [f"V_{v.name}" for v in abi.Verdict] == _c_enum("verdict")[:-1]
     assert [f"NAT_{n.name}" for n in abi.NatModeC] == _c_enum("nat_mode")
+
+
+class _SwappedCtEntry(ctypes.Structure):
+    """abi.CtEntry with backend_id and service_id swapped: same size, wrong places."""
+
+    _fields_ = [
+        ("last_seen", abi.u64), ("service_id", abi.u32), ("backend_id", abi.u32), ("nat_addr", abi.Addr),
+        ("nat_port", abi.u16), ("state", abi.u8), ("pad", abi.u8), ("backend_check", abi.u32),
+    ]
+
+
+def test_loader_refuses_a_mirror_that_disagrees_naming_struct_and_field(packet_lab, monkeypatch):
+    # packet_lab: only for its requirement checks; this compiles its own programs
+    pin_dir = Path(f"/sys/fs/bpf/xgabi{secrets.token_hex(3)}")
+    monkeypatch.setitem(abi.PINNED_MAPS, "ct_fwd", (abi.PINNED_MAPS["ct_fwd"][0], abi.CtKey, _SwappedCtEntry))
+    try:
+        with pytest.raises(AbiMismatch) as refused:
+            compile_programs(DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES))
+    finally:
+        shutil.rmtree(pin_dir, ignore_errors=True)
+    message = str(refused.value)
+    assert "map ct_fwd value, struct ct_entry (mirror abi._SwappedCtEntry), field backend_id: " \
+           "offset 8 size 4 in the compiled program, offset 12 size 4 in the mirror" in message, message
+    assert "(and 1 more)" in message  # service_id, the other half of the swap
+    assert message.endswith("refusing to start (a struct and its mirror change together)")
+
+
+def test_the_loaders_check_passes_on_the_real_mirrors(packet_lab):
+    for module in packet_lab.dataplane.programs._modules:
+        abicheck.check(lambda name, module=module: module.get_table(name.encode()))

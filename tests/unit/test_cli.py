@@ -587,3 +587,12 @@ def test_a_long_error_stays_on_one_line_on_a_narrow_console(monkeypatch: pytest.
 ])
 def test_failure_message_is_one_line_naming_the_exception(error: Exception, line: str) -> None:
     assert cli.failure_message(error) == line
+
+
+def test_our_own_errors_are_printed_as_written() -> None:
+    from ctl.dataplane.abicheck import AbiMismatch
+    from ctl.dataplane.loader import PinnedMapMismatch
+
+    assert cli.failure_message(PinnedMapMismatch("/p/ct_fwd_v1: pinned map has\nanother shape")) == \
+        "/p/ct_fwd_v1: pinned map has another shape"
+    assert cli.failure_message(AbiMismatch("map ct_fwd value, struct ct_entry")) == "map ct_fwd value, struct ct_entry"
