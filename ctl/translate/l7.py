@@ -10,6 +10,8 @@ listener:
   rules of wildcard hostnames covering it, then the hostname-less ones. Within each of
   those groups rules follow the spec's precedence: exact path, longest prefix, method,
   most header matches, most query matches, oldest route, namespace/name, rule order.
+  Listeners are isolated: a host is served only by the routes of the most specific
+  listener matching it (every listener hostname has a virtual host, maybe empty: 404).
 - HTTPS: one filter chain per Gateway listener, matched by SNI = its hostname (none:
   the default chain), with its certificates and its own route table built the same way
   from the routes attached to that listener only.
@@ -267,6 +269,7 @@ def _passthrough_chains(
 @dataclass(frozen=True)
 class _Entry:
     hostname: str
+    listener_hostname: str  # "*" for a listener without hostname
     route: Route
     rule_index: int
     match_index: int
@@ -275,22 +278,32 @@ class _Entry:
 
 
 def _route_table(name: str, items: Sequence[L7Input], port: int, clusters: _Clusters) -> RouteTable:
+    """The virtual hosts of the given Gateway listeners (one port, or one HTTPS chain).
+
+    Listener isolation: a request belongs to the most specific listener whose hostname
+    matches its host, and only that listener's routes may serve it. So every listener
+    hostname gets a virtual host (empty when the listener has no route: 404), and each
+    virtual host holds only the entries of the most specific listener covering it.
+    """
     entries: list[_Entry] = []
     seen: set[tuple[str, SourceRef]] = set()
-    for item in items:
+    listener_hostnames = {item.listener.spec.hostname or "*" for item in items}
+    for item in items:  # most specific listener first
         for route, resolutions in item.routes:
             if not isinstance(route, HTTPRoute | GRPCRoute):
                 continue
             for hostname in effective_hostnames(item.listener.spec.hostname, route.spec.hostnames):
-                # One route attached to several listeners of the port serves each hostname once.
+                # One route attached to several listeners of the port serves each hostname
+                # once, through the most specific of them.
                 if (hostname, route_source(route)) in seen:
                     continue
                 seen.add((hostname, route_source(route)))
                 entries.extend(_entries(hostname, route, resolutions, item.listener, port, clusters))
-    hostnames = sorted({e.hostname for e in entries}, key=lambda h: (_hostname_rank(h), h))
+    hostnames = sorted({e.hostname for e in entries} | listener_hostnames, key=lambda h: (_hostname_rank(h), h))
     virtual_hosts = []
     for hostname in hostnames:
-        applicable = [e for e in entries if _hostname_covers(e.hostname, hostname)]
+        owner = min((h for h in listener_hostnames if _hostname_covers(h, hostname)), key=_hostname_rank)
+        applicable = [e for e in entries if e.listener_hostname == owner and _hostname_covers(e.hostname, hostname)]
         applicable.sort(key=_precedence)
         virtual_hosts.append(VirtualHost(hostname, tuple(e.l7route for e in applicable)))
     return RouteTable(name, tuple(virtual_hosts))
@@ -331,7 +344,7 @@ def _entries(
         rule_resolutions = [r for r in resolutions if r.rule_index == i]
         for j, match in enumerate(matches):
             l7route = _l7_route(route, i, j, match, rule, rule_resolutions, listener, port, clusters, grpc=grpc)
-            entries.append(_Entry(hostname, route, i, j, match, l7route))
+            entries.append(_Entry(hostname, listener.spec.hostname or "*", route, i, j, match, l7route))
     return entries
 
 
