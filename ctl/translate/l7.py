@@ -74,7 +74,7 @@ from ctl.translate.conditions import ConditionType, Reason
 from ctl.translate.gateways import L7_PENDING_MESSAGE
 from ctl.translate.index import SnapshotIndex, age_order
 from ctl.translate.listeners import ListenerView
-from ctl.translate.status import Condition, ObjectStatus
+from ctl.translate.status import Condition, ObjectStatus, carry_transition_times
 
 H2C_APP_PROTOCOL = "kubernetes.io/h2c"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -532,6 +532,7 @@ def apply_l7_feedback(
     acked: Collection[SourceRef],
     rejected: Mapping[SourceRef, str],
     now: datetime,
+    previous: Iterable[ObjectStatus] = (),
 ) -> tuple[ObjectStatus, ...]:
     """The statuses with what Envoy did to the L7 configuration.
 
@@ -541,7 +542,9 @@ def apply_l7_feedback(
     names into these. An L7 listener translation left pending becomes Programmed=True
     when acked, Programmed=False/Invalid with the message when rejected; a rejected route
     gets Accepted=False/UnsupportedValue on every parent. The Gateway's Programmed is
-    recomputed. lastTransitionTime only moves for conditions that change.
+    recomputed. lastTransitionTime only moves for conditions that change; pass the
+    statuses last published as ``previous`` so that a listener Programmed before and
+    after a reconcile keeps its time (translation alone would see Pending in between).
     """
     acked = set(acked)
     out = []
@@ -563,7 +566,7 @@ def apply_l7_feedback(
             out.append(replace(status, parents=parents))
         else:
             out.append(status)
-    return tuple(out)
+    return carry_transition_times(out, previous)
 
 
 def _changed(condition: Condition, status: str, reason: str, message: str, now: datetime) -> Condition:

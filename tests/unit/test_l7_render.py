@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from datetime import UTC, datetime
 import difflib
 import json
 import os
@@ -125,6 +126,15 @@ def test_feedback_turns_acks_and_nacks_into_status() -> None:
     assert programmed_by_listener == {"http": ("True", "Programmed"), "wild": ("False", "Pending")}
     assert {c.type: c.status for c in gateway.conditions}["Programmed"] == "True"
 
+    # The next reconcile translates Pending again; with the published statuses as
+    # previous, the overlay keeps the listener's lastTransitionTime.
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    again = apply_l7_feedback(translation.statuses, programmed, refused, later, previous=statuses)
+    again_gateway = next(s for s in again if s.kind == "Gateway")
+    assert again_gateway == gateway
+    moved = apply_l7_feedback(translation.statuses, programmed, refused, later)
+    assert next(s for s in moved if s.kind == "Gateway") != gateway
+
     message = "Proto constraint validation failed: header value contains a NUL"
     programmed, refused = feedback(rendered, acked={listener_name}, rejected={table: message})
     assert web not in programmed and refused[web] == message
@@ -230,8 +240,6 @@ def test_secret_material_never_reaches_the_dump() -> None:
 def test_retry_renders_codes_attempts_and_backoff() -> None:
     """HTTPRoute retry lives in the experimental channel, which our standard-channel
     validation refuses in files; the model and rendering support it all the same."""
-    from datetime import UTC, datetime
-
     from ctl.api import Gateway, GatewayClass, HTTPRoute, Service
     from ctl.sources import Snapshot
     from ctl.translate import TranslateConfig
