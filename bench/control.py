@@ -237,6 +237,12 @@ def poll_interval() -> float:
     return AgentOptions.poll_interval
 
 
+def settle_window() -> float:
+    from ctl.agent.run import AgentOptions
+
+    return AgentOptions.settle_window
+
+
 class Agent:
     """`gwctl run` in the lab's gateway namespace, on a pin directory of its own that
     is removed on close (with whatever the agent attached there)."""
@@ -464,7 +470,8 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
             agent.close()
             net.detach_xdp_pass()
     return {"samples": samples, "lab": net.prefix, "reconcile_s": [e["seconds"] for e in reconciles],
-            "reconcile_writes": [e["writes"] for e in reconciles], "poll_interval_s": poll_interval()}
+            "reconcile_writes": [e["writes"] for e in reconciles], "poll_interval_s": poll_interval(),
+            "settle_window_s": settle_window()}
 
 
 # -- pure breakdown ---------------------------------------------------------------------
@@ -534,8 +541,10 @@ def run(quick: bool = False, only: str | None = None, log=None) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["notes"] += [
-        f"Watcher poll interval: {poll_interval() * 1000:.0f} ms (AgentOptions.poll_interval); an edit waits "
-        "for the next poll, so edit-to-packet is at least uniform(0, interval) plus load, translate and apply.",
+        f"Watcher poll interval: {poll_interval() * 1000:.0f} ms, settle window {settle_window() * 1000:.0f} ms "
+        "(AgentOptions.poll_interval, settle_window); an edit waits for the next poll, then for the directory "
+        "to stay quiet for the window (checked at later polls), so edit-to-packet is at least "
+        "uniform(0, interval) + the window rounded up to a poll, plus load, translate and apply.",
         "The agent's `seconds` (log event \"reconciled\") covers translate, reading the maps, planning and "
         "writing; reading the YAML (load_directory) happens before it and is not included.",
         f"Cold-start agents run with --max-services {MAX_SERVICES} --max-backends {MAX_BACKENDS} at every size.",
@@ -562,7 +571,8 @@ def _edit_row(name: str, data: dict, command: str) -> dict:
                attempts_median=statistics.median(s["attempts"] for s in data["samples"]),
                errors=sum(sum(s["errors"].values()) for s in data["samples"]),
                reconcile_ms=summary([s * 1000 for s in data["reconcile_s"]]) if data["reconcile_s"] else {},
-               poll_interval_ms=data["poll_interval_s"] * 1000, samples_ms=ms)
+               poll_interval_ms=data["poll_interval_s"] * 1000,
+               settle_window_ms=data.get("settle_window_s", 0) * 1000, samples_ms=ms)
 
 
 def _breakdown_row(name: str, data: dict, command: str) -> dict:
@@ -624,7 +634,9 @@ def markdown(result: dict) -> str:
             "in its own namespace opens new TCP connections (one at most every millisecond, one process) "
             "until one is greeted by the new backend. The figure is the time from the write to that "
             "connection's SYN. The watcher polls every "
-            f"{r['poll_interval_ms']:.0f} ms, so about half that is waiting for the next poll; the agent's "
+            f"{r['poll_interval_ms']:.0f} ms and programs an edit once the directory has been quiet for "
+            f"{r.get('settle_window_ms', 0):.0f} ms (so that an edit of several files is programmed once), so "
+            "about half a poll interval plus the window, rounded up to a poll, is waiting; the agent's "
             "own reconcile of each edit is shown beside it.",
             "",
             "| edits | p50 ms | p90 ms | p99 ms | mean ms | min-max ms | agent reconcile ms (median) "

@@ -29,7 +29,7 @@ from ctl.translate import TranslateConfig
 from .metrics import AgentMetrics, DataplaneCollector
 from .reconciler import ReconcileOutcome, Reconciler
 from .server import AgentServer
-from .watch import changes
+from .watch import POLL_INTERVAL, SETTLE_WINDOW, changes
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ class AgentOptions:
     max_services: int = DEFAULT_CAPACITY.max_services
     max_backends: int = DEFAULT_CAPACITY.max_backends
     ct_size: int = DEFAULT_CAPACITY.ct_size
-    poll_interval: float = 0.2
+    poll_interval: float = POLL_INTERVAL
+    settle_window: float = SETTLE_WINDOW  # quiet time before a burst of edits is programmed
     kubernetes: bool = False  # watch the cluster (in-cluster config unless kubeconfig)
     kubeconfig: Path | None = None
     node_name: str = ""
@@ -177,7 +178,8 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
         else:
             assert options.config_dir is not None
             parsed = ParseCache()  # an edit re-parses only the files it changed
-            for _ in changes(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set):
+            for _ in changes(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set,
+                             settle=options.settle_window):
                 if stop.is_set():
                     break
                 outcome = reconciler.reconcile(load_directory(options.config_dir, parsed))

@@ -96,6 +96,11 @@ def parse_documents(text: str, filename: str) -> ParseResult:
             node = loader.get_node()
             index += 1
             # Before constructing: merge keys (<<) are expanded into the node in place.
+            refusal = _alias_problem(node) if node is not None else None
+            if refusal is not None:
+                problems.append(ValidationProblem(filename, f"document {index}", refusal,
+                                                  line=node.start_mark.line + 1))
+                continue
             duplicates = tuple(_duplicate_fields(node)) if node is not None else ()
             document = loader.construct_document(node)
             if document is None:
@@ -146,6 +151,50 @@ def _parse(document: object, filename: str, index: int | str,
         raise  # a broken installation, not bad input
     except Exception as error:  # noqa: BLE001 - one odd document must not stop the agent
         return ValidationProblem(filename, f"document {index}", f"could not be validated: {error!r}")
+
+
+# The most nodes a document may stand for once its aliases are expanded. Manifests come
+# nowhere near it; a "billion laughs" document would make every later walk (schema,
+# models) take forever. The API server's YAML decoder refuses such documents too.
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _alias_problem(root: Node) -> str | None:
+    """Why the document's aliases cannot be accepted (a cycle, or too large once
+    expanded), or None. Counts each node once, with the expanded size of its children."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise _Cycle
+        open_nodes.add(key)
+        children: list[Node] = []
+        if isinstance(node, MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, SequenceNode):
+            children = list(node.value)
+        total = 1 + sum(size(child) for child in children)
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        expanded = size(root)
+    except _Cycle:
+        return "an alias refers to a node that contains it (a recursive document)"
+    except RecursionError:
+        return "nested too deeply"
+    if expanded > MAX_EXPANDED_NODES:
+        return f"excessive aliasing: {expanded} nodes once aliases are expanded (at most {MAX_EXPANDED_NODES})"
+    return None
+
+
+class _Cycle(Exception):
+    pass
 
 
 def _duplicate_fields(node: Node, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str, str]]:

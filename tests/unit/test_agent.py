@@ -25,7 +25,7 @@ from ctl.agent.reconciler import AgentState, Reconciler, ReconcileOutcome
 from ctl.agent.server import AgentServer
 from ctl.model import DesiredState
 from ctl.dataplane.plan import DataplaneConfig, Plan, PlanError, PutConfig
-from ctl.sources import LoadResult, assemble, parse_documents
+from ctl.sources import LoadResult, assemble, load_directory, parse_documents
 from ctl.translate import Condition, ObjectStatus, TranslateConfig, Translation, translate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "standalone"
@@ -316,16 +316,21 @@ def write(path: Path, text: str, mtime_ns: int) -> None:
 
 class Script:
     """An injected sleep that runs the next step of the test's script each time the
-    watcher waits (time passing, files changing meanwhile), and a stop that ends the
-    watch once the script is done."""
+    watcher waits (time passing on the script's clock, files changing meanwhile), and a
+    stop that ends the watch once the script is done."""
 
     def __init__(self, *steps):
         self.steps = list(steps)
         self.sleeps: list[float] = []
+        self.now = 0.0
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        self.now += seconds
         self.steps[len(self.sleeps) - 1]()
+
+    def clock(self) -> float:
+        return self.now
 
     def stop(self) -> bool:
         return len(self.sleeps) >= len(self.steps)
@@ -355,7 +360,7 @@ def test_fingerprint_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
     assert watch.fingerprint(tmp_path / "nowhere") == ()
 
 
-def test_changes_yields_at_start_and_then_only_on_change(tmp_path: Path) -> None:
+def test_without_a_settle_window_every_change_yields_at_once(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
     write(a, "a: 1\n", 1_000)
     script = Script(
@@ -369,7 +374,8 @@ def test_changes_yields_at_start_and_then_only_on_change(tmp_path: Path) -> None
         lambda: (tmp_path / "readme.txt").write_text("not a manifest"),
         nothing,
     )
-    seen = list(watch.changes(tmp_path, interval=0.25, sleep=script.sleep, stop=script.stop))
+    seen = list(watch.changes(tmp_path, interval=0.25, sleep=script.sleep, stop=script.stop, settle=0,
+                              clock=script.clock))
 
     assert [names(fp) for fp in seen] == [["a.yaml"], ["a.yaml", "b.yaml"], ["a.yaml", "b.yaml"], ["b.yaml"], ["c.yaml"]]
     assert seen[1][0] == seen[0][0] and seen[2][0] != seen[1][0]  # the edit changed a's entry only
@@ -379,7 +385,7 @@ def test_changes_yields_at_start_and_then_only_on_change(tmp_path: Path) -> None
 def test_changes_with_nothing_changing_yields_once(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", "a: 1\n", 1_000)
     script = Script(nothing, nothing, nothing, nothing)
-    seen = list(watch.changes(tmp_path, sleep=script.sleep, stop=script.stop))
+    seen = list(watch.changes(tmp_path, sleep=script.sleep, stop=script.stop, clock=script.clock))
     assert len(seen) == 1 and names(seen[0]) == ["a.yaml"]
     assert len(script.sleeps) == 4
 
@@ -391,9 +397,95 @@ def test_changes_notices_a_directory_appearing(tmp_path: Path) -> None:
         root.mkdir()
         write(root / "a.yaml", "a: 1\n", 1_000)
 
-    script = Script(nothing, create)
-    seen = list(watch.changes(root, sleep=script.sleep, stop=script.stop))
+    script = Script(nothing, create, nothing, nothing, nothing)
+    seen = list(watch.changes(root, sleep=script.sleep, stop=script.stop, clock=script.clock))
     assert [names(fp) for fp in seen] == [[], ["a.yaml"]]
+
+
+def test_a_burst_of_writes_is_reported_once_after_the_directory_is_quiet(tmp_path: Path) -> None:
+    """An edit touching several files over several polls (a git checkout, a script
+    writing one file per object) is one change, reported once the settle window has
+    passed without another write."""
+    a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    write(a, "a: 1\n", 1_000)
+    script = Script(
+        nothing,
+        lambda: write(a, "a: 22\n", 2_000),  # the burst: one write per poll, 50 ms apart
+        lambda: write(b, "b: 1\n", 3_000),
+        lambda: write(c, "c: 1\n", 4_000),
+        lambda: write(b, "b: 22\n", 5_000),
+        nothing,                               # 50 ms quiet: not yet
+        nothing,                               # 100 ms: not yet
+        nothing,                               # 150 ms >= 120 ms: reported
+        nothing, nothing, nothing,
+    )
+    seen = list(watch.changes(tmp_path, interval=0.05, settle=0.12, sleep=script.sleep, stop=script.stop,
+                              clock=script.clock))
+
+    assert [names(fp) for fp in seen] == [["a.yaml"], ["a.yaml", "b.yaml", "c.yaml"]]
+    assert [(size) for _, _, size, *_ in seen[1]] == [6, 6, 5]  # the burst's last state
+    assert script.sleeps == [0.05] * 11
+
+
+def test_the_settle_window_restarts_with_every_write(tmp_path: Path) -> None:
+    a = tmp_path / "a.yaml"
+    write(a, "a: 1\n", 1_000)
+    # Writes 100 ms apart, each within the 120 ms window of the one before.
+    steps = []
+    for i in range(5):
+        steps += [lambda i=i: write(a, f"a: {i + 10}\n", 2_000 + i), nothing]
+    script = Script(*steps, nothing, nothing, nothing)
+    seen = []
+    for fp in watch.changes(tmp_path, interval=0.05, settle=0.12, sleep=script.sleep, stop=script.stop,
+                            clock=script.clock):
+        seen.append((script.now, fp))
+    assert len(seen) == 2
+    # Reported 150 ms after the last write (t = 0.45 s), at the first poll past the window.
+    assert seen[1][0] == pytest.approx(0.60)
+
+
+def test_a_burst_that_restores_the_files_reports_nothing(tmp_path: Path) -> None:
+    a = tmp_path / "a.yaml"
+    write(a, "a: 1\n", 1_000)
+    script = Script(lambda: write(a, "a: 2\n", 2_000), lambda: write(a, "a: 1\n", 1_000), nothing, nothing,
+                    nothing, nothing)
+    seen = list(watch.changes(tmp_path, interval=0.05, settle=0.12, sleep=script.sleep, stop=script.stop,
+                              clock=script.clock))
+    assert len(seen) == 1
+
+
+def test_a_file_that_stops_being_recent_is_not_an_edit(tmp_path: Path) -> None:
+    # Recently modified files carry a content digest, older ones only their stat: the
+    # digest going away after two seconds must not look like an edit.
+    a = tmp_path / "a.yaml"
+    a.write_text("a: 1\n")
+    mtime = a.stat().st_mtime_ns
+    recent, settled = watch.fingerprint(tmp_path, now_ns=mtime + 1), watch.fingerprint(tmp_path, now_ns=mtime + 10**10)
+    assert recent != settled and watch.same(recent, settled)
+    a.write_text("a: 2\n")
+    assert not watch.same(recent, watch.fingerprint(tmp_path, now_ns=mtime + 1))
+
+
+def test_several_files_written_at_once_make_one_reconcile(tmp_path: Path) -> None:
+    """The agent's loop as run_agent drives it: a new configuration written file by file
+    is loaded and programmed once, with every file in it."""
+    config = tmp_path / "config"
+    config.mkdir()
+    documents = example_documents()
+    datapath = FakeDataPath()
+    rec = reconciler(datapath, Clock())
+
+    def write_all() -> None:
+        for i, document in enumerate(documents):
+            (config / f"{i:02d}.yaml").write_text(document)
+
+    script = Script(nothing, write_all, nothing, nothing, nothing, nothing, nothing)
+    for _ in watch.changes(config, interval=0.05, settle=0.12, sleep=script.sleep, stop=script.stop,
+                           clock=script.clock):
+        rec.reconcile(load_directory(config))
+    assert rec.state.reconciles == 2  # the empty directory at start, then the whole edit once
+    assert [len(d.services) for d in datapath.programmed] == [0, 2]
+    assert rec.state.problems == ()
 
 
 def test_changes_stops_before_sleeping_when_told_at_once(tmp_path: Path) -> None:

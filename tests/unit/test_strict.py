@@ -389,3 +389,25 @@ def test_a_secret_with_data_validates() -> None:
     parsed = parse_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cert", "namespace": "default"},
                            "type": "kubernetes.io/tls", "data": {"tls.crt": "Y2VydA=="}}, filename="f", index=1)
     assert isinstance(parsed, Secret) and parsed.value("tls.crt") == b"cert"
+
+
+# -- aliases -------------------------------------------------------------------------------------
+
+
+def test_a_recursive_alias_is_refused_not_a_crash() -> None:
+    assert only_problem("apiVersion: v1\nkind: Namespace\nmetadata: &m {name: a, x: *m}\n") == (
+        "m.yaml:1: document 1: an alias refers to a node that contains it (a recursive document)")
+
+
+def test_excessive_aliasing_is_refused_before_anything_walks_it() -> None:
+    # "Billion laughs": nine levels of ten aliases each stand for 10^9 nodes.
+    text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{new}: &{new} [{', '.join(['*' + old] * 10)}]\n" for old, new in zip("abcdefgh", "bcdefghi"))
+    message = only_problem(text)
+    assert message.startswith("m.yaml:1: document 1: excessive aliasing: ") and "at most 1000000" in message
+
+
+def test_ordinary_aliases_are_fine() -> None:
+    text = ("apiVersion: v1\nkind: Service\nmetadata: {name: app, namespace: apps, labels: &l {app: a}}\n"
+            "spec:\n  selector: *l\n  ports: [{name: tcp, port: 80}]\n")
+    assert loads(text).metadata.labels == {"app": "a"}
