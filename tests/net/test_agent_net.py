@@ -45,11 +45,13 @@ class Agent:
         self._pass_module, fd = loader.compile_xdp_pass()
         net.attach_xdp_pass(fd)
 
-    def start(self) -> None:
+    def start(self, addresses: tuple = ()) -> None:
+        """`gwctl run` with --address for each of addresses (default: the lab's IPv4 VIP)."""
         net, config_dir, log_path = self.net, self.config_dir, self.log_path
         argv = [sys.executable, "-m", "ctl.cli", "run", "--config", config_dir,
                 "--interface", "front", *[a for b in net.backends for a in ("--interface", b.gw_ifname)],
-                "--address", net.vip4, "--pin-dir", self.pin_dir, "--listen", f"{self.api}:{API_PORT}"]
+                *[a for address in addresses or (net.vip4,) for a in ("--address", address)],
+                "--pin-dir", self.pin_dir, "--listen", f"{self.api}:{API_PORT}"]
         self.proc = net.popen(net.gw.ns, argv, host_mounts=True, stdout=subprocess.DEVNULL,
                               stderr=log_path.open("w"))
         self.wait_ready()
@@ -74,6 +76,9 @@ class Agent:
 
     def reconciles(self) -> int:
         return self.get("/api/v1/problems")["json"]["reconciles"]
+
+    def ignored(self) -> list[str]:
+        return self.get("/api/v1/problems")["json"]["ignored"]
 
     def problems(self) -> list[str]:
         return self.get("/api/v1/problems")["json"]["problems"]
@@ -134,9 +139,9 @@ def example_files() -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(EXAMPLES.glob("*.yaml"))}
 
 
-def spread(agent, proto: str, port: int, count: int = 500, timeout: float = 2.0) -> dict:
+def spread(agent, proto: str, port: int, count: int = 500, timeout: float = 2.0, addr=None) -> dict:
     mode = "tcp-spread" if proto == "tcp" else "udp-spread"
-    return agent.net.run_client(mode, "--addr", agent.net.vip4, "--port", port, "--count", count,
+    return agent.net.run_client(mode, "--addr", addr or agent.net.vip4, "--port", port, "--count", count,
                                 "--timeout", timeout, timeout=300)
 
 
@@ -229,6 +234,55 @@ def test_an_invalid_edit_is_reported_and_traffic_is_untouched(agent):
     assert report["counts"] == {"be1": 50}, report
     errors = re.search(r"^xdpgw_reconcile_errors_total (\S+)$", agent.get("/metrics")["text"], re.M)
     assert errors and float(errors.group(1)) >= 1
+
+
+def _bad_edit(name: str) -> tuple[dict[str, str], list[str]]:
+    """A configuration the API server would refuse, and what its problem must name."""
+    files = _with_weights(0, 1, 0)
+    routes = files["30-routes.yaml"]
+    match name:
+        case "unknown-field":
+            files["30-routes.yaml"] = routes.replace("spec:\n", "spec:\n  bogus: true\n", 1)
+            return files, ["30-routes.yaml", "TCPRoute default/db", "spec.bogus: unknown field"]
+        case "misspelt-field":
+            files["30-routes.yaml"] = routes.replace("weight: 1\n", "weigth: 1\n", 1)
+            return files, ["30-routes.yaml", "TCPRoute default/db", "weigth: unknown field"]
+        case "invalid-name":
+            files["30-routes.yaml"] = routes.replace("name: db\n", "name: DB_route\n", 1)
+            return files, ["30-routes.yaml", "TCPRoute default/DB_route", "metadata.name", "RFC 1123 subdomain"]
+        case "duplicate-field":
+            files["30-routes.yaml"] = routes.replace("weight: 1\n", "weight: 1\n      weight: 1\n", 1)
+            return files, ["30-routes.yaml", "TCPRoute default/db", "weight: duplicate field"]
+        case "binary-file":
+            files["40-blob.yaml"] = "\x00\x01\x02 not a manifest"
+            return files, ["40-blob.yaml", "not YAML text: a binary file"]
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["unknown-field", "misspelt-field", "invalid-name", "duplicate-field", "binary-file"])
+def test_input_refused_by_strict_validation_is_reported_and_traffic_is_untouched(agent, name):
+    agent.replace_config(_with_weights(0, 1, 0))
+    bad, expected = _bad_edit(name)
+    assert bad != _with_weights(0, 1, 0)
+    agent.replace_config(bad, expect_problems=True)
+    (problem,) = agent.problems()
+    for fragment in expected:
+        assert fragment in problem, problem
+    report = spread(agent, "tcp", 80, count=50)
+    assert report["counts"] == {"be1": 50}, report
+
+
+def test_a_kind_the_agent_does_not_read_is_logged_and_does_not_block_an_edit(agent):
+    agent.replace_config(_with_weights(0, 1, 0))
+    files = _with_weights(0, 0, 1)
+    files["50-widget.yaml"] = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\n"
+    agent.replace_config(files)
+    assert agent.problems() == []
+    (ignored,) = agent.ignored()
+    assert "50-widget.yaml: Widget default/w: example.com/v1 Widget is not a kind xdp-gateway reads" in ignored
+    assert any(e["object"] == ignored and e["level"] == "warning" for e in agent.events("ignored"))
+    report = spread(agent, "tcp", 80, count=50)
+    assert report["counts"] == {"be2": 50}, report
 
 
 def test_an_agent_restart_writes_nothing_and_live_connections_survive(agent):
@@ -329,3 +383,60 @@ def test_conformance_dns_query_through_the_udp_listener(agent):
     finally:
         dns.terminate()
         dns.wait(timeout=10)
+
+
+# -- dual stack ---------------------------------------------------------------------------
+def dual_stack_files(net) -> dict[str, str]:
+    """A Gateway without spec.addresses (so it takes both --address values), TCP and UDP
+    listeners, weighted routes, and two Services each with an IPv4 and an IPv6
+    EndpointSlice: the ordinary dual-stack setup."""
+    docs = [
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: xdp-gateway}\n"
+        "spec: {controllerName: xdp-gateway.io/gateway-controller}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: dual, namespace: default}\n"
+        "spec:\n  gatewayClassName: xdp-gateway\n  listeners:\n"
+        "  - {name: tcp, protocol: TCP, port: 80}\n  - {name: udp, protocol: UDP, port: 53}\n",
+        "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: web, namespace: default}\n"
+        "spec:\n  parentRefs: [{name: dual, sectionName: tcp}]\n  rules:\n"
+        "  - backendRefs: [{name: be-a, port: 8080, weight: 3}, {name: be-b, port: 8080, weight: 1}]\n",
+        "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: dns, namespace: default}\n"
+        "spec:\n  parentRefs: [{name: dual, sectionName: udp}]\n  rules:\n"
+        "  - backendRefs: [{name: be-a, port: 5353, weight: 1}, {name: be-b, port: 5353, weight: 3}]\n",
+    ]
+    for service, backend in (("be-a", net.backends[0]), ("be-b", net.backends[1])):
+        docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {service}, namespace: default}}\nspec:\n"
+                    "  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack\n"
+                    "  ports: [{name: tcp, port: 8080, protocol: TCP}, {name: dns, port: 5353, protocol: UDP}]\n")
+        for family, address in (("IPv4", backend.v4), ("IPv6", backend.v6)):
+            docs.append(
+                f"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-{family.lower()}\n"
+                f"  namespace: default\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: {family}\n"
+                "ports: [{name: tcp, port: 8080, protocol: TCP}, {name: dns, port: 5353, protocol: UDP}]\n"
+                f"endpoints: [{{addresses: ['{address}'], conditions: {{ready: true}}}}]\n")
+    return {"dual-stack.yaml": "---\n".join(docs)}
+
+
+def test_dual_stack_gateway_serves_tcp_and_udp_over_both_families(agent):
+    """`gwctl run --address <IPv4> --address <IPv6>` with Services of both families:
+    both crashed the agent at start (addresses of two families sorted together)."""
+    net = agent.net
+    agent.stop()
+    agent.start(addresses=(net.vip4, net.vip6))
+    try:
+        agent.replace_config(dual_stack_files(net))
+        assert agent.proc.poll() is None
+        for addr in (net.vip4, net.vip6):
+            tcp = spread(agent, "tcp", 80, addr=addr)
+            assert tcp["refused"] == 0 and tcp["timeout"] == 0, (addr, tcp)
+            assert_shares(tcp, {"be0": 0.75, "be1": 0.25}, 500)
+            udp = spread(agent, "udp", 53, addr=addr)
+            assert udp["timeout"] == 0, (addr, udp)
+            assert_shares(udp, {"be0": 0.25, "be1": 0.75}, 500)
+        done = subprocess.run([sys.executable, "-m", "ctl.cli", "status", "--pin-dir", agent.pin_dir, "-o", "json"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        frontends = {f["frontend"] for f in yaml.safe_load(done.stdout)["frontends"]}
+        assert frontends == {f"{net.vip4}:80/TCP", f"{net.vip4}:53/UDP", f"[{net.vip6}]:80/TCP", f"[{net.vip6}]:53/UDP"}
+    finally:
+        agent.stop()
+        agent.start()
