@@ -64,7 +64,9 @@ class Agent:
     def get(self, path: str) -> dict:
         return self.net.run_client("http-get", "--addr", self.api, "--port", API_PORT, "--path", path, "--timeout", 2)
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 180) -> None:
+        # A bound, not a measurement: compiling the programs takes half a minute or more
+        # on a busy 2-core machine.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
