@@ -68,11 +68,16 @@ class _CompiledSchema:
 
 
 def parse_object(
-    document: object, *, filename: str, index: int | str, duplicates: tuple[Problem, ...] = ()
+    document: object, *, filename: str, index: int | str, duplicates: tuple[Problem, ...] = (),
+    unknown_fields: bool = True,
 ) -> K8sObject | ValidationProblem | IgnoredObject:
     """Parse the index-th (1-based) document of a file (or a label such as ``"2,
     items[0]"`` for an item of a List). ``duplicates`` are the fields the YAML text
-    sets twice, which the decoded document no longer shows."""
+    sets twice, which the decoded document no longer shows.
+
+    ``unknown_fields=False`` lets fields our schemas do not declare pass, as the API
+    server prunes them: for objects an API server has already accepted, where such a
+    field means a newer CRD or Kubernetes version than ours, not a typo."""
     where = f"document {index}"
     if not isinstance(document, dict):
         return ValidationProblem(filename, where, f"expected a Kubernetes object, got {_type_name(document)}")
@@ -104,7 +109,7 @@ def parse_object(
         return problem([("apiVersion", f"{api_version} is not served for {kind} (served: {', '.join(served)})")])
 
     compiled = _compiled_schema(crds.source(), kind, version) if model.GROUP == GATEWAY_GROUP else None
-    unknown = strict.unknown_fields(compiled.fields if compiled else _core_fields(kind), document)
+    unknown = strict.unknown_fields(compiled.fields if compiled else _core_fields(kind), document) if unknown_fields else []
     if unknown:
         return problem(unknown)
     body = _normalised(model, document)

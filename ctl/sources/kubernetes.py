@@ -393,7 +393,9 @@ class KubernetesSource:
         if previous is not None and _same_version(previous.raw, raw):
             return previous
         namespace, name = self._key(raw)
-        parsed = parse_object(raw, filename=SOURCE_NAME, index=1)
+        # The API server validated it against the CRDs installed there, which may be newer
+        # than ours: a field we do not know is pruned, not refused.
+        parsed = parse_object(raw, filename=SOURCE_NAME, index=1, unknown_fields=False)
         if isinstance(parsed, ValidationProblem):
             log.warning("invalid object; its last valid version (if any) keeps serving",
                         extra={"event": "invalid-object", "problem": str(parsed)})

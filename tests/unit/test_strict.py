@@ -411,3 +411,15 @@ def test_ordinary_aliases_are_fine() -> None:
     text = ("apiVersion: v1\nkind: Service\nmetadata: {name: app, namespace: apps, labels: &l {app: a}}\n"
             "spec:\n  selector: *l\n  ports: [{name: tcp, port: 80}]\n")
     assert loads(text).metadata.labels == {"app": "a"}
+
+
+def test_objects_an_api_server_accepted_may_carry_fields_newer_than_our_schemas() -> None:
+    from ctl.api import parse_object
+
+    newer = {"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+             "metadata": {"name": "r", "namespace": "apps", "uid": "u"},
+             "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "app", "port": 80}],
+                                                                  "fieldFromV17": True}]}}
+    assert isinstance(parse_object(newer, filename="f", index=1, unknown_fields=False), TCPRoute)
+    refused = parse_object(newer, filename="f", index=1)
+    assert str(refused) == "f: TCPRoute apps/r: spec.rules[0].fieldFromV17: unknown field"
