@@ -133,6 +133,15 @@ def _hostname_covers(general: str, specific: str) -> bool:
     return general == specific or general == "*" or (general.startswith("*.") and _covers(general, specific))
 
 
+def _covering(hostname: str) -> tuple[str, ...]:
+    """The hostname and every hostname covering it: the wildcards of its parent domains
+    and ``*`` (``a.b.c``: ``a.b.c``, ``*.b.c``, ``*.c``, ``*``)."""
+    if hostname == "*":
+        return ("*",)
+    parts = hostname.removeprefix("*.").split(".")
+    return (hostname, *("*." + ".".join(parts[i:]) for i in range(1, len(parts))), "*")
+
+
 def _hostname_rank(hostname: str) -> tuple[int, int]:
     """Sort key, most specific first: longest non-wildcard hostname, then longest hostname."""
     if hostname == "*":
@@ -299,11 +308,16 @@ def _route_table(name: str, items: Sequence[L7Input], port: int, clusters: _Clus
                     continue
                 seen.add((hostname, route_source(route)))
                 entries.extend(_entries(hostname, route, resolutions, item.listener, port, clusters))
-    hostnames = sorted({e.hostname for e in entries} | listener_hostnames, key=lambda h: (_hostname_rank(h), h))
+    by_hostname: dict[str, list[_Entry]] = defaultdict(list)
+    for entry in entries:
+        by_hostname[entry.hostname].append(entry)
+    hostnames = sorted(set(by_hostname) | listener_hostnames, key=lambda h: (_hostname_rank(h), h))
     virtual_hosts = []
     for hostname in hostnames:
         owner = min((h for h in listener_hostnames if _hostname_covers(h, hostname)), key=_hostname_rank)
-        applicable = [e for e in entries if e.listener_hostname == owner and _hostname_covers(e.hostname, hostname)]
+        applicable = [
+            e for general in _covering(hostname) for e in by_hostname.get(general, ()) if e.listener_hostname == owner
+        ]
         applicable.sort(key=_precedence)
         virtual_hosts.append(VirtualHost(hostname, tuple(e.l7route for e in applicable)))
     return RouteTable(name, tuple(virtual_hosts))
