@@ -10,6 +10,7 @@ agent."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -51,6 +52,10 @@ class Reconciler:
     config: TranslateConfig
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     state: AgentState = field(default_factory=AgentState)
+    # Serves an applied translation to Envoy and returns it with Envoy's answers so far
+    # in its statuses (ctl.agent.l7); those answers arrive later too, under `lock`.
+    publish_l7: Callable[[Translation], Translation] | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def reconcile(self, loaded: LoadResult) -> ReconcileOutcome:
         started = time.perf_counter()
@@ -70,7 +75,13 @@ class Reconciler:
                 log.exception("reconcile failed", extra={"event": "reconcile_failed"})
                 problems = (f"internal error while reconciling (a defect; please report it): {error!r}",)
         outcome = ReconcileOutcome(not problems, problems, writes, time.perf_counter() - started)
-        self._record(outcome, translation if not problems else None, tuple(str(i) for i in loaded.ignored))
+        with self.lock:
+            if translation is not None and not problems and self.publish_l7 is not None:
+                try:
+                    translation = self.publish_l7(translation)
+                except Exception:  # noqa: BLE001 - the kernel is programmed; L7 waits for the next change
+                    log.exception("serving the L7 configuration failed", extra={"event": "l7_publish_failed"})
+            self._record(outcome, translation if not problems else None, tuple(str(i) for i in loaded.ignored))
         return outcome
 
     def _record(self, outcome: ReconcileOutcome, translation: Translation | None, ignored: tuple[str, ...]) -> None:
