@@ -122,6 +122,8 @@ def run(
     config: Annotated[Optional[Path], typer.Option("--config", help="directory of YAML manifests, watched")] = None,
     kubernetes: Annotated[bool, typer.Option("--kubernetes", help="watch the cluster instead of a directory (in-cluster config unless --kubeconfig)")] = False,
     kubeconfig: Annotated[Optional[Path], typer.Option("--kubeconfig", help="kubeconfig file (implies --kubernetes)")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="private run directory: ADS socket, Envoy pid file and admin socket (default /run/<pin dir name>)")] = None,
+    envoy: Annotated[bool, typer.Option("--envoy/--no-envoy", help="start and supervise Envoy for L7 listeners (standalone)")] = True,
     node_name: Annotated[str, typer.Option("--node-name", envvar="NODE_NAME", help="this node's name (status reports)")] = "",
     namespace: Annotated[str, typer.Option("--namespace", envvar="POD_NAMESPACE", help="the agent's namespace (its Leases)")] = "xdp-gateway",
     lease_duration: Annotated[int, typer.Option("--lease-duration", help="seconds a node report or the writer Lease stays valid")] = 15,
@@ -154,6 +156,7 @@ def run(
             hash_seed=hash_seed, maglev_size=maglev_size, max_services=max_services,
             max_backends=max_backends, ct_size=ct_size,
             kubernetes=kubernetes or kubeconfig is not None, kubeconfig=kubeconfig,
+            run_dir=run_dir, envoy=envoy,
             node_name=node_name or socket.gethostname(), namespace=namespace, lease_duration=lease_duration,
         )
     except ValueError as error:

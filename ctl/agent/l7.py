@@ -15,7 +15,7 @@ from ipaddress import ip_address
 
 from pyroute2 import IPRoute
 
-from ctl.dataplane.model import IPAddress
+from ctl.model import IPAddress
 from ctl.translate import ObjectStatus, Translation, apply_l7_feedback
 from l7sidecar import render as l7render
 from l7sidecar.envoy import EnvoySupervisor, RunPaths, running_envoy
@@ -25,42 +25,40 @@ from .reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
-HANDOFF_LINK = "xgw-l7"  # a dummy interface holding the L7 listener addresses
+# Routes this agent owns in the local table are tagged with this routing protocol number
+# (an unassigned one, like the numbers routing daemons pick), so it finds and retracts
+# exactly its own after a restart.
+HANDOFF_PROTO = 0x58
+LOCAL_TABLE = 255
 
 
 class LocalAddresses:
-    """The handoff: every L7 listener address is made local on a dummy interface, so the
-    kernel delivers its traffic to Envoy (bound to it, freebind) while the XDP program,
-    which matches only L4 frontends (address, port, protocol), passes it up untouched.
-    Addresses already local on another interface are left alone."""
-
-    def __init__(self, link: str = HANDOFF_LINK) -> None:
-        self.link = link
+    """The handoff: every L7 listener address gets a route of type `local` in the kernel's
+    local table (AnyIP), so the kernel accepts, answers ARP/ND for, and delivers its
+    traffic to the sockets bound to it: Envoy's listeners (freebind). The XDP program
+    matches only L4 frontends (address, port, protocol) and passes everything else up
+    untouched, so L4 frontends on the same address never see Envoy. Addresses already
+    local (assigned to an interface) are left alone. A route rather than an address on a
+    dummy link: it needs no link type the kernel may lack, and no address shows up where
+    routing daemons or the SNAT address choice would pick it."""
 
     def ensure(self, wanted: Iterable[IPAddress]) -> None:
         wanted = {ip_address(a) for a in wanted if not ip_address(a).is_unspecified}
         with IPRoute() as ipr:
-            found = ipr.link_lookup(ifname=self.link)
-            if not found:
-                if not wanted:
-                    return
-                ipr.link("add", ifname=self.link, kind="dummy")
-                found = ipr.link_lookup(ifname=self.link)
-                ipr.link("set", index=found[0], state="up")
-                log.info("created the L7 handoff link", extra={"event": "l7_link", "link": self.link})
-            index = found[0]
-            here = {ip_address(a.get_attr("IFA_ADDRESS")): a["prefixlen"] for a in ipr.get_addr(index=index)}
-            elsewhere = {ip_address(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr() if a["index"] != index}
-            for address in sorted(wanted - set(here) - elsewhere, key=str):
-                prefix = 32 if address.version == 4 else 128
-                kwargs = {} if address.version == 4 else {"flags": 0x02}  # IFA_F_NODAD: usable at once
-                ipr.addr("add", index=index, address=str(address), prefixlen=prefix, **kwargs)
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ours = {}
+            for route in ipr.get_routes(table=LOCAL_TABLE):
+                if route["proto"] == HANDOFF_PROTO and route.get_attr("RTA_DST"):
+                    ours[ip_address(route.get_attr("RTA_DST"))] = route["family"]
+            assigned = {ip_address(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr()}
+            for address in sorted(wanted - set(ours) - assigned, key=str):
+                ipr.route("add", dst=f"{address}/{address.max_prefixlen}", table=LOCAL_TABLE, type="local",
+                          oif=lo, proto=HANDOFF_PROTO, scope=254)
                 log.info("L7 address made local", extra={"event": "l7_address", "address": str(address)})
-            for address, prefix in here.items():
-                if address not in wanted and not address.is_link_local:
-                    ipr.addr("del", index=index, address=str(address), prefixlen=prefix)
-                    log.info("L7 address released", extra={"event": "l7_address_released",
-                                                           "address": str(address)})
+            for address in sorted(set(ours) - wanted, key=str):
+                ipr.route("del", dst=f"{address}/{address.max_prefixlen}", table=LOCAL_TABLE, type="local",
+                          oif=lo, proto=HANDOFF_PROTO)
+                log.info("L7 address released", extra={"event": "l7_address_released", "address": str(address)})
 
 
 class L7Runtime:

@@ -26,6 +26,9 @@ from ctl.dataplane.plan import DataplaneConfig
 from ctl.sources import ParseCache, load_directory
 from ctl.translate import TranslateConfig
 
+from l7sidecar.envoy import RunPaths
+
+from .l7 import L7Runtime, LocalAddresses
 from .metrics import AgentMetrics, DataplaneCollector
 from .reconciler import ReconcileOutcome, Reconciler
 from .server import AgentServer
@@ -56,6 +59,15 @@ class AgentOptions:
     node_name: str = ""
     namespace: str = "xdp-gateway"
     lease_duration: int = 15
+    # The agent's private run directory (ADS socket, Envoy's pid file, admin socket and
+    # log); default /run/<name of the pin directory>, e.g. /run/xdp-gateway.
+    run_dir: Path | None = None
+    # Start and supervise Envoy (standalone); in a cluster it is a container of its own.
+    envoy: bool = True
+
+    @property
+    def run_paths(self) -> RunPaths:
+        return RunPaths(self.run_dir or Path("/run") / self.pin_dir.name)
 
 
 class AgentError(RuntimeError):
@@ -156,6 +168,9 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
         program=lambda desired: dataplane.program(desired, dp_config),
         config=TranslateConfig(now=datetime.now(timezone.utc), addresses=options.addresses, snat_addresses=snat, nat=options.nat),
     )
+    l7 = L7Runtime(reconciler, options.run_paths, manage_envoy=options.envoy and not options.kubernetes,
+                   handoff=LocalAddresses())
+    l7.start()
     registry = CollectorRegistry()
     metrics = AgentMetrics(registry)
     registry.register(DataplaneCollector(options.pin_dir, lambda: {
@@ -187,5 +202,6 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
                 release_free_memory()
     finally:
         server.stop()
+        l7.stop()  # Envoy keeps serving its last config; the next agent adopts it
         # Programs stay attached and maps pinned: traffic keeps flowing without us.
         log.info("stopped; the data path keeps forwarding", extra={"event": "stopped"})

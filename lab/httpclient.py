@@ -1,0 +1,136 @@
+"""HTTP clients for the lab's L7 tests, run inside the client namespace; one JSON report
+on stdout.
+
+    python -m lab.httpclient spread --url http://10.99.100.1/ [--header k:v] [--count N]
+    python -m lab.httpclient stream --url http://10.99.100.1/ [--duration S]
+
+spread: N requests on one keep-alive connection; counts answers per echo pod, status
+codes and failures, and keeps the first answer. stream: requests without pause until
+--duration passes or SIGTERM/SIGINT, alternating between one keep-alive connection and
+a new connection per request; every failure (connection error, timeout, non-200) is
+counted and the first few are described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return conn, path
+
+
+def _request(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> tuple[int, dict, dict]:
+    conn.request("GET", path, headers=headers)
+    response = conn.getresponse()
+    body = response.read()
+    try:
+        document = json.loads(body) if body else {}
+    except ValueError:
+        document = {"raw": body.decode(errors="replace")[:200]}
+    return response.status, document, {k.lower(): v for k, v in response.getheaders()}
+
+
+def _headers(items: list[str]) -> dict[str, str]:
+    return dict(item.split(":", 1) for item in items)
+
+
+def spread(args: argparse.Namespace) -> dict[str, Any]:
+    conn, path = _connection(args.url, args.timeout)
+    headers = _headers(args.header)
+    pods: Counter[str] = Counter()
+    codes: Counter[int] = Counter()
+    failures: list[str] = []
+    first: dict[str, Any] | None = None
+    for _ in range(args.count):
+        try:
+            code, document, response_headers = _request(conn, path, headers)
+        except (OSError, http.client.HTTPException) as error:
+            failures.append(repr(error))
+            conn.close()
+            conn, path = _connection(args.url, args.timeout)
+            continue
+        codes[code] += 1
+        if code == 200:
+            pods[document.get("pod", "?")] += 1
+        if first is None:
+            first = {"status": code, "body": document, "headers": response_headers}
+    conn.close()
+    return {"pods": dict(pods), "codes": {str(k): v for k, v in codes.items()}, "failures": failures,
+            "first": first}
+
+
+def stream(args: argparse.Namespace) -> dict[str, Any]:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    deadline = time.monotonic() + args.duration
+    keepalive, path = _connection(args.url, args.timeout)
+    sent = ok = 0
+    failures: list[str] = []
+    failed = 0
+    kinds: Counter[str] = Counter()
+    print("started", flush=True)
+    while not stop.is_set() and time.monotonic() < deadline:
+        fresh = sent % 2 == 1
+        conn = _connection(args.url, args.timeout)[0] if fresh else keepalive
+        sent += 1
+        kind = "new-connection" if fresh else "keep-alive"
+        try:
+            code, document, _ = _request(conn, path, {})
+            if code == 200:
+                ok += 1
+            else:
+                raise RuntimeError(f"status {code}: {str(document)[:120]}")
+        except (OSError, http.client.HTTPException, RuntimeError) as error:
+            failed += 1
+            kinds[kind] += 1
+            if len(failures) < 20:
+                failures.append(f"{time.strftime('%H:%M:%S')} {kind}: {error!r}")
+            if not fresh:
+                keepalive.close()
+                keepalive = _connection(args.url, args.timeout)[0]
+        finally:
+            if fresh:
+                conn.close()
+        if args.interval_ms:
+            time.sleep(args.interval_ms / 1000)
+    keepalive.close()
+    return {"sent": sent, "ok": ok, "failed": failed, "failed_by_kind": dict(kinds), "failures": failures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    modes = parser.add_subparsers(dest="mode", required=True)
+    for name in ("spread", "stream"):
+        mode = modes.add_parser(name)
+        mode.add_argument("--url", required=True)
+        mode.add_argument("--timeout", type=float, default=5.0)
+        if name == "spread":
+            mode.add_argument("--count", type=int, default=100)
+            mode.add_argument("--header", action="append", default=[], help="name:value (repeat)")
+        else:
+            mode.add_argument("--duration", type=float, default=3600)
+            mode.add_argument("--interval-ms", type=float, default=0)
+    args = parser.parse_args(argv)
+    report = spread(args) if args.mode == "spread" else stream(args)
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
