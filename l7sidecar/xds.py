@@ -9,8 +9,9 @@ so that nothing points at a resource Envoy does not hold yet:
 
 One response per type is in flight at a time, and no type overtakes a change of an
 earlier one that is still to be sent. Clusters, endpoints and secrets that the new
-snapshot drops stay served (the union of old and new) until the listeners and routes of
-the new snapshot are settled, then a last CDS/EDS/SDS round removes them.
+snapshot drops stay served (the union of old and new) until Envoy has ACKed the listeners
+and routes of the new snapshot, then a last CDS/EDS/SDS round removes them (after a
+NACK they stay: Envoy's last good routes may still use them).
 
 Envoy answers every response with an ACK (the version it now holds) or a NACK (it keeps
 the last good config and says why). Both are tracked per type URL and per resource: a
@@ -150,6 +151,7 @@ class _Stream:
         self.subscribed: dict[str, frozenset[str] | None] = {}  # None: wildcard
         self.sent: dict[str, _Sent] = {}
         self.awaiting: set[str] = set()
+        self.nacked: set[str] = set()  # types whose last response Envoy refused
         self.nonces = itertools.count(1)
         self.closed = False
         self.node_id = ""
@@ -183,8 +185,10 @@ class _Stream:
             return False  # only the subscription changed
         self.awaiting.discard(type_url)
         if request.HasField("error_detail"):
+            self.nacked.add(type_url)
             self.server._record_nack(type_url, sent, request.error_detail.message)
         else:
+            self.nacked.discard(type_url)
             self.server._record_ack(type_url, sent)
         return True
 
@@ -209,9 +213,11 @@ class _Stream:
         return None
 
     def _settled(self, snapshot: Snapshot) -> bool:
-        """The listeners and routes of `snapshot` are answered: removals may follow."""
+        """The listeners and routes of `snapshot` are ACKed: removals may follow. After a
+        NACK Envoy still runs the older listeners and routes, which may use what the new
+        snapshot drops: nothing is removed until a snapshot is accepted."""
         for type_url in (LISTENER, ROUTE):
-            if type_url in self.awaiting:
+            if type_url in self.awaiting or type_url in self.nacked:
                 return False
             if type_url not in self.subscribed:
                 continue

@@ -220,6 +220,7 @@ def test_nack_shows_in_status_and_last_good_config_keeps_serving(l7):
     assert condition(route["status"]["parents"][0]["conditions"], "Accepted")["status"] == "True"
 
 
+@pytest.mark.timeout(1800)  # each agent restart compiles the BPF programs again
 def test_hitless_under_100_edits_and_3_agent_restarts(l7):
     configure(l7, split_route())
     assert wait_for(lambda: listener_programmed(l7)["status"] == "True")

@@ -94,3 +94,18 @@ def test_nack_is_pinned_on_named_resources_else_on_all_changed(tmp_path):
     assert feedback.rejected()[(ROUTE, "r1")] == "bad route r1"
     assert feedback.state(LISTENER, "l1") is ResourceState.ACKED
     assert feedback.state(CLUSTER, "a") is ResourceState.ACKED
+
+
+def test_nothing_removed_while_envoy_runs_older_routes_after_a_nack(tmp_path):
+    server = AdsServer(tmp_path / "ads.sock")
+    stream = _Stream(server, "test")
+    drive(stream, config("a", "b"))
+    refused = drive(stream, config("a"), answer_error=lambda r: "bad" if r.type_url == ROUTE else "")
+    assert (ROUTE, ("r1",)) in refused
+    assert not any(t == CLUSTER for t, _ in refused)  # b stays: the old routes use it
+    # A newer snapshot that Envoy accepts then prunes, after its routes.
+    fixed = snapshot(cluster("a"), endpoints("a", ("10.0.0.1", 80)), http_listener("l1", "0.0.0.0", 80, "r1"),
+                     route_config("r1", [("/fixed", "a")]))
+    accepted = drive(stream, fixed)
+    assert [t for t, _ in accepted] == [ROUTE, CLUSTER, ENDPOINT], accepted
+    assert (CLUSTER, ("a",)) in accepted
