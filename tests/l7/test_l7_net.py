@@ -70,9 +70,11 @@ def l7(tmp_path_factory):
             agent.run_paths = run_paths
             yield agent
         finally:
-            if agent is not None:
-                agent.stop()
-            stop_envoy(run_paths)
+            try:
+                if agent is not None:
+                    agent.stop()
+            finally:
+                stop_envoy(run_paths)
             shutil.rmtree(run_paths.run_dir, ignore_errors=True)
             for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
                 loader.detach(ifindex, netns=net.gw.ns)

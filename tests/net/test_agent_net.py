@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from ctl.dataplane import loader
+from l7sidecar.envoy import RunPaths, stop_envoy
 
 from lab import netlab
 from .test_dataplane_net import _missing
@@ -134,6 +135,9 @@ def agent(tmp_path_factory):
             for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
                 loader.detach(ifindex, netns=net.gw.ns)
             shutil.rmtree(running.pin_dir, ignore_errors=True)
+            run_paths = RunPaths(Path("/run") / net.prefix)  # the agent's private run directory
+            stop_envoy(run_paths)
+            shutil.rmtree(run_paths.run_dir, ignore_errors=True)
     assert not netlab.leftovers(net.prefix)
 
 
