@@ -139,6 +139,19 @@ class Mirror:
 
 
 @dataclass(frozen=True)
+class Cors:
+    """The CORS filter. Origins are exact (``https://www.foo.com``), ``*``, or with a
+    wildcard host label (``https://*.bar.com``); Envoy answers preflights itself."""
+
+    allow_origins: tuple[str, ...]
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int = 5
+    allow_credentials: bool = False
+
+
+@dataclass(frozen=True)
 class Retry:
     """HTTPRoute retry: ``attempts`` retries on the listed status codes (and on connection
     failures, which the spec counts as retriable) with ``backoff`` seconds base interval."""
@@ -167,6 +180,7 @@ class L7Route:
     timeout: float | None = None
     backend_timeout: float | None = None
     retry: Retry | None = None
+    cors: Cors | None = None
     grpc: bool = False
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Importing the extension modules registers their types, which typed_config needs.
+import envoy.extensions.filters.http.cors.v3.cors_pb2  # noqa: F401
 import envoy.extensions.filters.http.router.v3.router_pb2  # noqa: F401
 import envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2  # noqa: F401
 import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2  # noqa: F401
@@ -55,6 +56,7 @@ from google.protobuf.message import Message
 from ctl.l7model import (
     Certificate,
     Cluster,
+    Cors,
     FilterChain,
     HeaderEdits,
     L7Listener,
@@ -85,6 +87,8 @@ _ADS = {"ads": {}, "resourceApiVersion": "V3"}
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_CORS = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+_CORS_POLICY = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
 _TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 _DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 _HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -319,7 +323,11 @@ def _connection_manager(route_table: str, l7: L7State) -> dict[str, Any]:
             "statPrefix": route_table,
             "codecType": "AUTO",
             "rds": {"configSource": _ADS, "routeConfigName": route_table},
-            "httpFilters": [{"name": "envoy.filters.http.router", "typedConfig": {"@type": _ROUTER}}],
+            # CORS acts only on routes that carry a policy (typed_per_filter_config).
+            "httpFilters": [
+                {"name": "envoy.filters.http.cors", "typedConfig": {"@type": _CORS}},
+                {"name": "envoy.filters.http.router", "typedConfig": {"@type": _ROUTER}},
+            ],
             "useRemoteAddress": True,
             "xffNumTrustedHops": l7.xff_num_trusted_hops,
             "stripAnyHostPort": True,
@@ -376,7 +384,31 @@ def _route(route: L7Route) -> dict[str, Any]:
         data |= _header_edits(route.request_headers, "request")
     if route.response_headers is not None:
         data |= _header_edits(route.response_headers, "response")
+    if route.cors is not None:
+        data["typedPerFilterConfig"] = {"envoy.filters.http.cors": _cors(route.cors)}
     return data
+
+
+def _cors(cors: Cors) -> dict[str, Any]:
+    origins = []
+    for origin in cors.allow_origins:
+        if origin == "*":
+            origins.append({"safeRegex": {"regex": ".*"}})
+        elif "*" in origin:
+            # "https://*.bar.com": the wildcard stands for one or more host labels.
+            origins.append({"safeRegex": {"regex": ".+".join(re.escape(part) for part in origin.split("*"))}})
+        else:
+            origins.append({"exact": origin})
+    policy: dict[str, Any] = {"@type": _CORS_POLICY, "allowOriginStringMatch": origins, "maxAge": str(cors.max_age)}
+    if cors.allow_methods:
+        policy["allowMethods"] = ", ".join(cors.allow_methods)
+    if cors.allow_headers:
+        policy["allowHeaders"] = ", ".join(cors.allow_headers)
+    if cors.expose_headers:
+        policy["exposeHeaders"] = ", ".join(cors.expose_headers)
+    if cors.allow_credentials:
+        policy["allowCredentials"] = True
+    return policy
 
 
 def _string_match(match: ValueMatch) -> dict[str, Any]:

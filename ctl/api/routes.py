@@ -91,6 +91,15 @@ class RequestMirror(ApiModel):
     fraction: Fraction | None = None
 
 
+class CORSPolicy(ApiModel):
+    allow_origins: tuple[str, ...] = ()
+    allow_credentials: bool | None = None
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int = 5
+
+
 class LocalObjectReference(ApiModel):
     group: str
     kind: str
@@ -106,6 +115,7 @@ class RouteFilter(ApiModel):
     request_redirect: RequestRedirect | None = None
     url_rewrite: URLRewrite | None = None
     request_mirror: RequestMirror | None = None
+    cors: CORSPolicy | None = None
     extension_ref: LocalObjectReference | None = None
 
 

@@ -50,6 +50,7 @@ from ctl.model import Endpoint
 from ctl.l7model import (
     Certificate,
     Cluster,
+    Cors,
     FilterChain,
     HeaderEdits,
     L7Listener,
@@ -428,6 +429,7 @@ def _l7_route(
     rewrite: Rewrite | None = None
     redirect: Redirect | None = None
     mirrors: list[Mirror] = []
+    cors: Cors | None = None
     unsupported: list[str] = []
     for f in rule.filters:
         if f.type == "RequestHeaderModifier":
@@ -445,9 +447,18 @@ def _l7_route(
             )
         elif f.type == "RequestMirror" and f.request_mirror is not None:
             mirrors.append(_mirror(route, f, clusters, grpc=grpc))
+        elif f.type == "CORS" and f.cors is not None:
+            cors = Cors(
+                allow_origins=f.cors.allow_origins,
+                allow_methods=f.cors.allow_methods,
+                allow_headers=f.cors.allow_headers,
+                expose_headers=f.cors.expose_headers,
+                max_age=f.cors.max_age,
+                allow_credentials=bool(f.cors.allow_credentials),
+            )
         else:
             unsupported.append(f.type)
-    common = replace(base, request_headers=request_headers, response_headers=response_headers)
+    common = replace(base, request_headers=request_headers, response_headers=response_headers, cors=cors)
     if unsupported:
         # A filter we cannot apply must not be skipped: its requests get an error instead.
         return replace(common, direct_status=500)
