@@ -4,6 +4,13 @@
 #ifndef XG_CONNTRACK_H
 #define XG_CONNTRACK_H
 
+#include "common.h"
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "hash.h"
+#include "parse.h"
+
 static __always_inline __u64 ct_lifetime_ns(const struct config *cfg, __u8 proto, __u8 state)
 {
 	__u32 secs = cfg->udp_timeout;

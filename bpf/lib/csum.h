@@ -2,6 +2,8 @@
 #ifndef XG_CSUM_H
 #define XG_CSUM_H
 
+#include "common.h"
+
 static __always_inline __u16 csum_fold(__u32 sum)
 {
 	sum = (sum & 0xffff) + (sum >> 16);

@@ -5,6 +5,8 @@
 #ifndef XG_CTX_H
 #define XG_CTX_H
 
+#include "common.h"
+
 #define CSUM_PSEUDO 0x1 /* the change is to the L4 pseudo-header (addresses) */
 #define CSUM_UDP    0x2 /* a zero checksum means "none" and stays zero */
 

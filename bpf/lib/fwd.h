@@ -2,6 +2,14 @@
 #ifndef XG_FWD_H
 #define XG_FWD_H
 
+#include "common.h"
+#include "consts.h"
+#include "ctx.h"
+#include "csum.h"
+#include "parse.h"
+#include "scratch.h"
+#include "stats.h"
+
 static __always_inline int decrement_ttl(CTX *ctx, struct pkt *p)
 {
 	if (p->tuple.family == FAMILY_V4) {

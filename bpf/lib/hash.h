@@ -3,6 +3,9 @@
 #ifndef XG_HASH_H
 #define XG_HASH_H
 
+#include "common.h"
+#include "structs.h"
+
 static __always_inline __u32 xg_rol32(__u32 word, unsigned int shift)
 {
 	return (word << shift) | (word >> ((-shift) & 31));

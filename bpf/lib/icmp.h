@@ -9,6 +9,19 @@
 #ifndef XG_ICMP_H
 #define XG_ICMP_H
 
+#include "common.h"
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "ctx.h"
+#include "csum.h"
+#include "parse.h"
+#include "scratch.h"
+#include "stats.h"
+#include "conntrack.h"
+#include "fwd.h"
+#include "nat.h"
+
 /* Fills `rw` from conntrack for the quoted tuple `quoted`; returns -1 if untracked. */
 static __always_inline int icmp_plan(const struct pkt *p, const struct ct_key *quoted,
 				     struct icmp_rewrite *rw)

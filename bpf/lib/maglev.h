@@ -2,6 +2,10 @@
 #ifndef XG_MAGLEV_H
 #define XG_MAGLEV_H
 
+#include "common.h"
+#include "consts.h"
+#include "maps.h"
+
 /* Returns 0 and the backend id (BACKEND_REJECT for the invalid share), or -1 when the
  * service has no table. */
 static __always_inline int maglev_pick(__u32 service_id, __u32 hash, __u32 *backend_id)

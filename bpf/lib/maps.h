@@ -3,6 +3,10 @@
 #ifndef XG_MAPS_H
 #define XG_MAPS_H
 
+#include "common.h"
+#include "consts.h"
+#include "structs.h"
+
 /* (address, port, protocol) -> service. */
 BPF_TABLE_PINNED("hash", struct frontend_key, struct frontend, frontends, MAX_SERVICES,
 		 PIN_DIR "/frontends_v1");

@@ -2,6 +2,14 @@
 #ifndef XG_NAT_H
 #define XG_NAT_H
 
+#include "common.h"
+#include "consts.h"
+#include "structs.h"
+#include "ctx.h"
+#include "csum.h"
+#include "parse.h"
+#include "scratch.h"
+
 static __always_inline __u32 l4_csum_off(const struct pkt *p)
 {
 	return p->l4_off + (p->tuple.proto == IPPROTO_TCP ? 16 : 6);

@@ -3,6 +3,11 @@
 #ifndef XG_PARSE_H
 #define XG_PARSE_H
 
+#include "common.h"
+#include "consts.h"
+#include "structs.h"
+#include "ctx.h"
+
 #define ETH_HDR_LEN 14
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02

@@ -4,6 +4,14 @@
 #ifndef XG_REJECT_H
 #define XG_REJECT_H
 
+#include "common.h"
+#include "consts.h"
+#include "ctx.h"
+#include "csum.h"
+#include "parse.h"
+#include "scratch.h"
+#include "stats.h"
+
 static __always_inline int reject_tcp_syn(CTX *ctx, struct pkt *p)
 {
 	__u32 payload = p->l3_len - (p->l4_off - p->l3_off) - p->tcp_hdr_len;

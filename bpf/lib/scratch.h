@@ -5,6 +5,9 @@
 #ifndef XG_SCRATCH_H
 #define XG_SCRATCH_H
 
+#include "common.h"
+#include "structs.h"
+
 struct icmp_rewrite {
 	union addr outer[2];  /* new outer source, destination */
 	union addr inner[2];  /* new inner source, destination */

@@ -2,6 +2,11 @@
 #ifndef XG_STATS_H
 #define XG_STATS_H
 
+#include "common.h"
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+
 static __always_inline void count_reason(__u32 reason)
 {
 	__u64 *n = reasons.lookup(&reason);

@@ -5,6 +5,8 @@
 #ifndef XG_STRUCTS_H
 #define XG_STRUCTS_H
 
+#include "common.h"
+
 /* An IPv4 address uses w[0]; w[1..3] are zero. */
 union addr {
 	__be32 w[4];
@@ -97,5 +99,19 @@ struct vip_key {
 	__u8 family;
 	__u8 pad[3];
 };
+
+/* The sizes the pinned maps were created with and ctl/dataplane/abi.py mirrors: a struct
+ * that grows or shrinks fails to compile here rather than misreading a pinned map (the
+ * loader also compares every field with its mirror at load time). */
+_Static_assert(sizeof(union addr) == 16, "union addr: ABI size");
+_Static_assert(sizeof(struct frontend_key) == 20, "struct frontend_key: ABI size (frontends_v1 key)");
+_Static_assert(sizeof(struct frontend) == 24, "struct frontend: ABI size (frontends_v1 value)");
+_Static_assert(sizeof(struct backend) == 20, "struct backend: ABI size (backends_v1 value)");
+_Static_assert(sizeof(struct ct_key) == 40, "struct ct_key: ABI size (ct_fwd_v1, ct_rev_v1 key)");
+_Static_assert(sizeof(struct ct_entry) == 40, "struct ct_entry: ABI size (ct_fwd_v1 value)");
+_Static_assert(sizeof(struct nat_entry) == 56, "struct nat_entry: ABI size (ct_rev_v1 value)");
+_Static_assert(sizeof(struct config) == 24, "struct config: ABI size (config_v1 value)");
+_Static_assert(sizeof(struct flow_stats) == 48, "struct flow_stats: ABI size (svc_stats_v1, be_stats_v1 value)");
+_Static_assert(sizeof(struct vip_key) == 20, "struct vip_key: ABI size (vips_v1 key)");
 
 #endif

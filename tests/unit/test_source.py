@@ -23,3 +23,21 @@ def test_the_real_entry_programs_expand_to_self_contained_text():
         text = expand_includes(BPF_DIR / entry)
         assert '#include "' not in text
         assert "lb_process" in text
+
+
+def test_static_asserted_sizes_are_the_mirrors_sizes() -> None:
+    """structs.h asserts each shared struct's size; abi.py mirrors them: both agree, and
+    no struct of structs.h goes without an assert."""
+    import ctypes
+    import re
+
+    from ctl.dataplane import abi
+
+    text = (BPF_DIR / "lib" / "structs.h").read_text()
+    declared = set(re.findall(r"^(?:struct|union) (\w+) \{", text, re.M))
+    asserted = {name: int(size) for name, size in
+                re.findall(r"_Static_assert\(sizeof\((?:struct|union) (\w+)\) == (\d+),", text)}
+    assert set(asserted) == declared
+    for name, size in asserted.items():
+        mirror = getattr(abi, "".join(part.capitalize() for part in name.split("_")))
+        assert ctypes.sizeof(mirror) == size, name
