@@ -7,10 +7,10 @@ that the port speaks the route's transport. The first failing reference of the r
 gives the condition's reason; the message lists all of them.
 
 Traffic: a backendRef's weight is spread equally over the endpoints of its Service port
-(ready ones; serving-and-terminating ones only when none is ready; the frontend's address
-family only). A reference that failed, or resolved to no endpoints, keeps its weight as
-the reject share, which the data path refuses (TCP RST, UDP drop) instead of silently
-shifting it onto the others.
+(ready ones; serving-and-terminating ones only when none is ready, and otherwise kept at
+weight 0 so their live flows drain; the frontend's address family only). A reference
+that failed, or resolved to no endpoints, keeps its weight as the reject share, which
+the data path refuses (TCP RST, UDP drop) instead of silently shifting it onto the others.
 """
 
 from __future__ import annotations
@@ -93,6 +93,20 @@ def _granted(route: Route, namespace: str, service_name: str, index: SnapshotInd
 
 
 def endpoints_of(service: Service, port: ServicePort, family: int, index: SnapshotIndex) -> tuple[Endpoint, ...]:
+    """The endpoints that take new flows: the ready ones, else the serving-and-terminating."""
+    ready, terminating = _classified(service, port, family, index)
+    return ready or terminating
+
+
+def draining_endpoints_of(service: Service, port: ServicePort, family: int, index: SnapshotIndex) -> tuple[Endpoint, ...]:
+    """Serving-and-terminating endpoints while ready ones exist: they take no new flows
+    but keep the ones they have (a rolling update must not cut live connections)."""
+    ready, terminating = _classified(service, port, family, index)
+    return tuple(e for e in terminating if e not in ready) if ready else ()
+
+
+def _classified(service: Service, port: ServicePort, family: int,
+                index: SnapshotIndex) -> tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]]:
     address_type = "IPv4" if family == 4 else "IPv6"
     ready: set[Endpoint] = set()
     terminating: set[Endpoint] = set()
@@ -112,7 +126,7 @@ def endpoints_of(service: Service, port: ServicePort, family: int, index: Snapsh
                 ready.add(address)
             elif is_serving and conditions.terminating:
                 terminating.add(address)
-    return tuple(sorted(ready or terminating))
+    return tuple(sorted(ready)), tuple(sorted(terminating))
 
 
 def _matching_port(slice_ports: Sequence[EndpointPort], port: ServicePort, service: Service) -> EndpointPort | None:
@@ -153,6 +167,8 @@ def backend_pool(resolutions: Sequence[BackendResolution], family: int, index: S
             continue
         for endpoint in endpoints:
             weights[endpoint] += weight / len(endpoints)
+        for endpoint in draining_endpoints_of(resolution.service, resolution.port, family, index):
+            weights[endpoint] += 0.0  # drains: keeps its flows, gets no new ones
     if reject == 0 and not any(weights.values()):
         reject = 1.0
     return BackendPool(tuple(WeightedEndpoint(e, weights[e]) for e in sorted(weights)), reject)
