@@ -1,7 +1,8 @@
-"""The chart's capability set for the agent is the least that works: `gwctl run` with
-exactly the capabilities the rendered DaemonSet grants becomes ready, and without
-SYS_ADMIN or NET_ADMIN it fails. Runs the real agent (bcc, verifier, netlink) in a network
-namespace under `setpriv --bounding-set`, on the standalone example."""
+"""The chart's agent container, emulated without a container engine, starts: with the
+capabilities the rendered DaemonSet grants and nothing of the node's kernel headers. And
+that capability set is the least that works: without SYS_ADMIN or NET_ADMIN the agent
+fails. Runs the real agent (bcc, verifier, netlink) in a network namespace under
+`setpriv --bounding-set`, on the standalone example."""
 
 from __future__ import annotations
 
@@ -51,16 +52,21 @@ def _agent_capabilities(default_objects) -> list[str]:
     return agent["securityContext"]["capabilities"]["add"]
 
 
-def _run_agent(netns: str, capabilities: list[str], timeout: float = 150) -> tuple[bool, str]:
-    """(became ready, output) for `gwctl run` bounded to these capabilities."""
-    pin_dir = Path(f"/sys/fs/bpf/{netns}")
+def _bounded(capabilities: list[str]) -> list[str]:
     bounding = ",".join(["-all", *(f"+{c.lower()}" for c in capabilities)])
+    return ["setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "--"]
+
+
+def _standalone(netns: str) -> list[str]:
     gwctl = Path(sys.executable).parent / "gwctl"
-    agent = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{netns}", "setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "--",
-         str(gwctl), "run", "--config", str(ROOT / "examples" / "standalone"), "-i", "xgc0",
-         "--attach", "xdp-generic", "--pin-dir", str(pin_dir), "--listen", "127.0.0.1:9481", *SIZES],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return [str(gwctl), "run", "--config", str(ROOT / "examples" / "standalone"), "-i", "xgc0",
+            "--attach", "xdp-generic", "--pin-dir", f"/sys/fs/bpf/{netns}", "--listen", "127.0.0.1:9481", *SIZES]
+
+
+def _run_agent(netns: str, command: list[str], timeout: float = 180) -> tuple[bool, str]:
+    """(became ready, output) for an agent command run in the network namespace."""
+    agent = subprocess.Popen(["nsenter", f"--net=/run/netns/{netns}", *command],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ready = False
     try:
         deadline = time.monotonic() + timeout
@@ -79,19 +85,44 @@ def _run_agent(netns: str, capabilities: list[str], timeout: float = 150) -> tup
         except subprocess.TimeoutExpired:
             agent.kill()
             output, _ = agent.communicate()
-        shutil.rmtree(pin_dir, ignore_errors=True)
+        shutil.rmtree(f"/sys/fs/bpf/{netns}", ignore_errors=True)
     return ready, output
 
 
-def test_the_charts_capabilities_are_enough(netns, default_objects):
-    capabilities = _agent_capabilities(default_objects)
-    ready, output = _run_agent(netns, capabilities)
+def test_the_daemonsets_agent_container_starts(netns, renderer):
+    """The agent container as the chart describes it, emulated without a container
+    engine: the chart's node-setup script run first, then the agent with the chart's own
+    arguments (a directory instead of the cluster) and exactly its capabilities, in a
+    mount namespace where /lib/modules is empty (no headers from the node), /proc/sys and
+    /sys are read-only, and only bpffs is writable under /sys."""
+    values = {"dataplane": {"interfaces": ["xgc0"], "attach": "xdp-generic", "pinDir": f"/sys/fs/bpf/{netns}",
+                            "maglevSize": 1021, "maxServices": 64, "maxBackends": 256, "ctSize": 4096},
+              "agent": {"listenAddress": "127.0.0.1", "port": 9481}}
+    pod = one(renderer.documents(renderer.render(values)), "DaemonSet")["spec"]["template"]["spec"]
+    (node_setup,) = pod["initContainers"]
+    agent = next(c for c in pod["containers"] if c["name"] == "agent")
+    assert agent["args"][:2] == ["run", "--kubernetes"]
+    args = ["run", "--config", str(ROOT / "examples" / "standalone"), *agent["args"][2:]]
+    gwctl = str(Path(sys.executable).parent / agent["command"][0])
+    container = (
+        f"{node_setup['args'][0]}\n"
+        "mount -t tmpfs -o size=1m xg-empty /lib/modules\n"
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys\n"
+        "mount -o remount,bind,ro /sys\n"
+        # Checked, not assumed: an empty /lib/modules and a /proc/sys that refuses writes.
+        '[ -z "$(ls /lib/modules)" ] || { echo "/lib/modules not empty"; exit 91; }\n'
+        'if touch /proc/sys/net/ipv4/ip_forward 2>/dev/null; then echo "/proc/sys writable"; exit 92; fi\n'
+        'exec "$@"\n')
+    command = ["unshare", "--mount", "--", "sh", "-c", container, "sh",
+               *_bounded(agent["securityContext"]["capabilities"]["add"]), gwctl, *args]
+    ready, output = _run_agent(netns, command)
     assert ready, output[-3000:]
+    assert "compiling against carried ones" in output
 
 
 @pytest.mark.parametrize("missing", ["SYS_ADMIN", "NET_ADMIN"])
 def test_each_capability_the_chart_needs_is_needed(netns, default_objects, missing):
     capabilities = [c for c in _agent_capabilities(default_objects) if c != missing]
-    ready, output = _run_agent(netns, capabilities)
+    ready, output = _run_agent(netns, [*_bounded(capabilities), *_standalone(netns)])
     assert not ready
     assert "not permitted" in output.lower(), output[-3000:]

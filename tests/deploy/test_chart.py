@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -204,13 +205,19 @@ def test_leases_are_a_role_in_the_release_namespace(custom_objects):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"dataplane": {"interfaces": []}}, "dataplane.interfaces"),
-    ({"dataplane": {"nat": "masquerade"}}, "dataplane.nat"),
-    ({"dataplane": {"attach": "offload"}}, "dataplane.attach"),
-    ({"serviceMonitor": {"enabled": True}, "metrics": {"service": {"enabled": False}}}, "metrics.service.enabled"),
+    # values.schema.json, checked by Helm before any template runs
+    ({"dataplane": {"interfaces": []}}, "at '/dataplane/interfaces': minItems"),
+    ({"dataplane": {"interfaces": "eth0"}}, "at '/dataplane/interfaces': got string, want array"),
+    ({"dataplane": {"nat": "masquerade"}}, "at '/dataplane/nat': value must be one of 'snat', 'dnat'"),
+    ({"dataplane": {"attach": "offload"}}, "at '/dataplane/attach'"),
+    ({"dataplane": {"maglevSize": "big"}}, "at '/dataplane/maglevSize': got string, want integer"),
+    ({"agent": {"port": 70000}}, "at '/agent/port'"),
+    # the templates' own checks
+    ({"serviceMonitor": {"enabled": True}, "metrics": {"service": {"enabled": False}}},
+     "serviceMonitor.enabled needs metrics.service.enabled"),
 ])
 def test_bad_values_are_refused_with_the_value_named(renderer, values, message):
-    with pytest.raises(renderer.RenderError, match=message.replace(".", r"\.")):
+    with pytest.raises(renderer.RenderError, match=re.escape(message)):
         renderer.render(values)
 
 
