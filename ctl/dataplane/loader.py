@@ -144,8 +144,8 @@ def compile_programs(spec: DataplaneSpec) -> Programs:
     check_pinned_maps(spec)
     spec.pin_dir.mkdir(parents=True, exist_ok=True)
     cflags = spec.cflags() + bcc_header_flags()
-    xdp = BPF(text=expand_includes(BPF_DIR / "xdp_lb.c").encode(), cflags=cflags)
-    tc = BPF(text=expand_includes(BPF_DIR / "tc_lb.c").encode(), cflags=cflags)
+    xdp = _bcc_module(BPF, "xdp_lb.c", cflags)
+    tc = _bcc_module(BPF, "tc_lb.c", cflags)
     # Before any program is loaded or any entry written: the maps are only read and
     # written through the mirrors.
     for module in (xdp, tc):
@@ -156,6 +156,20 @@ def compile_programs(spec: DataplaneSpec) -> Programs:
         tc_egress_fd=tc.load_func(b"tc_egress", BPF.SCHED_CLS).fd,
         _modules=(xdp, tc),
     )
+
+
+class CompileError(RuntimeError):
+    """bcc could not compile a program or create its maps; bcc has printed why."""
+
+
+def _bcc_module(bpf_class, file: str, cflags: list[str]):
+    try:
+        return bpf_class(text=expand_includes(BPF_DIR / file).encode(), cflags=cflags)
+    except Exception as error:  # bcc raises a bare Exception after printing the cause
+        raise CompileError(
+            f"bcc could not compile or load bpf/{file} ({error}); its own messages are above. "
+            f"'Operation not permitted' means a missing capability: the agent needs CAP_BPF, "
+            f"CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN (deploy/README.md says why)") from error
 
 
 def compile_xdp_pass():

@@ -126,3 +126,6 @@ def test_each_capability_the_chart_needs_is_needed(netns, default_objects, missi
     ready, output = _run_agent(netns, [*_bounded(capabilities), *_standalone(netns)])
     assert not ready
     assert "not permitted" in output.lower(), output[-3000:]
+    assert "Traceback" not in output and "error:" in output, output[-3000:]
+    if missing == "SYS_ADMIN":
+        assert "bcc could not compile or load bpf/" in output and "CAP_SYS_ADMIN" in output
