@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ctl.api import GATEWAY_GROUP, BackendRef, EndpointPort, Route, Service, ServicePort
 from ctl.model import Endpoint, WeightedEndpoint
@@ -35,26 +35,40 @@ class BackendResolution:
     service: Service | None = None
     port: ServicePort | None = None
     failure: tuple[Reason, str] | None = None
+    # Set for the backendRef of a RequestMirror filter (rules[i].filters[k]): it takes no
+    # share of the traffic, but its resolution counts for ResolvedRefs all the same.
+    filter_index: int | None = None
 
     @property
     def where(self) -> str:
+        if self.filter_index is not None:
+            return f"rules[{self.rule_index}].filters[{self.filter_index}].requestMirror.backendRef"
         return f"rules[{self.rule_index}].backendRefs[{self.ref_index}]"
 
 
 def resolve_backends(route: Route, index: SnapshotIndex) -> tuple[BackendResolution, ...]:
-    return tuple(
-        resolve_reference(route, i, j, ref, index)
-        for i, rule in enumerate(route.spec.rules)
-        for j, ref in enumerate(rule.backend_refs)
-    )
+    resolutions = []
+    for i, rule in enumerate(route.spec.rules):
+        resolutions += [resolve_reference(route, i, j, ref, index) for j, ref in enumerate(rule.backend_refs)]
+        for k, route_filter in enumerate(getattr(rule, "filters", ())):
+            mirror = route_filter.request_mirror if route_filter.type == "RequestMirror" else None
+            if mirror is not None:
+                target = mirror.backend_ref
+                ref = BackendRef(
+                    group=target.group, kind=target.kind, name=target.name, namespace=target.namespace, port=target.port
+                )
+                resolutions.append(resolve_reference(route, i, -1, ref, index, filter_index=k))
+    return tuple(resolutions)
 
 
-def resolve_reference(route: Route, rule_index: int, ref_index: int, ref: BackendRef, index: SnapshotIndex) -> BackendResolution:
+def resolve_reference(
+    route: Route, rule_index: int, ref_index: int, ref: BackendRef, index: SnapshotIndex, *, filter_index: int | None = None
+) -> BackendResolution:
     namespace = ref.namespace or route.namespace
-    resolution = BackendResolution(rule_index, ref_index, ref, namespace)
+    resolution = BackendResolution(rule_index, ref_index, ref, namespace, filter_index=filter_index)
 
     def fail(reason: Reason, message: str) -> BackendResolution:
-        return BackendResolution(rule_index, ref_index, ref, namespace, failure=(reason, f"{resolution.where}: {message}"))
+        return replace(resolution, failure=(reason, f"{resolution.where}: {message}"))
 
     target = f"Service {namespace}/{ref.name}"
     if ref.group != "" or ref.kind != "Service":
@@ -78,7 +92,7 @@ def resolve_reference(route: Route, rule_index: int, ref_index: int, ref: Backen
             Reason.UNSUPPORTED_PROTOCOL,
             f"{target} port {ref.port} is {protocols}, but a {route.KIND} needs {route.TRANSPORT}",
         )
-    return BackendResolution(rule_index, ref_index, ref, namespace, service, port)
+    return replace(resolution, service=service, port=port)
 
 
 def _granted(route: Route, namespace: str, service_name: str, index: SnapshotIndex) -> bool:

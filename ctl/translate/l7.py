@@ -70,7 +70,7 @@ from ctl.l7model import (
     WeightedCluster,
     listener_name,
 )
-from ctl.translate.backends import BackendResolution, endpoints_of, resolve_reference
+from ctl.translate.backends import BackendResolution, endpoints_of
 from ctl.translate.conditions import ConditionType, Reason
 from ctl.translate.gateways import L7_PENDING_MESSAGE
 from ctl.translate.index import SnapshotIndex, age_order
@@ -431,7 +431,7 @@ def _l7_route(
     mirrors: list[Mirror] = []
     cors: Cors | None = None
     unsupported: list[str] = []
-    for f in rule.filters:
+    for k, f in enumerate(rule.filters):
         if f.type == "RequestHeaderModifier":
             request_headers = _merge_edits(request_headers, _edits(f.request_header_modifier))
         elif f.type == "ResponseHeaderModifier":
@@ -446,7 +446,8 @@ def _l7_route(
                 prefix=path.replace_prefix_match if path and path.type == "ReplacePrefixMatch" else None,
             )
         elif f.type == "RequestMirror" and f.request_mirror is not None:
-            mirrors.append(_mirror(route, f, clusters, grpc=grpc))
+            mirror = next(r for r in resolutions if r.filter_index == k)
+            mirrors.append(_mirror(f, mirror, clusters, grpc=grpc))
         elif f.type == "CORS" and f.cors is not None:
             cors = Cors(
                 allow_origins=f.cors.allow_origins,
@@ -471,7 +472,7 @@ def _l7_route(
             _backend_edits(r.ref),
         )
         for r in resolutions
-        if r.ref.weight > 0
+        if r.filter_index is None and r.ref.weight > 0
     )
     timeout, backend_timeout, retry = _timeouts_and_retry(rule, grpc=grpc)
     if not any(b.cluster for b in backends):
@@ -517,14 +518,9 @@ def _redirect(f: RouteFilter, listener: ListenerView, port: int) -> Redirect:
     )
 
 
-def _mirror(route: Route, f: RouteFilter, clusters: _Clusters, *, grpc: bool) -> Mirror:
+def _mirror(f: RouteFilter, resolution: BackendResolution, clusters: _Clusters, *, grpc: bool) -> Mirror:
     spec = f.request_mirror
     assert spec is not None
-    ref = FilteredBackendRef(
-        group=spec.backend_ref.group, kind=spec.backend_ref.kind, name=spec.backend_ref.name,
-        namespace=spec.backend_ref.namespace, port=spec.backend_ref.port,
-    )
-    resolution = resolve_reference(route, -1, -1, ref, clusters.index)
     if spec.fraction is not None:
         percent = 100.0 * spec.fraction.numerator / spec.fraction.denominator
     else:

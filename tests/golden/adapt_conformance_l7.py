@@ -8,7 +8,7 @@ the generated inputs are committed. The adaptation of each file of
 - the test's own objects, minus Deployments, Pods and ConfigMaps (no pods here), with the
   GatewayClass and controller placeholders replaced by ours;
 - from base-manifests.yaml the three Namespaces, the Gateways the test's routes name and
-  the Services they reference;
+  the Services they reference (backendRefs and RequestMirror backends);
 - every Gateway without ``spec.addresses`` gets its own address (192.0.2.20, .21, ...):
   in a cluster each Gateway gets its own load balancer address, and the base Gateways'
   identical HTTP :80 listeners would otherwise conflict on one shared address;
@@ -145,7 +145,11 @@ def adapt(test_file: Path, base: list[dict[str, Any]], secrets: dict[tuple[str, 
     out += [base_gateways[key] for key in sorted(parents) if key in base_gateways and ("Gateway", *key) not in own]
     referenced = {
         (ref.get("namespace", d["metadata"]["namespace"]), ref["name"])
-        for d in routes for rule in d["spec"].get("rules", []) for ref in rule.get("backendRefs", [])
+        for d in routes for rule in d["spec"].get("rules", [])
+        for ref in [
+            *rule.get("backendRefs", []),
+            *(f["requestMirror"]["backendRef"] for f in rule.get("filters", []) if f.get("type") == "RequestMirror"),
+        ]
     }
     out += [base_services[key] for key in sorted(referenced) if key in base_services and ("Service", *key) not in own]
     out += kept
