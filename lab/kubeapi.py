@@ -14,10 +14,11 @@ Not emulated: admission, defaulting and schema validation (the control plane val
 what it reads itself), finalizers, authentication, protobuf.
 
 Fault injection for tests: ``drop_watches()`` ends every open watch stream,
-``expire_next_watch()`` answers the next watch with 410 Gone, ``go_down()`` stops
-listening (and drops every connection) and ``come_back()`` listens again on the same
-addresses. ``requests`` records every request (verb, group, resource, subresource) so a
-test can derive the RBAC rules the code needs.
+``expire_next_watch()`` answers the next watch with 410 Gone,
+``conflict_next_status_write()`` answers a resource's next status write with 409,
+``go_down()`` stops listening (and drops every connection) and ``come_back()`` listens
+again on the same addresses. ``requests`` records every request (verb, group, resource,
+subresource, name, user agent) so a test can derive the RBAC rules the code needs.
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ class ApiState:
         self.requests: list[Request] = []
         self.watch_epoch = 0  # bumped by drop_watches: streams of an older epoch end
         self.expire_watches = 0  # the next N watches get 410 Gone
+        self.conflicting: set[str] = set()  # resources whose next status write gets a 409
 
     # -- storage ---------------------------------------------------------------------
     def _record(self, kind: Kind, type_: str, obj: dict[str, Any]) -> None:
@@ -244,7 +246,9 @@ class ApiState:
         with self.lock:
             current = self.get(kind, namespace, name)
             wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
-            if wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]:
+            injected = subresource == "status" and kind.plural in self.conflicting
+            self.conflicting.discard(kind.plural if injected else "")
+            if injected or (wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]):
                 resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
                 raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {resource} "{name}": '
                                "the object has been modified; please apply your changes to the latest version and try again")
@@ -365,12 +369,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         api = self.server.api
         url = urlsplit(self.path)
+        path = url.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
-            if url.path in ("/api", "/apis", "/version") or url.path.count("/") <= 3 and not _is_resource(url.path):
-                self._send_json(200, api.discovery(url.path))
+            if path in ("/api", "/apis", "/version") or path.count("/") <= 3 and not _is_resource(path):
+                self._send_json(200, api.discovery(path))
                 return
-            kind, version, namespace, name, subresource = _route(url.path)
+            kind, version, namespace, name, subresource = _route(path)
             state = api.state
             if method == "GET" and not name:
                 verb = "watch" if query.get("watch") in ("1", "true") else "list"
@@ -410,6 +415,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(error.code, error.status())
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except Exception as error:  # noqa: BLE001 - an emulator defect answers 500, as a server would
+            self._send_json(500, ApiError(500, "InternalError", repr(error)).status())
 
     def _watch(self, kind: Kind, version: str, namespace: str, query: dict[str, str]) -> None:
         api, state = self.server.api, self.server.api.state
@@ -616,6 +623,12 @@ class KubeApi:
             self.state.watch_epoch += 1
             self.state.lock.notify_all()
 
+    def conflict_next_status_write(self, *resources: str) -> None:
+        """The next status write to each of these resources (plural names) gets a 409,
+        as if another writer had changed the object since the client read it."""
+        with self.state.lock:
+            self.state.conflicting.update(resources)
+
     def expire_next_watch(self, count: int = 1) -> None:
         with self.state.lock:
             self.state.expire_watches += count
@@ -623,7 +636,9 @@ class KubeApi:
     # -- discovery ------------------------------------------------------------------
     def discovery(self, path: str) -> dict[str, Any]:
         if path == "/version":
-            return {"major": "1", "minor": "34", "gitVersion": "v1.34.0-xdp-gateway-emulator"}
+            return {"major": "1", "minor": "34", "gitVersion": "v1.34.0-xdp-gateway-emulator", "gitCommit": "",
+                    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "none",
+                    "compiler": "none", "platform": "linux/amd64"}
         if path == "/api":
             return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
         groups: dict[str, list[str]] = {}

@@ -131,6 +131,7 @@ def kube_agent(tmp_path_factory):
             for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
                 loader.detach(ifindex, netns=net.gw.ns)
             shutil.rmtree(running.pin_dir, ignore_errors=True)
+            shutil.rmtree(Path("/run") / net.prefix, ignore_errors=True)  # the agent's private run directory
     assert not netlab.leftovers(net.prefix)
 
 
