@@ -24,6 +24,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from ctl.capacity import DEFAULT as DEFAULT_CAPACITY
@@ -277,7 +278,7 @@ def get(
     for col in cols:
         table.add_column(col)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))
     if not rows:
         err.print(f"No {chosen.value} found" + (f" in namespace {ns}" if ns else "") + ".", markup=False)
         return
@@ -374,9 +375,10 @@ def validate(
     for col in ("FRONTEND", "ROUTE", "NAT", "BACKENDS (weight)", "REFUSED SHARE"):
         table.add_column(col)
     for svc in result.programmed:
-        table.add_row(svc["frontend"], svc["owner"], svc["nat"],
-                      ", ".join(f"{b['endpoint']} ({b['weight']})" for b in svc["backends"]) or "-",
-                      str(svc["rejectWeight"]))
+        # Text, not markup: rich reads "[fd99:100::1]:80/TCP" as a style tag.
+        table.add_row(*map(Text, (svc["frontend"], svc["owner"], svc["nat"],
+                                  ", ".join(f"{b['endpoint']} ({b['weight']})" for b in svc["backends"]) or "-",
+                                  str(svc["rejectWeight"]))))
     out.print(table)
     for obj in result.objects:
         describe_object(obj)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .dataplane import reader
 from .dataplane.abi import BACKEND_REJECT, WEIGHT_SCALE
@@ -102,6 +103,12 @@ def collect(pin_dir: Path) -> Status:
     )
 
 
+def _plain(*cells: str) -> list[Text]:
+    """Cells as text, not markup: rich reads "[fd99:100::1]:80/TCP" as a style tag and
+    drops the address."""
+    return [Text(cell) for cell in cells]
+
+
 def render(status: Status, console: Console) -> None:
     table = Table(title="Frontends (from the kernel's maps)", title_justify="left")
     for col in ("FRONTEND", "ROUTE", "NAT", "BACKEND", "WEIGHT", "TABLE SHARE", "NEW FLOWS",
@@ -112,12 +119,12 @@ def render(status: Status, console: Console) -> None:
         lead = [fe.frontend, fe.route or "-", nat]
         for be in fe.backends:
             weight = "-" if be.weight is None else f"{be.weight:g}" + (" (draining)" if be.draining else "")
-            table.add_row(*lead, be.address, weight, f"{be.table_share:.1%}", str(be.new_flows),
-                          f"{be.packets_in}/{be.packets_out}", f"{be.bytes_in}/{be.bytes_out}")
+            table.add_row(*_plain(*lead, be.address, weight, f"{be.table_share:.1%}", str(be.new_flows),
+                                  f"{be.packets_in}/{be.packets_out}", f"{be.bytes_in}/{be.bytes_out}"))
             lead = ["", "", ""]
         if fe.reject_share or not fe.backends:
-            table.add_row(*lead, "refused (invalid backends)", "", f"{fe.reject_share:.1%}",
-                          str(fe.rejected), "", "")
+            table.add_row(*_plain(*lead, "refused (invalid backends)", "", f"{fe.reject_share:.1%}",
+                                  str(fe.rejected), "", ""))
         table.add_section()
     console.print(table)
     console.print(f"Conntrack: {status.flows_live} live flows "

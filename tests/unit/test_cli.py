@@ -596,3 +596,28 @@ def test_our_own_errors_are_printed_as_written() -> None:
     assert cli.failure_message(PinnedMapMismatch("/p/ct_fwd_v1: pinned map has\nanother shape")) == \
         "/p/ct_fwd_v1: pinned map has another shape"
     assert cli.failure_message(AbiMismatch("map ct_fwd value, struct ct_entry")) == "map ct_fwd value, struct ct_entry"
+
+
+def test_validate_table_shows_ipv6_frontends_and_backends(tmp_path: Path) -> None:
+    # Regression: "[fd99:100::1]:80/TCP" was read as a rich style tag and printed as ":80/TCP".
+    for source in EXAMPLES.glob("*.yaml"):
+        (tmp_path / source.name).write_text(source.read_text().replace("10.99.100.1", "fd99:100::1")
+                                            .replace("addressType: IPv4", "addressType: IPv6")
+                                            .replace("[10.99.1", "['fd99:1").replace(".2]", "::2']"))
+    result = gwctl("validate", str(tmp_path), "--snat-address", "fd99:10::1")
+    assert result.exit_code == 0, result.stderr
+    assert line_with(result.stdout, "[fd99:100::1]:80/TCP", "TCPRoute default/db", "[fd99:10::2]:8080 (70)")
+    assert line_with(result.stdout, "[fd99:100::1]:53/UDP")
+
+
+def test_status_table_shows_ipv6_frontends_and_backends() -> None:
+    from rich.console import Console
+
+    from ctl.status import BackendRow, FrontendRow, Status, render
+
+    backend = BackendRow(1, "[fd99:10::2]:8080", 1.0, 16381, 1.0, 3, 4, 400, 4, 400)
+    frontend = FrontendRow(0, "[fd99:100::1]:80/TCP", "TCPRoute default/db", "snat", "fd99:10::1", 3, 0, 0.0,
+                           (backend,))
+    console = Console(record=True, width=250, emoji=False)
+    render(Status((frontend,), 0, 0, {}, {}, {}, {}), console)
+    assert line_with(console.export_text(), "[fd99:100::1]:80/TCP", "TCPRoute default/db", "[fd99:10::2]:8080")
