@@ -310,25 +310,26 @@ def describe(
 
 def describe_object(obj: dict) -> None:
     meta = obj["metadata"]
-    out.print(f"[bold]Name:[/bold]         {meta['name']}", highlight=False)
+    out.print(f"[bold]Name:[/bold]         {escape(meta['name'])}", highlight=False)
     if "namespace" in meta:
-        out.print(f"[bold]Namespace:[/bold]    {meta['namespace']}", highlight=False)
+        out.print(f"[bold]Namespace:[/bold]    {escape(meta['namespace'])}", highlight=False)
     out.print(f"[bold]Kind:[/bold]         {obj['kind']} ({obj['apiVersion']})", highlight=False)
     st = obj["status"]
     if st.get("addresses"):
-        out.print("[bold]Addresses:[/bold]    " + ", ".join(a["value"] for a in st["addresses"]), highlight=False)
+        out.print("[bold]Addresses:[/bold]    " + escape(", ".join(a["value"] for a in st["addresses"])),
+                  highlight=False)
     if st.get("conditions"):
         _conditions_table("Conditions", st["conditions"])
     for listener in st.get("listeners", []):
         kinds = ", ".join(k["kind"] for k in listener.get("supportedKinds", []))
-        out.print(f"[bold]Listener {listener['name']}:[/bold] attachedRoutes={listener['attachedRoutes']} "
-                  f"supportedKinds=[{kinds}]", highlight=False)
+        out.print(f"[bold]Listener {escape(listener['name'])}:[/bold] attachedRoutes={listener['attachedRoutes']} "
+                  f"supportedKinds={escape(f'[{kinds}]')}", highlight=False)
         _conditions_table("  Conditions", listener["conditions"])
     for parent in st.get("parents", []):
         ref = parent["parentRef"]
         target = "/".join(filter(None, [ref.get("namespace"), ref["name"]]))
         extra = "".join(f" {k}={ref[k]}" for k in ("sectionName", "port") if k in ref)
-        out.print(f"[bold]Parent {ref.get('kind', 'Gateway')} {target}{extra}[/bold] "
+        out.print(f"[bold]Parent {ref.get('kind', 'Gateway')} {escape(target + extra)}[/bold] "
                   f"(controller {parent['controllerName']})", highlight=False)
         _conditions_table("  Conditions", parent["conditions"])
 
@@ -339,7 +340,8 @@ def _conditions_table(title: str, conditions: list[dict]) -> None:
     for col in ("TYPE", "STATUS", "REASON", "LAST TRANSITION", "MESSAGE"):
         table.add_column(col)
     for c in conditions:
-        table.add_row(c["type"], c["status"], c["reason"], c["lastTransitionTime"], c["message"])
+        # messages quote user input (names, addresses): text, not markup
+        table.add_row(*map(Text, (c["type"], c["status"], c["reason"], c["lastTransitionTime"], c["message"])))
     out.print(table)
 
 

@@ -621,3 +621,18 @@ def test_status_table_shows_ipv6_frontends_and_backends() -> None:
     console = Console(record=True, width=250, emoji=False)
     render(Status((frontend,), 0, 0, {}, {}, {}, {}), console)
     assert line_with(console.export_text(), "[fd99:100::1]:80/TCP", "TCPRoute default/db", "[fd99:10::2]:8080")
+
+
+def test_describe_prints_condition_messages_and_listener_kinds_as_text(capsys) -> None:
+    obj = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+           "metadata": {"name": "gw", "namespace": "default"},
+           "status": {"addresses": [{"value": "fd99:100::1"}],
+                      "conditions": [{"type": "Programmed", "status": "False", "reason": "Invalid",
+                                      "lastTransitionTime": "2025-01-01T00:00:00Z",
+                                      "message": "backend [fd99:10::2]:8080 [bold]unreachable"}],
+                      "listeners": [{"name": "tcp", "attachedRoutes": 1, "supportedKinds": [{"kind": "TCPRoute"}],
+                                     "conditions": []}]}}
+    cli.describe_object(obj)
+    text = plain(capsys.readouterr().out)
+    assert "backend [fd99:10::2]:8080 [bold]unreachable" in text
+    assert "Addresses: fd99:100::1" in text and "supportedKinds=[TCPRoute]" in text
