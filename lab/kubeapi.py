@@ -520,6 +520,29 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     api: KubeApi
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        """Ends every open connection, kept-alive ones included, as a dead server does."""
+        with self.connections_lock:
+            connections = list(self.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
 
 def _netns_socket(netns: str | None, host: str, port: int) -> socket.socket:
     """A listening TCP socket created inside the named network namespace (it stays
@@ -606,6 +629,7 @@ class KubeApi:
             if listener.server is not None:
                 listener.server.shutdown()
                 listener.server.server_close()
+                listener.server.cut_connections()
                 listener.server = None
 
     def come_back(self) -> None:

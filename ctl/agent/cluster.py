@@ -100,6 +100,7 @@ class ClusterStatus:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._translated: Snapshot | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -119,6 +120,8 @@ class ClusterStatus:
         """Called after every reconcile of a cluster snapshot."""
         with self._lock:
             self.report = after_reconcile(self.report, snapshot, applied, problems)
+            if applied:
+                self._translated = snapshot  # what the reconciler's statuses were computed from
         if not applied:
             for problem in problems:
                 self.events.warn(self._node_lease_ref(), "ProgrammingFailed", f"node {self.node}: {problem}")
@@ -233,8 +236,11 @@ class ClusterStatus:
 
     # -- status -------------------------------------------------------------------------
     def write_statuses(self) -> None:
+        with self._lock:
+            snapshot = self._translated
+        if snapshot is None:
+            return  # nothing translated yet: writing now would erase what an earlier writer wrote
         statuses = self.statuses()
-        snapshot = self.source.load().snapshot
         wanted = wanted_generations(snapshot)
         statuses = with_node_progress(statuses, wanted, self.node_reports(), datetime.now(UTC))
         ours = {(s.kind, s.namespace, s.name) for s in statuses}

@@ -177,7 +177,9 @@ def test_other_controllers_parents_are_kept_and_conflicts_retried(kubeapi):
     source.start()
     try:
         wait_for(lambda: source.synced, what="the first list")
-        assert reconciler.reconcile(source.load()).applied
+        first = source.load()
+        assert reconciler.reconcile(first).applied
+        writer.reconciled(first.snapshot, True, ())
         assert writer.elect()
         writer.write_statuses()
     finally:
@@ -200,7 +202,9 @@ def test_other_controllers_parents_are_kept_and_conflicts_retried(kubeapi):
     loaded = source.load()
     routes = [parse_object(edited, filename="test", index=1) if r.name == "db" else r for r in loaded.snapshot.routes]
     others = [o for o in loaded.snapshot.objects() if o.KIND not in ("TCPRoute", "UDPRoute")]
-    assert reconciler.reconcile(LoadResult(Snapshot.of([*others, *routes]), ())).applied
+    edited_snapshot = Snapshot.of([*others, *routes])
+    assert reconciler.reconcile(LoadResult(edited_snapshot, ())).applied
+    writer.reconciled(edited_snapshot, True, ())
 
     writer.write_statuses()
     assert writer.conflicts == 1, "the stale write got a 409 and was retried"
