@@ -257,3 +257,47 @@ def test_the_api_server_away_for_ten_seconds_keeps_traffic_and_converges_after(k
     except TimeoutError as error:
         raise AssertionError(f"{error}\n{kube_agent.log_path.read_text()[-4000:]}") from None
     assert kube_agent.events("watch-error"), "the agent noticed the API server was away"
+
+
+@pytest.mark.parametrize("case", ["tcproute-invalid-cross-namespace-backend-ref", "tcproute-invalid-backendref-nonexistent"])
+def test_conformance_invalid_tcp_backends_are_refused_and_reported_in_the_cluster(kube_agent, case):
+    kube_agent.replace_config(conformance_files(case))
+    port = 9321 if "cross" in case else 9300
+    result = kube_agent.net.run_client("tcp-connect-once", "--addr", kube_agent.net.vip4, "--port", port, "--timeout", 5)
+    assert result["result"] == "refused" and result["elapsed_ms"] < 500, result
+    (kind, namespace, name), = [key for key in kube_agent.applied if key[0] == "TCPRoute"]
+
+    def resolved() -> dict | None:
+        parents = (kube_agent.kube.read(GROUP, "tcproutes", namespace, name).get("status") or {}).get("parents") or []
+        return next((c for p in parents for c in p["conditions"] if c["type"] == "ResolvedRefs"), None)
+
+    condition = wait_for(resolved, timeout=10, what="ResolvedRefs in the cluster")
+    assert condition["status"] == "False"
+    assert condition["reason"] == ("RefNotPermitted" if "cross" in case else "BackendNotFound")
+
+
+@pytest.mark.parametrize("case", ["udproute-invalid-cross-namespace-backend-ref", "udproute-invalid-backendref-nonexistent"])
+def test_conformance_invalid_udp_backends_drop(kube_agent, case):
+    kube_agent.replace_config(conformance_files(case))
+    report = spread(kube_agent, "udp", 5300, count=10, timeout=0.5)
+    assert report["timeout"] == 10, report
+
+
+def test_conformance_dns_query_through_the_udp_listener(kube_agent):
+    """UDPRouteSimple: a real DNS server (dnsmasq) behind the gateway's UDP listener."""
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("needs dnsmasq (scripts/setup.sh installs dnsmasq-base)")
+    net = kube_agent.net
+    dns = net.popen(net.backends[0].ns, ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
+                                         "--port=53", "--bind-interfaces", f"--listen-address={net.backends[0].v4}",
+                                         "--address=/conformance.example/192.0.2.123"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        kube_agent.replace_config(conformance_files("udproute-simple"))
+        answer = wait_for(lambda: (a := net.run_client("dns-query", "--addr", net.vip4, "--port", 5300,
+                                                       "--name", "conformance.example", "--timeout", 1))["answers"] and a,
+                          timeout=10, what="a DNS answer")
+        assert answer["answers"] == ["192.0.2.123"], answer
+    finally:
+        dns.terminate()
+        dns.wait(timeout=10)

@@ -467,6 +467,27 @@ def test_run_with_a_bad_address_exits_2_before_touching_the_kernel(
     assert not pins.exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    ((), "give exactly one of --config DIR and --kubernetes"),
+    (("--config", str(EXAMPLES), "--kubernetes"), "give exactly one of --config DIR and --kubernetes"),
+])
+def test_run_needs_exactly_one_source(tmp_path: Path, keep_root_logger: None, args: tuple, message: str) -> None:
+    pins = tmp_path / "pins"
+    result = gwctl("run", *args, "-i", "lo", "--pin-dir", str(pins))
+    assert result.exit_code == 2
+    assert plain(result.stderr) == f"error: {message}"
+    assert not pins.exists()
+
+
+def test_run_with_a_missing_kubeconfig_exits_2_before_touching_the_kernel(tmp_path: Path, keep_root_logger: None) -> None:
+    pins = tmp_path / "pins"
+    missing = tmp_path / "kubeconfig"
+    result = gwctl("run", "--kubeconfig", str(missing), "-i", "lo", "--pin-dir", str(pins))
+    assert result.exit_code == 2
+    assert plain(result.stderr) == f"error: --kubeconfig {missing}: no such file"
+    assert not pins.exists()
+
+
 def test_run_without_an_interface_is_a_usage_error(tmp_path: Path) -> None:
     result = gwctl("run", "--config", str(EXAMPLES), "--pin-dir", str(tmp_path / "pins"))
     assert result.exit_code == 2
