@@ -110,6 +110,8 @@ def parse_object(
 
     compiled = _compiled_schema(crds.source(), kind, version) if model.GROUP == GATEWAY_GROUP else None
     unknown = strict.unknown_fields(compiled.fields if compiled else _core_fields(kind), document) if unknown_fields else []
+    if unknown and compiled is not None:
+        compiled, unknown = _experimental_if_it_declares_all(compiled, kind, version, document, unknown)
     if unknown:
         return problem(unknown)
     body = _normalised(model, document)
@@ -168,8 +170,8 @@ def _served_versions(model: type[K8sObject]) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_schema(origin: str, kind: str, version: str) -> _CompiledSchema:
-    schema = crds.version_schema(kind, version)
+def _compiled_schema(origin: str, kind: str, version: str, channel: str | None = None) -> _CompiledSchema:
+    schema = crds.version_schema(kind, version, channel)
     assert schema is not None, f"{kind} {version} is served but has no schema"
     return _CompiledSchema(
         schema.channel,
@@ -178,6 +180,21 @@ def _compiled_schema(origin: str, kind: str, version: str) -> _CompiledSchema:
         cel.rule_messages(schema.openapi),
         strict.with_object_meta(schema.openapi),
     )
+
+
+def _experimental_if_it_declares_all(
+    standard: _CompiledSchema, kind: str, version: str, document: dict[str, Any], unknown: list[Problem],
+) -> tuple[_CompiledSchema, list[Problem]]:
+    """An object whose every field the experimental channel declares (HTTPRoute
+    ``retry``) is validated with that channel's schema, defaults and rules, as an API
+    server with the experimental CRDs installed would. Otherwise the object is refused
+    for the fields neither channel declares (the experimental schema is a superset of
+    the standard one), so a typo beside ``retry`` is named, not ``retry``."""
+    if standard.channel == "experimental" or crds.version_schema(kind, version, "experimental") is None:
+        return standard, unknown
+    experimental = _compiled_schema(crds.source(), kind, version, "experimental")
+    still_unknown = strict.unknown_fields(experimental.fields, document)
+    return (standard, still_unknown) if still_unknown else (experimental, [])
 
 
 def _subject(model: type[K8sObject], document: dict[str, Any], where: str) -> str:
