@@ -163,3 +163,13 @@ def test_only_secrets_that_gateways_reference_are_read_by_name(cluster):
     assert [s.name for s in secrets] == ["cert"] and secrets[0].value("tls.crt") == b"cert"
     used = {(r.verb, r.resource) for r in api.requests_since() if r.resource == "secrets"}
     assert used == {("get", "secrets")}, "Secrets are never listed or watched"
+
+
+def test_fields_of_newer_versions_are_pruned_not_refused(cluster):
+    api, source = cluster
+    route = next(copy.deepcopy(d) for d in example_documents() if d["kind"] == "TCPRoute")
+    route["spec"]["rules"][0]["futureField"] = "from a newer CRD"
+    route["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Apply", "apiVersion": "v1"}]
+    api.put(route)
+    wait_for(lambda: any(r.generation == 2 for r in source.load().snapshot.tcp_routes), what="the new generation")
+    assert source.load().problems == ()
