@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .common import OUT, ROOT, machine
 
-PARTS = ("packet", "maglev", "e2e", "control")
+PARTS = ("packet", "maglev", "e2e", "control", "l7")
 DOCS = ROOT / "docs"
 CHARTS = DOCS / "bench"
 
