@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from kubernetes import client
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from ctl.agent.cluster import ClusterStatus
 from ctl.sources.kubernetes import KubernetesSource, api_client
 
+from .metrics import PREFIX
 from .reconciler import ReconcileOutcome, Reconciler
 
 if TYPE_CHECKING:
@@ -51,7 +55,36 @@ class KubernetesAgent:
             self.source.stop()
 
 
+class KubernetesCollector(Collector):
+    """The agent's conversation with the API server, read at scrape time."""
+
+    def __init__(self, agent: KubernetesAgent):
+        self.agent = agent
+
+    def collect(self) -> Iterator:
+        source, cluster = self.agent.source, self.agent.cluster
+        for name, help_text, value in (
+            ("kubernetes_relists", "Full lists of a kind (the first, and after 410 Gone)", source.relists),
+            ("kubernetes_watch_errors", "Failed list/watch requests (each followed by a backoff)", source.watch_errors),
+            ("status_writes", "Status subresource writes (only when the content changed)", cluster.status_writes),
+            ("status_conflicts", "Status writes answered 409 Conflict (re-read and retried)", cluster.conflicts),
+            ("events", "Warning Events recorded", cluster.events.sent),
+        ):
+            counter = CounterMetricFamily(f"{PREFIX}_{name}", help_text)
+            counter.add_metric([], value)
+            yield counter
+        leader = GaugeMetricFamily(f"{PREFIX}_status_writer", "1 while this agent holds the status writer Lease")
+        leader.add_metric([], 1.0 if cluster.leader else 0.0)
+        yield leader
+        synced = GaugeMetricFamily(f"{PREFIX}_kubernetes_synced", "1 once every watched kind has been listed")
+        synced.add_metric([], 1.0 if source.synced else 0.0)
+        yield synced
+
+
 def run_kubernetes(options: AgentOptions, reconciler: Reconciler, observe: Callable[[ReconcileOutcome], None],
-                   stop: threading.Event) -> None:
+                   stop: threading.Event, registry: CollectorRegistry | None = None) -> None:
     api = api_client(str(options.kubeconfig) if options.kubeconfig else None)
-    KubernetesAgent(api, reconciler, options.node_name, options.namespace, options.lease_duration).run(stop, observe)
+    agent = KubernetesAgent(api, reconciler, options.node_name, options.namespace, options.lease_duration)
+    if registry is not None:
+        registry.register(KubernetesCollector(agent))
+    agent.run(stop, observe)

@@ -189,7 +189,7 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
                 metrics.observe(outcome)
                 release_free_memory()
 
-            run_kubernetes(options, reconciler, observe, stop)
+            run_kubernetes(options, reconciler, observe, stop, registry)
         else:
             assert options.config_dir is not None
             parsed = ParseCache()  # an edit re-parses only the files it changed

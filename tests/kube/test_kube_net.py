@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -169,6 +170,10 @@ def test_statuses_reach_the_cluster_and_programmed_follows_the_node(kube_agent):
         (parent,) = status["parents"]
         accepted = next(c for c in parent["conditions"] if c["type"] == "Accepted")
         assert accepted["status"] == "True" and accepted["observedGeneration"] == 1, (route, accepted)
+    metrics = kube_agent.get("/metrics")["text"]
+    assert re.search(r"^xdpgw_status_writer 1\.0$", metrics, re.M), "the only agent holds the writer Lease"
+    assert re.search(r"^xdpgw_status_writes_total [1-9]", metrics, re.M)
+    assert re.search(r"^xdpgw_kubernetes_synced 1\.0$", metrics, re.M)
     lease = kube.read("coordination.k8s.io", "leases", NAMESPACE, f"{NODE_LEASE_PREFIX}{NODE}")
     report = json.loads(lease["metadata"]["annotations"][PROGRAMMED_ANNOTATION])
     assert report["error"] == "" and report["generations"][f"Gateway/{namespace}/{gateway_name}"] == 1
