@@ -21,6 +21,10 @@ never what was sent):
     close      HTTP/1.1 with `Connection: close`: a new connection per request
     https      HTTPS (TLS terminated by the proxy), persistent connections
 
+Each reports requests/s, p50/p99 latency, and the CPU time the path's processes (the
+agent and its Envoy; Envoy; nginx's master and workers) used per completed request,
+read from /proc around each wrk run.
+
     sudo .venv/bin/python -m bench.l7 [--quick] [--only keepalive|nginx|'https envoy']
 """
 
@@ -60,6 +64,9 @@ METRICS = {
     "rps": ("requests per second", "requests/s", True),
     "p50": ("latency p50", "ms", False),
     "p99": ("latency p99", "ms", False),
+    # CPU time the proxy's processes used per completed request: less sensitive than
+    # requests/s to what else the shared machine runs (softirq time is not included).
+    "cpu": ("proxy CPU per request", "µs", False),
 }
 
 ROUNDS, QUICK_ROUNDS = 3, 1
@@ -390,13 +397,52 @@ class Bench:
                "nginx": self.tmp / "proxy-nginx" / "error.log"}[path]
         return log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
 
+    def proxy_pids(self) -> list[int]:
+        """The current path's processes: the agent and its Envoy, or the proxy."""
+        from l7sidecar.envoy import RunPaths, running_envoy
+
+        pids = [proc.pid for name, proc in self.procs.items() if name == self.current]
+        if self.current == "xdpgw":
+            pids += [pid for pid in (running_envoy(RunPaths(self.run_dir)),) if pid is not None]
+        return pids
+
     def wrk(self, workload: str, seconds: float, threads: int, connections: int) -> dict:
         scheme, port = ("https", HTTPS_PORT) if workload == "https" else ("http", HTTP_PORT)
         argv = ["wrk", "-t", threads, "-c", connections, "-d", f"{seconds}s", "--latency"]
         if workload == "close":
             argv += ["-H", "Connection: close"]
+        pids = self.proxy_pids()
+        cpu_before = _process_cpu_seconds(pids)
         done = self.lab.run(self.lab.client.ns, [*argv, f"{scheme}://{self.vip}:{port}/"], timeout=seconds + 60)
-        return {**parse_wrk(done.stdout), "output": done.stdout}
+        cpu = _process_cpu_seconds(pids) - cpu_before
+        figures = parse_wrk(done.stdout)
+        per_request = cpu * 1e6 / figures["requests"] if figures["requests"] and cpu > 0 else None
+        return {**figures, "cpu": per_request, "cpu_seconds": cpu, "output": done.stdout}
+
+
+def _process_cpu_seconds(roots: list[int]) -> float:
+    """User and system CPU seconds of the processes roots and all their descendants."""
+    import os
+
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    wanted, frontier = set(), [r for r in roots if r in times]
+    while frontier:
+        pid = frontier.pop()
+        if pid not in wanted:
+            wanted.add(pid)
+            frontier += [child for child, parent in parents.items() if parent == pid]
+    return sum(times[pid] for pid in wanted)
 
 
 def _terminate(proc: subprocess.Popen, sig: int, grace: float = 15) -> None:
@@ -504,6 +550,9 @@ def ratio_sentences(result: dict) -> list[str]:
             p99_ours, p99_theirs = _figure(result, workload, "xdpgw", "p99"), _figure(result, workload, peer, "p99")
             p99 = (f"; p99 {p99_ours:.2f} ms vs {p99_theirs:.2f} ms"
                    if p99_ours is not None and p99_theirs is not None else "")
+            cpu_ours, cpu_theirs = _figure(result, workload, "xdpgw", "cpu"), _figure(result, workload, peer, "cpu")
+            if cpu_ours is not None and cpu_theirs is not None:
+                p99 += f"; proxy CPU {cpu_ours:.0f} µs vs {cpu_theirs:.0f} µs per request ({cpu_ours / cpu_theirs:.2f}×)"
             lines.append(f"- {WORKLOAD_LABELS[workload]}, {what}: xdp-gateway {ours:,.0f} requests/s vs "
                          f"{theirs:,.0f} ({ours / theirs:.3f}×, {change:+.1f}%){p99}.")
     return lines
@@ -523,8 +572,8 @@ def markdown(result: dict) -> str:
         if not any(r["workload"] == workload for r in result["rows"]):
             continue
         lines += [f"### {WORKLOAD_LABELS[workload]}", "",
-                  "| path | requests/s | p50 ms | p99 ms | requests/s vs plain Envoy | vs nginx |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| path | requests/s | p50 ms | p99 ms | proxy CPU µs/request | requests/s vs plain Envoy | vs nginx |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for path in PATHS:
             rps = _figure(result, workload, path, "rps")
             if rps is None:
@@ -533,6 +582,7 @@ def markdown(result: dict) -> str:
             lines.append(f"| {PATH_LABELS[path]} | {_fmt(rps, 'requests/s')} | "
                          f"{_fmt(_figure(result, workload, path, 'p50'), 'ms')} | "
                          f"{_fmt(_figure(result, workload, path, 'p99'), 'ms')} | "
+                         f"{_fmt(_figure(result, workload, path, 'cpu'), 'requests/s')} | "
                          f"{f'{rps / envoy:.3f}×' if envoy else '—'} | {f'{rps / nginx:.3f}×' if nginx else '—'} |")
         lines.append("")
     sentences = ratio_sentences(result)

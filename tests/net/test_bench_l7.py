@@ -53,11 +53,14 @@ def test_every_path_serves_every_workload(tmp_path):
             rps = next((r for r in result["rows"]
                         if (r["workload"], r["path"], r["metric"]) == (workload, path, "rps")), None)
             assert rps is not None and rps["requests"] > 0 and rps["median"] > 0, (workload, path, result["failures"])
+    # The CPU accounting found each path's processes (for xdp-gateway, the agent's Envoy).
+    for path in l7.PATHS:
+        assert any((r["path"], r["metric"]) == (path, "cpu") and r["median"] > 0 for r in result["rows"]), path
     # Everything was removed: namespaces, links, processes (nginx workers and Envoy too), pins.
     assert result["leftovers_after_cleanup"] == []
     assert not Path(result["pin_dir"]).exists()
     text = l7.markdown(result)
     assert "| xdp-gateway (Envoy via handoff) |" in text and "handoff cost against plain Envoy" in text
     charts = l7.charts(result, tmp_path)
-    assert {c.name for c in charts} == {"l7_rps.png", "l7_p50.png", "l7_p99.png"}
+    assert {c.name for c in charts} == {"l7_rps.png", "l7_p50.png", "l7_p99.png", "l7_cpu.png"}
     assert all(c.stat().st_size > 0 for c in charts)
