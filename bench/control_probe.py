@@ -146,7 +146,7 @@ def breakdown(args: argparse.Namespace) -> dict:
     # The maps as the first plan left them, as the reader would return them.
     services = translation.desired.by_frontend()
     actual = ActualState(
-        frontends={k: FrontendRecord(first.service_ids[k], s.nat, s.snat_address) for k, s in services.items()},
+        frontends={k: FrontendRecord(first.service_ids[k], s.nat, s.snat_addresses) for k, s in services.items()},
         backends={i: ep for ep, i in first.backend_ids.items()},
         table_digests={op.service_id: op.digest for op in first.ops if type(op).__name__ == "PutTable"},
         tables=frozenset(first.service_ids.values()),

@@ -129,7 +129,7 @@ def run(
     namespace: Annotated[str, typer.Option("--namespace", envvar="POD_NAMESPACE", help="the agent's namespace (its Leases)")] = "xdp-gateway",
     lease_duration: Annotated[int, typer.Option("--lease-duration", help="seconds a node report or the writer Lease stays valid")] = 15,
     address: Annotated[Optional[list[str]], typer.Option("--address", help="gateway address for Gateways without spec.addresses (repeat)")] = None,
-    snat_address: Annotated[Optional[list[str]], typer.Option("--snat-address", help="SNAT source per family (default: first address of the interfaces)")] = None,
+    snat_address: Annotated[Optional[list[str]], typer.Option("--snat-address", help="SNAT source address; repeat for several (up to 4 per family are used; default: first address of each family on the interfaces)")] = None,
     nat: Annotated[Nat, typer.Option("--nat", help="snat or dnat")] = Nat.snat,
     attach: Annotated[Attach, typer.Option("--attach", help="xdp (native, else generic), xdp-native, xdp-generic or tc")] = Attach.xdp,
     pin_dir: PinDir = DEFAULT_PIN_DIR,

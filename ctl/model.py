@@ -90,10 +90,16 @@ class Service:
     # datagrams are dropped and counted.
     reject_weight: float = 0.0
     nat: NatMode = NatMode.SNAT
-    # Source address for SNAT; required when nat is SNAT, of the frontend's family.
-    snat_address: IPAddress | None = None
+    # Source addresses for SNAT (1 to 4, of the frontend's family); required when nat
+    # is SNAT. A new flow keeps the client's port on the first that has it free.
+    snat_addresses: tuple[IPAddress, ...] = ()
     # Who asked for this frontend (e.g. "TCPRoute default/db"), for gwctl and metrics.
     owner: str = ""
+
+    @property
+    def snat_address(self) -> IPAddress | None:
+        """The first SNAT address (what status shows first), or None."""
+        return self.snat_addresses[0] if self.snat_addresses else None
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def service(vip=VIP4, port=VIP_PORT, proto=Protocol.TCP, backends=((0, 1),), *,
         frontend=FrontendKey(vip, port, proto),
         backends=tuple(WeightedEndpoint(Endpoint(addr(i), backend_port), w) for i, w in backends),
         reject_weight=reject, nat=nat,
-        snat_address=(GW_BACK6 if v6 else GW_BACK4) if nat is NatMode.SNAT else None,
+        snat_addresses=((GW_BACK6 if v6 else GW_BACK4),) if nat is NatMode.SNAT else (),
         owner="test",
     )
 

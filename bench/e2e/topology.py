@@ -189,7 +189,7 @@ class Topology:
                 frontend=FrontendKey(self.vip, vip_port, proto),
                 backends=tuple(WeightedEndpoint(Endpoint(b.v4, be_port), 1) for b in backends),
                 nat=NatMode.DNAT if dnat else NatMode.SNAT,
-                snat_address=None if dnat else self.be0.gw_v4, owner="bench-e2e")
+                snat_addresses=() if dnat else (self.be0.gw_v4,), owner="bench-e2e")
 
         return (svc(UDP_VIP_PORT, Protocol.UDP, [self.be0], UDP_BE_PORT),
                 svc(CPS_VIP_PORT, Protocol.TCP, self.cps_backends, CPS_BE_PORT, dnat=cps_dnat),

@@ -17,14 +17,24 @@
 #error "MAGLEV_SIZE, MAX_SERVICES, MAX_BACKENDS and CT_SIZE come from the loader (ctl/capacity.py)"
 #endif
 
-/* How many SNAT ports a new flow probes before it gives up (DROP_SNAT_EXHAUSTED). */
+/* How many ports of the SNAT range a new flow probes on each SNAT address, after the
+ * client's own port, before it gives up (DROP_SNAT_EXHAUSTED). */
 #ifndef SNAT_PROBES
 #define SNAT_PROBES 16
 #endif
 
-/* A flow's partner entry (forward <-> reverse) is refreshed at most this often, so
- * that the common packet touches one conntrack entry only. */
-#define CT_PARTNER_REFRESH_NS 1000000000ULL
+/* SNAT addresses a frontend can use (struct frontend.snat_addrs). */
+#define SNAT_MAX_ADDRS 4
+
+/* A conntrack entry's last_seen, and its partner entry (forward <-> reverse), are
+ * refreshed at most this often (or at once when the TCP state changes), so that the
+ * common packet of an established flow writes nothing. */
+#define CT_REFRESH_NS 1000000000ULL
+
+/* Indexes of the generations map. */
+#define GEN_FIB 0       /* routes or neighbours changed: cached next hops are stale */
+#define GEN_BACKENDS 1  /* a backend was deleted or changed: check cached copies */
+#define GEN_MAX 2
 
 #define XG_NSEC_PER_SEC 1000000000ULL
 
@@ -44,6 +54,7 @@ enum nat_mode {
 #define CT_FIN_FWD    0x02 /* client sent FIN */
 #define CT_FIN_REV    0x04 /* backend sent FIN */
 #define CT_RST        0x08
+#define CT_REV_CLOSED_FIRST 0x10 /* the backend's FIN came first: it holds TIME_WAIT */
 
 /* Why a packet was dropped, or handed to the kernel instead of being forwarded.
  * Indexes the per-CPU `reasons` array. Keep in sync with abi.Reason. */

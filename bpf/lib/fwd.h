@@ -1,10 +1,12 @@
-/* Forwarding a translated packet: FIB lookup, MAC rewrite, TTL, redirect. */
+/* Forwarding a translated packet: next hop (cached per flow, or from the FIB), MAC
+ * rewrite, TTL, redirect. */
 #ifndef XG_FWD_H
 #define XG_FWD_H
 
 #include "common.h"
 #include "consts.h"
 #include "ctx.h"
+#include "maps.h"
 #include "csum.h"
 #include "parse.h"
 #include "scratch.h"
@@ -32,17 +34,38 @@ static __always_inline int decrement_ttl(CTX *ctx, struct pkt *p)
 	return 0;
 }
 
+static __always_inline __u32 generation(__u32 which)
+{
+	__u32 *gen = generations.lookup(&which);
+
+	return gen ? *gen : 0;
+}
+
+static __always_inline int fwd_to(CTX *ctx, struct pkt *p, const struct next_hop *hop,
+				  __u32 *ifindex)
+{
+	if (ctx_store(ctx, 0, hop->dmac, 12) < 0 || decrement_ttl(ctx, p) < 0)
+		return drop(DROP_WRITE);
+	*ifindex = hop->ifindex;
+	return hop->ifindex == ctx_ingress_ifindex(ctx) ? V_TX : V_REDIRECT;
+}
+
 /* Sends the packet where the FIB says its (already translated) destination lives.
  * An unresolved neighbour goes to the kernel, which resolves it, rather than being
- * dropped: the next packet of the flow takes the fast path. */
-static __always_inline int fwd_packet(CTX *ctx, struct pkt *p, __u32 *ifindex)
+ * dropped: the next packet of the flow takes the fast path. `hop` is the flow's cache:
+ * used while its generation is current and the packet fits its MTU, refilled from the
+ * FIB otherwise (the caller's map entry, so the next packet finds it). */
+static __always_inline int fwd_packet(CTX *ctx, struct pkt *p, struct next_hop *hop,
+				      __u32 *ifindex)
 {
-	struct scratch *s = scratch_get();
-	__u32 ingress = ctx_ingress_ifindex(ctx);
+	__u32 gen = generation(GEN_FIB);
+	struct scratch *s;
 	struct bpf_fib_lookup *fib;
-	__u8 macs[12];
 	int rc;
 
+	if (hop && hop->ifindex && hop->gen == gen && p->l3_len <= hop->mtu)
+		return fwd_to(ctx, p, hop, ifindex);
+	s = scratch_get();
 	if (!s)
 		return drop(DROP_WRITE);
 	fib = &s->fib;
@@ -53,7 +76,7 @@ static __always_inline int fwd_packet(CTX *ctx, struct pkt *p, __u32 *ifindex)
 	fib->sport = p->tuple.sport;
 	fib->dport = p->tuple.dport;
 	fib->tot_len = p->l3_len;
-	fib->ifindex = ingress;
+	fib->ifindex = ctx_ingress_ifindex(ctx);
 	if (p->tuple.family == FAMILY_V4) {
 		fib->ipv4_src = p->tuple.saddr.w[0];
 		fib->ipv4_dst = p->tuple.daddr.w[0];
@@ -70,12 +93,18 @@ static __always_inline int fwd_packet(CTX *ctx, struct pkt *p, __u32 *ifindex)
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return pass(PASS_FIB);
 
-	__builtin_memcpy(macs, fib->dmac, 6);
-	__builtin_memcpy(macs + 6, fib->smac, 6);
-	if (ctx_store(ctx, 0, macs, sizeof(macs)) < 0 || decrement_ttl(ctx, p) < 0)
-		return drop(DROP_WRITE);
-	*ifindex = fib->ifindex;
-	return fib->ifindex == ingress ? V_TX : V_REDIRECT;
+	{
+		struct next_hop found = {};
+
+		found.ifindex = fib->ifindex;
+		found.gen = gen;
+		found.mtu = fib->mtu_result;
+		__builtin_memcpy(found.dmac, fib->dmac, 6);
+		__builtin_memcpy(found.smac, fib->smac, 6);
+		if (hop)
+			*hop = found;
+		return fwd_to(ctx, p, &found, ifindex);
+	}
 }
 
 #endif

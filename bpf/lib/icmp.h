@@ -157,7 +157,7 @@ static __always_inline int icmp_error_nat(CTX *ctx, struct pkt *p, int egress, _
 		return V_PASS;
 	if (p->ttl <= 1)
 		return pass(PASS_TTL);
-	return fwd_packet(ctx, p, ifindex);
+	return fwd_packet(ctx, p, NULL, ifindex);
 }
 
 #endif

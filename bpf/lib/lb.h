@@ -49,20 +49,18 @@ static __always_inline int on_parse_failure(const struct pkt *p, int result)
 }
 
 /* A flow without a usable conntrack entry: pick a backend and record the flow. On
- * success fills `flow` and `be`; otherwise returns a verdict (>= 0). */
+ * success fills `flow` (which holds the backend) and returns -1; otherwise returns a
+ * verdict (>= 0). */
 static __always_inline int lb_new_flow(CTX *ctx, struct pkt *p, const struct frontend *fe,
-			  struct ct_entry *flow, struct backend *be)
+				       const struct config *cfg, struct ct_entry *flow, __u64 now)
 {
 	struct scratch *s = scratch_get();
-	__u64 now = flow->last_seen;
 	struct nat_entry *nat;
 	struct ct_key *rk;
-	struct config *cfg;
 	struct backend *found;
-	__u32 backend_id, zero = 0;
+	__u32 backend_id;
 
-	cfg = config.lookup(&zero);
-	if (!cfg || !s)
+	if (!s)
 		return V_PASS;
 	nat = &s->nat;
 	rk = &s->reply_key;
@@ -83,11 +81,12 @@ static __always_inline int lb_new_flow(CTX *ctx, struct pkt *p, const struct fro
 		return drop(DROP_NO_BACKEND);
 	if (found->family != p->tuple.family)
 		return drop(DROP_FAMILY);
-	*be = *found;
+	flow->backend = *found;
+	flow->backend_gen = generation(GEN_BACKENDS);
 
 	flow->last_seen = now;
 	flow->backend_id = backend_id;
-	flow->backend_check = backend_check(be);
+	flow->backend_check = backend_check(&flow->backend);
 	flow->service_id = fe->id;
 	flow->state = ct_tcp_bits(p, 0);
 
@@ -103,99 +102,118 @@ static __always_inline int lb_new_flow(CTX *ctx, struct pkt *p, const struct fro
 	if (fe->nat_mode == NAT_DNAT) {
 		flow->nat_addr = p->tuple.saddr;
 		flow->nat_port = p->tuple.sport;
-		ct_reply_key(rk, be, &flow->nat_addr, flow->nat_port, p->tuple.proto,
+		ct_reply_key(rk, &flow->backend, &flow->nat_addr, flow->nat_port, p->tuple.proto,
 			     p->tuple.family);
 		ct_rev.update(rk, nat);
 	} else {
-		flow->nat_addr = fe->snat_addr;
-		ct_reply_key(rk, be, &flow->nat_addr, 0, p->tuple.proto, p->tuple.family);
-		flow->nat_port = snat_claim(rk, nat, cfg, p, now);
-		if (!flow->nat_port)
+		ct_reply_key(rk, &flow->backend, &flow->nat_addr, 0, p->tuple.proto,
+			     p->tuple.family);
+		if (snat_claim(rk, nat, fe, cfg, p, now) < 0)
 			return drop(DROP_SNAT_EXHAUSTED);
+		flow->nat_addr = rk->daddr;
+		flow->nat_port = rk->dport;
 	}
 	ct_fwd.update(&p->tuple, flow);
 	return -1;
 }
 
+/* Whether an established flow's entry still holds: its backend (checked against the
+ * backends map only when a backend changed since the entry last looked), its service,
+ * its lifetime, and not a new SYN on a closing tuple. */
+static __always_inline int ct_usable(struct ct_entry *ct, const struct pkt *p,
+				     const struct frontend *fe, const struct config *cfg, __u64 now)
+{
+	int syn = (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	__u32 gen = generation(GEN_BACKENDS);
+
+	if (ct->service_id != fe->id ||
+	    ct_expired(cfg, p->tuple.proto, ct->state, ct->last_seen, now) ||
+	    (syn && (ct->state & (CT_FIN_FWD | CT_FIN_REV | CT_RST))))
+		return 0;
+	if (ct->backend_gen != gen) {
+		/* A backend was deleted or changed: is ours still there, the same endpoint?
+		 * Weight-0 backends keep their flows. */
+		struct backend *found = backends.lookup(&ct->backend_id);
+
+		if (!found || ct->backend_check != backend_check(found))
+			return 0;
+		ct->backend_gen = gen;
+	}
+	return 1;
+}
+
 /* Client -> frontend. */
 static __always_inline int lb_forward(CTX *ctx, struct pkt *p, const struct frontend *fe,
-				      const struct config *cfg, int egress, __u32 *ifindex)
+				      const struct config *cfg, __u32 *ifindex)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	struct ct_entry *ct = ct_fwd.lookup(&p->tuple);
-	struct ct_entry flow = {};
-	struct backend be = {};
 	__u8 bits = ct_tcp_bits(p, 0);
+	struct next_hop *hop;
+	struct backend *be;
 	int new_flow = 0;
 
 	if (p->ttl <= 1)
 		return pass(PASS_TTL);
-	if (ct) {
-		int syn = (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
-		struct backend *found = backends.lookup(&ct->backend_id);
-
-		/* A new SYN on a closing tuple, an expired entry, or a deleted backend
-		 * (its id gone, or given to another endpoint since): the flow starts over.
-		 * Weight-0 backends keep theirs. */
-		if (!found || ct->service_id != fe->id || ct->backend_check != backend_check(found) ||
-		    ct_expired(cfg, p->tuple.proto, ct->state, ct->last_seen, now) ||
-		    (syn && (ct->state & (CT_FIN_FWD | CT_FIN_REV | CT_RST)))) {
-			ct = NULL;
-		} else {
-			__u64 last = ct->last_seen;
+	if (ct && ct_usable(ct, p, fe, cfg, now)) {
+		if ((bits & ~ct->state) || now - ct->last_seen > CT_REFRESH_NS) {
+			struct scratch *s = scratch_get();
+			struct nat_entry *nat = NULL;
 
 			ct->last_seen = now;
 			ct->state |= bits;
-			flow = *ct;
-			be = *found;
-			if (bits || now - last > CT_PARTNER_REFRESH_NS) {
-				struct scratch *s = scratch_get();
-				struct nat_entry *nat = NULL;
-
-				if (s) {
-					ct_reply_key(&s->reply_key, &be, &flow.nat_addr,
-						     flow.nat_port, p->tuple.proto,
-						     p->tuple.family);
-					nat = ct_rev.lookup(&s->reply_key);
-				}
-				if (nat) {
-					nat->last_seen = now;
-					nat->state |= flow.state;
-				}
+			if (s) {
+				ct_reply_key(&s->reply_key, &ct->backend, &ct->nat_addr,
+					     ct->nat_port, p->tuple.proto, p->tuple.family);
+				nat = ct_rev.lookup(&s->reply_key);
+			}
+			if (nat) {
+				nat->last_seen = now;
+				nat->state |= ct->state;
 			}
 		}
-	}
-	if (!ct) {
+		be = &ct->backend;
+		hop = &ct->hop;
+	} else {
+		struct scratch *s = scratch_get();
 		int verdict;
 
-		flow.last_seen = now;
-		verdict = lb_new_flow(ctx, p, fe, &flow, &be);
-
+		if (!s)
+			return V_PASS;
+		__builtin_memset(&s->flow, 0, sizeof(s->flow));
+		verdict = lb_new_flow(ctx, p, fe, cfg, &s->flow, now);
 		if (verdict >= 0)
 			return verdict;
 		new_flow = 1;
+		/* The entry just inserted, so that the FIB result is cached in it. */
+		ct = ct_fwd.lookup(&p->tuple);
+		if (!ct)
+			ct = &s->flow;
+		be = &ct->backend;
+		hop = &ct->hop;
 	}
-	count_flow(flow.service_id, flow.backend_id, ctx_len(ctx), 1, new_flow);
-	if (nat_rewrite(ctx, p, &flow.nat_addr, flow.nat_port, &be.addr, be.port) < 0)
+	count_flow(ct->service_id, ct->backend_id, ctx_len(ctx), 1, new_flow);
+	if (nat_rewrite(ctx, p, &ct->nat_addr, ct->nat_port, &be->addr, be->port) < 0)
 		return drop(DROP_WRITE);
-	return fwd_packet(ctx, p, ifindex);
+	return fwd_packet(ctx, p, hop, ifindex);
 }
 
 /* Backend -> NAT address: a reply, back to the client from the frontend. */
 static __always_inline int lb_reverse(CTX *ctx, struct pkt *p, struct nat_entry *nat,
 				      int egress, __u32 *ifindex)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	__u8 bits = ct_tcp_bits(p, 1);
-	struct nat_entry back;
-	__u64 last = nat->last_seen;
 
-	nat->last_seen = now;
-	if (!(nat->state & CT_SEEN_REPLY) || bits || now - last > CT_PARTNER_REFRESH_NS) {
+	if ((bits & CT_FIN_REV) && !(nat->state & (CT_FIN_FWD | CT_FIN_REV)))
+		bits |= CT_REV_CLOSED_FIRST;
+	bits |= CT_SEEN_REPLY;
+	if ((bits & ~nat->state) || now - nat->last_seen > CT_REFRESH_NS) {
 		struct ct_key fk = {};
 		struct ct_entry *ct;
 
-		nat->state |= bits | CT_SEEN_REPLY;
+		nat->last_seen = now;
+		nat->state |= bits;
 		ct_client_key(&fk, nat, p->tuple.proto, p->tuple.family);
 		ct = ct_fwd.lookup(&fk);
 		if (ct) {
@@ -203,16 +221,15 @@ static __always_inline int lb_reverse(CTX *ctx, struct pkt *p, struct nat_entry 
 			ct->state |= nat->state;
 		}
 	}
-	back = *nat;
-	count_flow(back.service_id, back.backend_id, ctx_len(ctx), 0, 0);
+	count_flow(nat->service_id, nat->backend_id, ctx_len(ctx), 0, 0);
 	if (!egress && p->ttl <= 1)
 		return pass(PASS_TTL);
-	if (nat_rewrite(ctx, p, &back.frontend_addr, back.frontend_port, &back.client_addr,
-			back.client_port) < 0)
+	if (nat_rewrite(ctx, p, &nat->frontend_addr, nat->frontend_port, &nat->client_addr,
+			nat->client_port) < 0)
 		return drop(DROP_WRITE);
 	if (egress)
 		return V_PASS;
-	return fwd_packet(ctx, p, ifindex);
+	return fwd_packet(ctx, p, &nat->hop, ifindex);
 }
 
 /* `egress`: the packet is leaving through tc egress, already routed by the kernel;
@@ -245,7 +262,7 @@ static __always_inline int lb_process(CTX *ctx, int egress, __u32 *ifindex)
 		fk.family = p.tuple.family;
 		fe = frontends.lookup(&fk);
 		if (fe)
-			return lb_forward(ctx, &p, fe, cfg, egress, ifindex);
+			return lb_forward(ctx, &p, fe, cfg, ifindex);
 	}
 	nat = ct_rev.lookup(&p.tuple);
 	if (nat)

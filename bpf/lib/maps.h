@@ -9,7 +9,7 @@
 
 /* (address, port, protocol) -> service. */
 BPF_TABLE_PINNED("hash", struct frontend_key, struct frontend, frontends, MAX_SERVICES,
-		 PIN_DIR "/frontends_v1");
+		 PIN_DIR "/frontends_v2");
 
 /* Frontend addresses (value: number of frontends on it), see struct vip_key. */
 BPF_TABLE_PINNED("hash", struct vip_key, __u32, vips, MAX_SERVICES, PIN_DIR "/vips_v1");
@@ -26,11 +26,15 @@ BPF_TABLE_PINNED("hash_of_maps$maglev_inner", __u32, int, maglev_outer, MAX_SERV
 
 /* Conntrack, forward (client -> frontend) and reverse (backend -> NAT address). */
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_fwd, CT_SIZE,
-		 PIN_DIR "/ct_fwd_v1");
+		 PIN_DIR "/ct_fwd_v2");
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct nat_entry, ct_rev, CT_SIZE,
-		 PIN_DIR "/ct_rev_v1");
+		 PIN_DIR "/ct_rev_v2");
 
-BPF_TABLE_PINNED("array", __u32, struct config, config, 1, PIN_DIR "/config_v1");
+BPF_TABLE_PINNED("array", __u32, struct config, config, 1, PIN_DIR "/config_v2");
+
+/* Generation numbers (GEN_*), bumped by the agent; kept apart from config so that the
+ * netlink watcher and the reconciler never overwrite each other's writes. */
+BPF_TABLE_PINNED("array", __u32, __u32, generations, GEN_MAX, PIN_DIR "/generations_v1");
 
 /* Counters: per service id, per backend id, per enum reason, per hook x verdict. */
 BPF_TABLE_PINNED("percpu_array", __u32, struct flow_stats, svc_stats, MAX_SERVICES,

@@ -6,6 +6,7 @@
 #define XG_STRUCTS_H
 
 #include "common.h"
+#include "consts.h"
 
 /* An IPv4 address uses w[0]; w[1..3] are zero. */
 union addr {
@@ -21,10 +22,11 @@ struct frontend_key {
 };
 
 struct frontend {
-	__u32 id;       /* service id: svc_stats index, maglev_outer key */
-	__u8 nat_mode;  /* enum nat_mode */
-	__u8 pad[3];
-	union addr snat_addr; /* source for NAT_SNAT, of the frontend's family */
+	__u32 id;         /* service id: svc_stats index, maglev_outer key */
+	__u8 nat_mode;    /* enum nat_mode */
+	__u8 snat_count;  /* addresses in snat_addrs (NAT_SNAT: 1..SNAT_MAX_ADDRS) */
+	__u8 pad[2];
+	union addr snat_addrs[SNAT_MAX_ADDRS]; /* sources for NAT_SNAT, of the frontend's family */
 };
 
 struct backend {
@@ -45,17 +47,34 @@ struct ct_key {
 	__u8 pad[2];
 };
 
+/* Where a flow's translated packets go, as bpf_fib_lookup() last said, so that an
+ * established flow skips the lookup. Valid while `gen` equals generations[GEN_FIB],
+ * which the agent bumps on every route or neighbour change. */
+struct next_hop {
+	__u32 ifindex;  /* 0: nothing cached */
+	__u32 gen;
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u16 mtu;      /* of the egress route; bigger packets take the lookup (FRAG_NEEDED) */
+	__u8 pad[2];
+};
+
 /* ct_fwd value, keyed by client -> frontend. */
 struct ct_entry {
-	__u64 last_seen;      /* bpf_ktime_get_ns() of the last packet */
+	__u64 last_seen;      /* bpf_ktime_get_coarse_ns(), refreshed at most once per
+			       * CT_REFRESH_NS or when the state changes */
 	__u32 backend_id;
 	__u32 service_id;
-	union addr nat_addr;  /* source the backend sees: snat_addr, or the client (dnat) */
+	union addr nat_addr;  /* source the backend sees: a SNAT address, or the client (dnat) */
 	__be16 nat_port;      /* source port the backend sees */
 	__u8 state;           /* CT_* bits */
 	__u8 pad;
 	__u32 backend_check;  /* backend_check() of the backend chosen: a backend id that
 			       * was deleted and given to another endpoint is not ours */
+	struct backend backend; /* copy of backends[backend_id], checked against the map
+				 * only when generations[GEN_BACKENDS] moved */
+	__u32 backend_gen;
+	struct next_hop hop;
 };
 
 /* ct_rev value, keyed by backend -> nat_addr:nat_port (what a reply looks like). */
@@ -69,6 +88,7 @@ struct nat_entry {
 	__u32 backend_id;
 	__u8 state;
 	__u8 pad[3];
+	struct next_hop hop;
 };
 
 /* Runtime options, written by the agent (array of one). */
@@ -78,8 +98,13 @@ struct config {
 	__u16 snat_port_max;      /* host byte order, inclusive */
 	__u32 tcp_syn_timeout;    /* seconds, until the backend has answered */
 	__u32 tcp_est_timeout;    /* seconds */
-	__u32 tcp_close_timeout;  /* seconds, after RST or FIN both ways */
+	__u32 tcp_close_timeout;  /* seconds, after RST, or FIN both ways with the client first */
 	__u32 udp_timeout;        /* seconds */
+	__u32 tcp_time_wait_timeout; /* seconds, FIN both ways with the backend first: the
+				      * backend holds TIME_WAIT, its port is not given to
+				      * another client meanwhile */
+	__u8 snat_keep_port;      /* try the client's own source port first */
+	__u8 pad[3];
 };
 
 /* Per-CPU counters of a service (frontend) or a backend. */
@@ -105,12 +130,13 @@ struct vip_key {
  * loader also compares every field with its mirror at load time). */
 _Static_assert(sizeof(union addr) == 16, "union addr: ABI size");
 _Static_assert(sizeof(struct frontend_key) == 20, "struct frontend_key: ABI size (frontends_v1 key)");
-_Static_assert(sizeof(struct frontend) == 24, "struct frontend: ABI size (frontends_v1 value)");
+_Static_assert(sizeof(struct frontend) == 72, "struct frontend: ABI size (frontends_v2 value)");
 _Static_assert(sizeof(struct backend) == 20, "struct backend: ABI size (backends_v1 value)");
-_Static_assert(sizeof(struct ct_key) == 40, "struct ct_key: ABI size (ct_fwd_v1, ct_rev_v1 key)");
-_Static_assert(sizeof(struct ct_entry) == 40, "struct ct_entry: ABI size (ct_fwd_v1 value)");
-_Static_assert(sizeof(struct nat_entry) == 56, "struct nat_entry: ABI size (ct_rev_v1 value)");
-_Static_assert(sizeof(struct config) == 24, "struct config: ABI size (config_v1 value)");
+_Static_assert(sizeof(struct ct_key) == 40, "struct ct_key: ABI size (ct_fwd_v2, ct_rev_v2 key)");
+_Static_assert(sizeof(struct next_hop) == 24, "struct next_hop: ABI size (in ct_fwd_v2, ct_rev_v2 values)");
+_Static_assert(sizeof(struct ct_entry) == 88, "struct ct_entry: ABI size (ct_fwd_v2 value)");
+_Static_assert(sizeof(struct nat_entry) == 80, "struct nat_entry: ABI size (ct_rev_v2 value)");
+_Static_assert(sizeof(struct config) == 32, "struct config: ABI size (config_v2 value)");
 _Static_assert(sizeof(struct flow_stats) == 48, "struct flow_stats: ABI size (svc_stats_v1, be_stats_v1 value)");
 _Static_assert(sizeof(struct vip_key) == 20, "struct vip_key: ABI size (vips_v1 key)");
 

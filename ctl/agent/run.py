@@ -28,6 +28,7 @@ from ctl.translate import TranslateConfig
 
 from l7sidecar.envoy import RunPaths
 
+from . import datapath_watch
 from .l7 import L7Runtime, LocalAddresses
 from .metrics import AgentMetrics, DataplaneCollector
 from .reconciler import ReconcileOutcome, Reconciler
@@ -163,6 +164,9 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
             loader.detach_xdp(ifindex)
         log.info("attached", extra={"event": "attached", "interface": name, "mode": mode})
 
+    # Cached next hops follow routing changes; SNAT exhaustion is logged, not silent.
+    datapath_watch.start(datapath_watch.watch_routes, options.pin_dir, stop)
+    datapath_watch.start(datapath_watch.watch_snat_exhaustion, options.pin_dir, stop)
     dp_config = DataplaneConfig(hash_seed=options.hash_seed)
     reconciler = Reconciler(
         program=lambda desired: dataplane.program(desired, dp_config),

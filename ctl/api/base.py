@@ -36,6 +36,7 @@ class ObjectMeta(ApiModel):
     # kubectl does when a manifest names no namespace.
     namespace: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
     # The API server starts generations at 1; files carry none.
     generation: int = Field(default=1, ge=1)
     creation_timestamp: datetime | None = None

@@ -19,6 +19,17 @@ u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_u
 FAMILY_V4 = 4
 FAMILY_V6 = 6
 BACKEND_REJECT = 0
+SNAT_MAX_ADDRS = 4  # addresses a frontend can SNAT from (struct frontend.snat_addrs)
+
+
+class Gen(enum.IntEnum):
+    """Indexes of the generations map (GEN_* in consts.h)."""
+
+    FIB = 0       # routes or neighbours changed: cached next hops are stale
+    BACKENDS = 1  # a backend was deleted or changed
+
+
+GEN_MAX = len(Gen)
 
 
 class Reason(enum.IntEnum):
@@ -72,6 +83,7 @@ class CtState(enum.IntFlag):
     FIN_FWD = 0x02
     FIN_REV = 0x04
     RST = 0x08
+    REV_CLOSED_FIRST = 0x10  # the backend's FIN came first: it holds TIME_WAIT
 
 
 class Addr(ctypes.Union):
@@ -83,11 +95,17 @@ class FrontendKey(ctypes.Structure):
 
 
 class Frontend(ctypes.Structure):
-    _fields_ = [("id", u32), ("nat_mode", u8), ("pad", u8 * 3), ("snat_addr", Addr)]
+    _fields_ = [("id", u32), ("nat_mode", u8), ("snat_count", u8), ("pad", u8 * 2),
+                ("snat_addrs", Addr * SNAT_MAX_ADDRS)]
 
 
 class Backend(ctypes.Structure):
     _fields_ = [("addr", Addr), ("port", u16), ("family", u8), ("pad", u8)]
+
+
+class NextHop(ctypes.Structure):
+    _fields_ = [("ifindex", u32), ("gen", u32), ("dmac", u8 * 6), ("smac", u8 * 6),
+                ("mtu", u16), ("pad", u8 * 2)]
 
 
 class CtKey(ctypes.Structure):
@@ -101,6 +119,7 @@ class CtEntry(ctypes.Structure):
     _fields_ = [
         ("last_seen", u64), ("backend_id", u32), ("service_id", u32), ("nat_addr", Addr),
         ("nat_port", u16), ("state", u8), ("pad", u8), ("backend_check", u32),
+        ("backend", Backend), ("backend_gen", u32), ("hop", NextHop),
     ]
 
 
@@ -108,7 +127,7 @@ class NatEntry(ctypes.Structure):
     _fields_ = [
         ("last_seen", u64), ("client_addr", Addr), ("frontend_addr", Addr),
         ("client_port", u16), ("frontend_port", u16), ("service_id", u32),
-        ("backend_id", u32), ("state", u8), ("pad", u8 * 3),
+        ("backend_id", u32), ("state", u8), ("pad", u8 * 3), ("hop", NextHop),
     ]
 
 
@@ -116,7 +135,8 @@ class Config(ctypes.Structure):
     _fields_ = [
         ("hash_seed", u32), ("snat_port_min", u16), ("snat_port_max", u16),
         ("tcp_syn_timeout", u32), ("tcp_est_timeout", u32), ("tcp_close_timeout", u32),
-        ("udp_timeout", u32),
+        ("udp_timeout", u32), ("tcp_time_wait_timeout", u32), ("snat_keep_port", u8),
+        ("pad", u8 * 3),
     ]
 
 
@@ -181,13 +201,14 @@ WEIGHT_SCALE = 1000
 # Pinned maps: C name -> (file name under the pin directory, key type, value type).
 # The file names carry the layout version; see bpf/lib/maps.h.
 PINNED_MAPS: dict[str, tuple[str, type, type]] = {
-    "frontends": ("frontends_v1", FrontendKey, Frontend),
+    "frontends": ("frontends_v2", FrontendKey, Frontend),
     "vips": ("vips_v1", VipKey, u32),
     "backends": ("backends_v1", u32, Backend),
     "maglev_outer": ("maglev_v1", u32, u32),
-    "ct_fwd": ("ct_fwd_v1", CtKey, CtEntry),
-    "ct_rev": ("ct_rev_v1", CtKey, NatEntry),
-    "config": ("config_v1", u32, Config),
+    "ct_fwd": ("ct_fwd_v2", CtKey, CtEntry),
+    "ct_rev": ("ct_rev_v2", CtKey, NatEntry),
+    "config": ("config_v2", u32, Config),
+    "generations": ("generations_v1", u32, u32),
     "svc_stats": ("svc_stats_v1", u32, FlowStats),
     "be_stats": ("be_stats_v1", u32, FlowStats),
     "reasons": ("reasons_v1", u32, u64),

@@ -19,7 +19,7 @@ import numpy as np
 
 from ctl.capacity import Capacity
 
-from .abi import WEIGHT_SCALE
+from .abi import SNAT_MAX_ADDRS, WEIGHT_SCALE
 from .maglev import MaglevBackend, build_table
 from ctl.model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service, address_order
 
@@ -33,8 +33,14 @@ class DataplaneConfig:
     snat_port_max: int = 65535
     tcp_syn_timeout: int = 60
     tcp_est_timeout: int = 21600
-    tcp_close_timeout: int = 10
+    # After a RST, or FIN both ways with the client first, the backend forgets the
+    # tuple once the last ACK is in: this only covers retransmissions.
+    tcp_close_timeout: int = 5
     udp_timeout: int = 60
+    # FIN both ways with the backend first: it holds TIME_WAIT (60 s on Linux), so the
+    # tuple is not given to another client before then (docs/datapath.md).
+    tcp_time_wait_timeout: int = 60
+    snat_keep_port: bool = True  # a new flow tries the client's source port first
 
 
 # The planner refuses a desired state that does not fit the data path's capacity.
@@ -45,7 +51,11 @@ Limits = Capacity
 class FrontendRecord:
     service_id: int
     nat: NatMode
-    snat_address: IPAddress | None
+    snat_addresses: tuple[IPAddress, ...] = ()
+
+    @property
+    def snat_address(self) -> IPAddress | None:
+        return self.snat_addresses[0] if self.snat_addresses else None
 
 
 @dataclass(frozen=True)
@@ -186,7 +196,7 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
                 ops.append(PutTable(service_id, slots, digest))
     for key, service in sorted(services.items()):
         record = FrontendRecord(service_ids[key], service.nat,
-                                service.snat_address if service.nat is NatMode.SNAT else None)
+                                service.snat_addresses if service.nat is NatMode.SNAT else ())
         current = actual.frontends.get(key)
         if current != record:
             ops.append(PutFrontend(key, record, fresh=current is None
@@ -302,11 +312,15 @@ def _validate(services: Iterable[Service], limits: Limits) -> None:
             if b.weight < 0:
                 raise PlanError(f"{who}: backend {b.endpoint} has negative weight {b.weight}")
         if s.nat is NatMode.SNAT:
-            if s.snat_address is None:
+            if not s.snat_addresses:
                 raise PlanError(f"{who}: SNAT mode needs a SNAT address for {s.frontend}")
-            if s.snat_address.version != s.frontend.address.version:
-                raise PlanError(f"{who}: SNAT address {s.snat_address} is not of the "
-                                f"frontend's address family ({s.frontend})")
+            if len(s.snat_addresses) > SNAT_MAX_ADDRS:
+                raise PlanError(f"{who}: {len(s.snat_addresses)} SNAT addresses for "
+                                f"{s.frontend}, at most {SNAT_MAX_ADDRS} are supported")
+            for a in s.snat_addresses:
+                if a.version != s.frontend.address.version:
+                    raise PlanError(f"{who}: SNAT address {a} is not of the "
+                                    f"frontend's address family ({s.frontend})")
 
 
 def _assign_ids(wanted, existing: Mapping, pool: range, what: str) -> dict:

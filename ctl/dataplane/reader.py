@@ -19,7 +19,8 @@ def read_frontends(maps: PinnedMaps) -> dict[FrontendKey, FrontendRecord]:
         address = abi.from_addr(key.addr, key.family)
         fk = FrontendKey(address, abi.from_port(key.port), Protocol(key.proto))
         nat = NatMode.DNAT if value.nat_mode == abi.NatModeC.DNAT else NatMode.SNAT
-        snat = abi.from_addr(value.snat_addr, key.family) if nat is NatMode.SNAT else None
+        count = min(value.snat_count, abi.SNAT_MAX_ADDRS) if nat is NatMode.SNAT else 0
+        snat = tuple(abi.from_addr(value.snat_addrs[i], key.family) for i in range(count))
         out[fk] = FrontendRecord(value.id, nat, snat)
     return out
 
@@ -35,7 +36,9 @@ def read_config(maps: PinnedMaps) -> DataplaneConfig | None:
     raw = maps.get("config", 0)
     if raw is None or raw.snat_port_min == 0:  # never written: the array starts zeroed
         return None
-    return DataplaneConfig(**{name: getattr(raw, name) for name, _ in abi.Config._fields_})
+    fields = {name: getattr(raw, name) for name, _ in abi.Config._fields_ if name != "pad"}
+    fields["snat_keep_port"] = bool(fields["snat_keep_port"])
+    return DataplaneConfig(**fields)
 
 
 def read_owners(maps: PinnedMaps) -> dict[int, str]:
@@ -126,8 +129,11 @@ def flow_is_live(flow: Flow, config: DataplaneConfig) -> bool:
     """Mirrors ct_lifetime_ns() in bpf/lib/conntrack.h."""
     s = abi.CtState
     if flow.protocol is Protocol.TCP:
-        if s.RST in flow.state or (s.FIN_FWD in flow.state and s.FIN_REV in flow.state):
+        if s.RST in flow.state:
             limit = config.tcp_close_timeout
+        elif s.FIN_FWD in flow.state and s.FIN_REV in flow.state:
+            limit = (config.tcp_time_wait_timeout if s.REV_CLOSED_FIRST in flow.state
+                     else config.tcp_close_timeout)
         elif s.SEEN_REPLY not in flow.state:
             limit = config.tcp_syn_timeout
         else:

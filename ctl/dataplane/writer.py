@@ -28,6 +28,18 @@ def apply(maps: PinnedMaps, ops: tuple[p.Op, ...]) -> None:
             for op in ops[i:end]:
                 log.debug("applied %s", _describe(op))
         i = end
+    if any(isinstance(op, p.DeleteBackend) or (isinstance(op, p.PutBackend) and not op.fresh)
+           for op in ops):
+        bump_generation(maps, abi.Gen.BACKENDS)
+
+
+def bump_generation(maps: PinnedMaps, which: abi.Gen) -> int:
+    """Tells the data path that what it cached under `which` may be stale: established
+    flows check their cached backend, or look up their next hop, again once."""
+    current = maps.get("generations", int(which)) or 0
+    new = (int(current) + 1) & 0xFFFFFFFF
+    maps.put("generations", int(which), new)
+    return new
 
 
 def _apply_one(maps: PinnedMaps, op: p.Op) -> None:
@@ -78,9 +90,10 @@ def frontend_key_struct(key) -> abi.FrontendKey:
 
 
 def frontend_struct(record: p.FrontendRecord) -> abi.Frontend:
-    value = abi.Frontend(id=record.service_id, nat_mode=_nat_c(record.nat))
-    if record.snat_address is not None:
-        value.snat_addr = abi.to_addr(record.snat_address)
+    value = abi.Frontend(id=record.service_id, nat_mode=_nat_c(record.nat),
+                         snat_count=len(record.snat_addresses))
+    for i, address in enumerate(record.snat_addresses):
+        value.snat_addrs[i] = abi.to_addr(address)
     return value
 
 

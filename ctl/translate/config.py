@@ -28,3 +28,7 @@ class TranslateConfig:
 
     def snat_address(self, version: int) -> IPAddress | None:
         return next((a for a in self.snat_addresses if a.version == version), None)
+
+    def snat_addresses_for(self, version: int) -> tuple[IPAddress, ...]:
+        """Every configured SNAT source of that family (--snat-address repeated)."""
+        return tuple(a for a in self.snat_addresses if a.version == version)

@@ -183,7 +183,8 @@ def _services(
                         backends=pool.backends,
                         reject_weight=pool.reject_weight,
                         nat=config.nat,
-                        snat_address=config.snat_address(address.version) if config.nat is NatMode.SNAT else None,
+                        snat_addresses=view.addresses.snat_for(address.version, config)
+                        if config.nat is NatMode.SNAT else (),
                         owner=owner,
                     )
                 )

@@ -57,7 +57,7 @@ def scraped():
             FRONTEND,
             (WeightedEndpoint(Endpoint(ip_address("10.0.0.2"), 8080), 1.0),
              WeightedEndpoint(Endpoint(ip_address("10.0.0.3"), 8080), 3.0)),
-            snat_address=ip_address("10.0.0.1"), owner=OWNER),)))
+            snat_addresses=(ip_address("10.0.0.1"),), owner=OWNER),)))
         registry = CollectorRegistry()
         AgentMetrics(registry)
         registry.register(DataplaneCollector(pin_dir, lambda: {FRONTEND: OWNER}))

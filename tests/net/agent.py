@@ -26,7 +26,7 @@ def service_to_json(s: Service) -> dict:
         "frontend": [str(s.frontend.address), s.frontend.port, s.frontend.protocol.name],
         "backends": [[str(b.endpoint.address), b.endpoint.port, b.weight] for b in s.backends],
         "reject_weight": s.reject_weight, "nat": s.nat.value,
-        "snat_address": str(s.snat_address) if s.snat_address else None, "owner": s.owner,
+        "snat_addresses": [str(a) for a in s.snat_addresses], "owner": s.owner,
     }
 
 
@@ -36,7 +36,7 @@ def service_from_json(d: dict) -> Service:
         frontend=FrontendKey(ip_address(addr), port, Protocol[proto]),
         backends=tuple(WeightedEndpoint(Endpoint(ip_address(a), p), w) for a, p, w in d["backends"]),
         reject_weight=d["reject_weight"], nat=NatMode(d["nat"]),
-        snat_address=ip_address(d["snat_address"]) if d["snat_address"] else None,
+        snat_addresses=tuple(ip_address(a) for a in d["snat_addresses"]),
         owner=d["owner"],
     )
 

@@ -88,7 +88,7 @@ class Gateway:
                 for b, w in zip(backends, weights)
             ),
             reject_weight=reject, nat=nat,
-            snat_address=(backends[0].gw_v6 if v6 else backends[0].gw_v4) if nat is NatMode.SNAT else None,
+            snat_addresses=((backends[0].gw_v6 if v6 else backends[0].gw_v4),) if nat is NatMode.SNAT else (),
             owner="net-test",
         )
 

@@ -117,9 +117,16 @@ def test_tc_egress_leaves_other_traffic_alone(plab):
 
 
 def test_snat_ports_never_collide(plab):
+    """300 clients on one source port: the first keeps it, the others get ports of the
+    range, every one distinct."""
     plab.program(state(service()))
-    ports = [l4(Ether(plab.xdp(bytes(syn4(sport=20000 + i))).data)).sport for i in range(300)]
-    assert len(set(ports)) == 300 and all(p in SNAT_RANGE for p in ports)
+    ports = []
+    for i in range(300):
+        syn = syn4()
+        syn[IP].src = f"10.99.{1 + i // 250}.{1 + i % 250}"
+        ports.append(l4(Ether(plab.xdp(bytes(syn)).data)).sport)
+    assert len(set(ports)) == 300
+    assert ports[0] == CLIENT_PORT and all(p in SNAT_RANGE for p in ports[1:])
 
 
 def _client_fin() -> bytes:

@@ -28,7 +28,7 @@ def test_pinned_maps_of_another_shape_are_refused(pin_dir):
     del programs
     check_pinned_maps(DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES))  # same shape: fine
     bigger = dict(TEST_SPEC_SIZES, ct_size=TEST_SPEC_SIZES["ct_size"] * 2)
-    with pytest.raises(PinnedMapMismatch, match=r"ct_fwd_v1: pinned map .* use another --pin-dir"):
+    with pytest.raises(PinnedMapMismatch, match=r"ct_fwd_v2: pinned map .* use another --pin-dir"):
         compile_programs(DataplaneSpec(pin_dir=pin_dir, **bigger))
 
 

@@ -46,8 +46,8 @@ def to_backend(i=0, *, snat=True, v6=False, keep_zero=False):
     from the client unchanged (DNAT)."""
     def build(lab, sent, out):
         sport = l4(Ether(out)).sport
-        if snat:
-            assert sport in SNAT_RANGE
+        if snat:  # the client's own port when free (it is here), else one of the range
+            assert sport in SNAT_RANGE or sport == l4(Ether(bytes(sent))).sport
         else:
             assert sport == CLIENT_PORT
         return forwarded(sent, src=(GW_BACK6 if v6 else GW_BACK4) if snat else (CLIENT6 if v6 else CLIENT4),

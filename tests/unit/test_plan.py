@@ -20,7 +20,7 @@ SNAT = ip_address("10.0.0.1")
 def svc(vip="192.0.2.1", port=80, backends=(("10.1.0.1", 1),), reject=0.0, proto=Protocol.TCP):
     return Service(FrontendKey(ip_address(vip), port, proto),
                    tuple(WeightedEndpoint(Endpoint(ip_address(a), 8080), w) for a, w in backends),
-                   reject_weight=reject, snat_address=SNAT, owner="t")
+                   reject_weight=reject, snat_addresses=(SNAT,), owner="t")
 
 
 def applied(actual: p.ActualState, result: p.Plan) -> p.ActualState:
@@ -117,8 +117,8 @@ def test_invalid_share_and_all_zero_weights_become_reject_slots():
 
 @pytest.mark.parametrize("bad, message", [
     (svc(backends=(("2001:db8::1", 1),)), "not of the frontend's address family"),
-    (replace(svc(), snat_address=None), "needs a SNAT address"),
-    (replace(svc(), snat_address=ip_address("2001:db8::1")), "SNAT address 2001:db8::1"),
+    (replace(svc(), snat_addresses=()), "needs a SNAT address"),
+    (replace(svc(), snat_addresses=(ip_address("2001:db8::1"),)), "SNAT address 2001:db8::1"),
 ])
 def test_unprogrammable_state_is_refused_before_any_write(bad, message):
     with pytest.raises(p.PlanError, match=message):
@@ -135,7 +135,7 @@ def test_dnat_frontends_carry_no_snat_address():
     s = replace(svc(), nat=NatMode.DNAT)
     result = p.plan(DesiredState((s,)), p.ActualState(), CONFIG, LIMITS)
     (fe,) = [op for op in result.ops if isinstance(op, p.PutFrontend)]
-    assert fe.record == p.FrontendRecord(0, NatMode.DNAT, None)
+    assert fe.record == p.FrontendRecord(0, NatMode.DNAT, ())
 
 
 # -- dual stack: IPv4 and IPv6 in one state ------------------------------------------------
@@ -144,7 +144,7 @@ SNAT6 = ip_address("fd00::1")
 
 
 def svc6(vip="2001:db8::1", port=80, backends=(("fd00:1::1", 1),), proto=Protocol.TCP):
-    return replace(svc(vip, port, backends, proto=proto), snat_address=SNAT6)
+    return replace(svc(vip, port, backends, proto=proto), snat_addresses=(SNAT6,))
 
 
 def dual_stack() -> DesiredState:

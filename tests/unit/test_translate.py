@@ -312,3 +312,36 @@ def test_label_selectors() -> None:
 
 def test_problem_type_is_a_value() -> None:
     assert ValidationProblem("a", "b", "c") == ValidationProblem("a", "b", "c")
+
+
+def test_every_node_snat_source_of_the_family_is_used() -> None:
+    config = replace(CONFIG, snat_addresses=tuple(ipaddress.ip_address(a) for a in
+                                                  ("192.0.2.1", "2001:db8::1", "192.0.2.2")))
+    [service] = translate(load(GATEWAY_AND_ROUTE % "web"), config).desired.services
+    assert [str(a) for a in service.snat_addresses] == ["192.0.2.1", "192.0.2.2"]
+
+
+def test_a_gateway_may_name_its_own_snat_sources() -> None:
+    text = (GATEWAY_AND_ROUTE % "web").replace(
+        "metadata: {name: gw, generation: 4}",
+        "metadata: {name: gw, generation: 4, annotations: "
+        "{xdp-gateway.io/snat-addresses: '198.51.100.7, 198.51.100.8'}}", 1)
+    [service] = translate(load(text), CONFIG).desired.services
+    assert [str(a) for a in service.snat_addresses] == ["198.51.100.7", "198.51.100.8"]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("198.51.100.7, nope", '"nope" is not an IP address'),
+    ("127.0.0.1", "127.0.0.1 cannot be a SNAT source"),
+    (",".join(f"198.51.100.{i}" for i in range(1, 6)), "more than 4 IPv4 addresses"),
+])
+def test_a_bad_snat_annotation_refuses_the_gateway_and_says_why(value: str, message: str) -> None:
+    text = (GATEWAY_AND_ROUTE % "web").replace(
+        "metadata: {name: gw, generation: 4}",
+        f"metadata: {{name: gw, generation: 4, annotations: {{xdp-gateway.io/snat-addresses: '{value}'}}}}", 1)
+    translation = translate(load(text), CONFIG)
+    accepted = condition(status_of(translation, "Gateway", "gw").conditions, "Accepted")
+    assert accepted.status is False or accepted.status == "False"
+    assert 'metadata.annotations["xdp-gateway.io/snat-addresses"]' in accepted.message
+    assert message in accepted.message
+    assert not translation.desired.services
