@@ -62,6 +62,7 @@ class _SwappedCtEntry(ctypes.Structure):
     _fields_ = [
         ("last_seen", abi.u64), ("service_id", abi.u32), ("backend_id", abi.u32), ("nat_addr", abi.Addr),
         ("nat_port", abi.u16), ("state", abi.u8), ("pad", abi.u8), ("backend_check", abi.u32),
+        ("backend", abi.Backend), ("backend_gen", abi.u32), ("hop", abi.NextHop),
     ]
 
 
