@@ -57,6 +57,18 @@ static __always_inline int ctx_store(CTX *ctx, __u32 off, const void *from, __u3
 	return bpf_xdp_store_bytes(ctx, off, (void *)from, len);
 }
 
+/* Whether the frame holds at least `end` bytes: a pointer comparison for the linear
+ * part, bpf_xdp_get_buff_len() (a helper call) only beyond it. */
+static __always_inline int ctx_has(CTX *ctx, __u32 end)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	if (end <= XDP_DIRECT_MAX && data + end <= data_end)
+		return 1;
+	return end <= ctx_len(ctx);
+}
+
 /* XDP has no checksum helpers and no skb checksum state: the frame's checksums are
  * complete, so update them by RFC 1624 arithmetic. */
 static __always_inline int csum_apply(CTX *ctx, __u32 off, __s64 diff, int flags)
@@ -116,6 +128,11 @@ static __always_inline int ctx_load(CTX *ctx, __u32 off, void *to, __u32 len)
 static __always_inline int ctx_store(CTX *ctx, __u32 off, const void *from, __u32 len)
 {
 	return bpf_skb_store_bytes(ctx, off, (void *)from, len, 0);
+}
+
+static __always_inline int ctx_has(CTX *ctx, __u32 end)
+{
+	return end <= ctx->len;
 }
 
 /* The kernel helpers also keep skb->csum right and handle CHECKSUM_PARTIAL packets,

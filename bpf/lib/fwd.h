@@ -15,14 +15,14 @@
 static __always_inline int decrement_ttl(CTX *ctx, struct pkt *p)
 {
 	if (p->tuple.family == FAMILY_V4) {
-		/* TTL and protocol form one 16-bit word of the header checksum; the zero
-		 * padding lets bpf_csum_diff work on 4 bytes. */
-		__u8 old[4] = { p->ttl, p->tuple.proto, 0, 0 };
-		__u8 new[4] = { p->ttl - 1, p->tuple.proto, 0, 0 };
+		/* TTL and protocol form one 16-bit word of the header checksum. */
+		__u8 ttl = p->ttl - 1;
+		__u32 old = (__u32)p->ttl | ((__u32)p->tuple.proto << 8);
+		__u32 new = (__u32)ttl | ((__u32)p->tuple.proto << 8);
 
-		if (ctx_store(ctx, p->l3_off + offsetof(struct iphdr, ttl), &new[0], 1) < 0 ||
+		if (ctx_store(ctx, p->l3_off + offsetof(struct iphdr, ttl), &ttl, 1) < 0 ||
 		    csum_l3_apply(ctx, p->l3_off + offsetof(struct iphdr, check),
-				  csum_delta(old, new, sizeof(old), 0)) < 0)
+				  csum_word_diff(old, new)) < 0)
 			return -1;
 	} else {
 		__u8 hop = p->ttl - 1;

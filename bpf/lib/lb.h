@@ -48,9 +48,9 @@ static __always_inline int on_parse_failure(const struct pkt *p, int result)
 	return V_PASS;
 }
 
-/* A flow without a usable conntrack entry: pick a backend and record the flow. On
- * success fills `flow` (which holds the backend) and returns -1; otherwise returns a
- * verdict (>= 0). */
+/* A flow without a usable conntrack entry: pick a backend and claim the reverse
+ * tuple. On success fills `flow` (which holds the backend; the caller inserts it into
+ * ct_fwd once the next hop is known) and returns -1; otherwise returns a verdict. */
 static __always_inline int lb_new_flow(CTX *ctx, struct pkt *p, const struct frontend *fe,
 				       const struct config *cfg, struct ct_entry *flow, __u64 now)
 {
@@ -113,7 +113,6 @@ static __always_inline int lb_new_flow(CTX *ctx, struct pkt *p, const struct fro
 		flow->nat_addr = rk->daddr;
 		flow->nat_port = rk->dport;
 	}
-	ct_fwd.update(&p->tuple, flow);
 	return -1;
 }
 
@@ -149,23 +148,24 @@ static __always_inline int lb_forward(CTX *ctx, struct pkt *p, const struct fron
 	__u64 now = bpf_ktime_get_coarse_ns();
 	struct ct_entry *ct = ct_fwd.lookup(&p->tuple);
 	__u8 bits = ct_tcp_bits(p, 0);
+	struct scratch *s = NULL; /* set for a new flow only */
 	struct next_hop *hop;
 	struct backend *be;
-	int new_flow = 0;
+	int verdict;
 
 	if (p->ttl <= 1)
 		return pass(PASS_TTL);
 	if (ct && ct_usable(ct, p, fe, cfg, now)) {
 		if ((bits & ~ct->state) || now - ct->last_seen > CT_REFRESH_NS) {
-			struct scratch *s = scratch_get();
+			struct scratch *refresh = scratch_get();
 			struct nat_entry *nat = NULL;
 
 			ct->last_seen = now;
 			ct->state |= bits;
-			if (s) {
-				ct_reply_key(&s->reply_key, &ct->backend, &ct->nat_addr,
+			if (refresh) {
+				ct_reply_key(&refresh->reply_key, &ct->backend, &ct->nat_addr,
 					     ct->nat_port, p->tuple.proto, p->tuple.family);
-				nat = ct_rev.lookup(&s->reply_key);
+				nat = ct_rev.lookup(&refresh->reply_key);
 			}
 			if (nat) {
 				nat->last_seen = now;
@@ -175,27 +175,26 @@ static __always_inline int lb_forward(CTX *ctx, struct pkt *p, const struct fron
 		be = &ct->backend;
 		hop = &ct->hop;
 	} else {
-		struct scratch *s = scratch_get();
-		int verdict;
-
+		s = scratch_get();
 		if (!s)
 			return V_PASS;
 		__builtin_memset(&s->flow, 0, sizeof(s->flow));
 		verdict = lb_new_flow(ctx, p, fe, cfg, &s->flow, now);
 		if (verdict >= 0)
 			return verdict;
-		new_flow = 1;
-		/* The entry just inserted, so that the FIB result is cached in it. */
-		ct = ct_fwd.lookup(&p->tuple);
-		if (!ct)
-			ct = &s->flow;
+		s->flow_key = p->tuple;
+		ct = &s->flow;
 		be = &ct->backend;
 		hop = &ct->hop;
 	}
-	count_flow(ct->service_id, ct->backend_id, ctx_len(ctx), 1, new_flow);
+	count_flow(ct->service_id, ct->backend_id, p->l3_off + p->l3_len, 1, !!s);
 	if (nat_rewrite(ctx, p, &ct->nat_addr, ct->nat_port, &be->addr, be->port) < 0)
 		return drop(DROP_WRITE);
-	return fwd_packet(ctx, p, hop, ifindex);
+	verdict = fwd_packet(ctx, p, hop, ifindex);
+	/* A new flow's entry goes in with the FIB result already cached (one write). */
+	if (s)
+		ct_fwd.update(&s->flow_key, &s->flow);
+	return verdict;
 }
 
 /* Backend -> NAT address: a reply, back to the client from the frontend. */
@@ -221,7 +220,7 @@ static __always_inline int lb_reverse(CTX *ctx, struct pkt *p, struct nat_entry 
 			ct->state |= nat->state;
 		}
 	}
-	count_flow(nat->service_id, nat->backend_id, ctx_len(ctx), 0, 0);
+	count_flow(nat->service_id, nat->backend_id, p->l3_off + p->l3_len, 0, 0);
 	if (!egress && p->ttl <= 1)
 		return pass(PASS_TTL);
 	if (nat_rewrite(ctx, p, &nat->frontend_addr, nat->frontend_port, &nat->client_addr,

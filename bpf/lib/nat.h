@@ -24,10 +24,10 @@ static __always_inline __s64 rewrite_addrs(CTX *ctx, struct pkt *p, const union 
 	__u32 delta;
 
 	if (p->tuple.family == FAMILY_V4) {
-		__be32 old[2] = { p->tuple.saddr.w[0], p->tuple.daddr.w[0] };
 		__be32 new[2] = { saddr->w[0], daddr->w[0] };
 
-		delta = csum_delta(old, new, sizeof(old), 0);
+		delta = csum_word_diff(p->tuple.saddr.w[0], new[0]) +
+			csum_word_diff(p->tuple.daddr.w[0], new[1]);
 		if (ctx_store(ctx, p->l3_off + offsetof(struct iphdr, saddr), new, sizeof(new)) < 0 ||
 		    csum_l3_apply(ctx, p->l3_off + offsetof(struct iphdr, check), delta) < 0)
 			return -1;
@@ -54,15 +54,16 @@ static __always_inline int nat_rewrite(CTX *ctx, struct pkt *p, const union addr
 				       __be16 sport, const union addr *daddr, __be16 dport)
 {
 	int udp = p->tuple.proto == IPPROTO_UDP ? CSUM_UDP : 0;
-	__be16 old_ports[2] = { p->tuple.sport, p->tuple.dport };
 	__be16 new_ports[2] = { sport, dport };
+	__u32 old_word = (__u32)p->tuple.sport | ((__u32)p->tuple.dport << 16);
+	__u32 new_word = (__u32)sport | ((__u32)dport << 16);
 	__u32 csum_off = l4_csum_off(p);
 	__s64 delta;
 
 	delta = rewrite_addrs(ctx, p, saddr, daddr);
 	if (delta < 0 || csum_l4_apply(ctx, csum_off, delta, udp | CSUM_PSEUDO) < 0)
 		return -1;
-	delta = csum_delta(old_ports, new_ports, sizeof(old_ports), 0);
+	delta = csum_word_diff(old_word, new_word);
 	if (ctx_store(ctx, p->l4_off, new_ports, sizeof(new_ports)) < 0 ||
 	    csum_l4_apply(ctx, csum_off, delta, udp) < 0)
 		return -1;

@@ -93,7 +93,7 @@ static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p)
 	hdr_len = ip.ihl * 4;
 	p->l3_len = bpf_ntohs(ip.tot_len);
 	if (ip.version != 4 || hdr_len < sizeof(ip) || p->l3_len < hdr_len ||
-	    p->l3_off + p->l3_len > ctx_len(ctx))
+	    !ctx_has(ctx, p->l3_off + p->l3_len))
 		return PARSE_MALFORMED;
 	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return PARSE_FRAGMENT;
@@ -114,7 +114,7 @@ static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p)
 	__builtin_memcpy(&p->tuple.daddr, &ip6.daddr, 16);
 	p->have_daddr = 1;
 	p->l3_len = sizeof(ip6) + bpf_ntohs(ip6.payload_len);
-	if (ip6.version != 6 || p->l3_off + p->l3_len > ctx_len(ctx))
+	if (ip6.version != 6 || !ctx_has(ctx, p->l3_off + p->l3_len))
 		return PARSE_MALFORMED;
 	if (ip6.nexthdr == IPPROTO_FRAGMENT)
 		return PARSE_FRAGMENT;
