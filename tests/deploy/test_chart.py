@@ -22,11 +22,20 @@ from ctl.api.gateway import GatewayClass
 from ctl.api.parse import parse_object
 from ctl.translate import DEFAULT_CONTROLLER_NAME
 
-from .conftest import by_kind, one
+from .conftest import ROOT, by_kind, one
 
-# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion: sidecar-free, CAP_BPF
-# era clusters) and the newest kubernetes-validate knows.
-KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+
+
+def _oldest_supported() -> str:
+    """The floor of Chart.yaml's kubeVersion (">=1.30.0-0" -> "1.30.0")."""
+    chart = yaml.safe_load((ROOT / "deploy" / "helm" / "xdp-gateway" / "Chart.yaml").read_text())
+    match = re.fullmatch(r">=\s*(\d+\.\d+\.\d+)(-0)?", chart["kubeVersion"])
+    assert match, f"unexpected kubeVersion {chart['kubeVersion']!r}"
+    return match.group(1)
+
+
+# The oldest Kubernetes the chart supports and the newest kubernetes-validate knows.
+KUBE_VERSIONS = (_oldest_supported(), kubernetes_validate.latest_version())
 CUSTOM_RESOURCES = {"GatewayClass", "ServiceMonitor"}  # not in the Kubernetes schemas
 
 
