@@ -217,3 +217,16 @@ def test_a_translated_dual_stack_gateway_is_planned():
     assert {str(op.endpoint) for op in result.ops if isinstance(op, p.PutBackend)} == {
         "10.99.90.1:8080", "10.99.90.2:8080", "[fd00:99::1]:8080"}
     assert not p.plan(desired, applied(p.ActualState(), result), CONFIG, p.Limits(maglev_size=251))
+
+
+def test_more_snat_addresses_than_the_data_path_holds_are_refused():
+    many = tuple(ip_address(f"192.0.2.{i}") for i in range(1, 6))
+    with pytest.raises(p.PlanError, match="5 SNAT addresses .* at most 4"):
+        p.plan(DesiredState((replace(svc(), snat_addresses=many),)), p.ActualState(), CONFIG, LIMITS)
+
+
+def test_every_snat_address_is_recorded_in_the_frontend():
+    two = (ip_address("192.0.2.1"), ip_address("192.0.2.2"))
+    result = p.plan(DesiredState((replace(svc(), snat_addresses=two),)), p.ActualState(), CONFIG, LIMITS)
+    (fe,) = [op for op in result.ops if isinstance(op, p.PutFrontend)]
+    assert fe.record.snat_addresses == two
