@@ -98,9 +98,16 @@ class KubeAgent(Agent):
                 changed = True
         if not changed:
             return
+        # The objects arrive one by one, as from a real API server, so the agent may
+        # reconcile an intermediate state first: wait until it has been quiet for longer
+        # than its settle window (0.5 s at most), then it has seen them all.
         deadline = time.monotonic() + timeout
+        last, quiet_since = before, time.monotonic()
         while time.monotonic() < deadline:
-            if self.reconciles() > before and not self.problems():
+            count = self.reconciles()
+            if count != last:
+                last, quiet_since = count, time.monotonic()
+            elif count > before and not self.problems() and time.monotonic() - quiet_since > 1.0:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"agent did not reconcile; problems: {self.problems()}\n{self.log_path.read_text()[-3000:]}")
