@@ -18,11 +18,16 @@ BPF_TABLE_PINNED("hash", struct vip_key, __u32, vips, MAX_SERVICES, PIN_DIR "/vi
 BPF_TABLE_PINNED("hash", __u32, struct backend, backends, MAX_BACKENDS,
 		 PIN_DIR "/backends_v1");
 
-/* service id -> that service's Maglev table (an array of backend ids). Swapping the
- * inner map is one update, so no packet ever sees a half-written table. */
-BPF_ARRAY(maglev_inner, __u32, MAGLEV_SIZE);
+/* service id -> that service's Maglev table. The inner map is an array of ONE element
+ * whose value is the whole table, so writing a table is one copy into the kernel, not
+ * one update per slot. Swapping the inner map is one update, so no packet ever sees a
+ * half-written table. */
+struct maglev_table {
+	__u32 slots[MAGLEV_SIZE];
+};
+BPF_ARRAY(maglev_inner, struct maglev_table, 1);
 BPF_TABLE_PINNED("hash_of_maps$maglev_inner", __u32, int, maglev_outer, MAX_SERVICES,
-		 PIN_DIR "/maglev_v1");
+		 PIN_DIR "/maglev_v2");
 
 /* Conntrack, forward (client -> frontend) and reverse (backend -> NAT address). */
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_fwd, CT_SIZE,

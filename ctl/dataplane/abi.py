@@ -204,7 +204,7 @@ PINNED_MAPS: dict[str, tuple[str, type, type]] = {
     "frontends": ("frontends_v2", FrontendKey, Frontend),
     "vips": ("vips_v1", VipKey, u32),
     "backends": ("backends_v1", u32, Backend),
-    "maglev_outer": ("maglev_v1", u32, u32),
+    "maglev_outer": ("maglev_v2", u32, u32),
     "ct_fwd": ("ct_fwd_v2", CtKey, CtEntry),
     "ct_rev": ("ct_rev_v2", CtKey, NatEntry),
     "config": ("config_v2", u32, Config),

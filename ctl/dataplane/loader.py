@@ -105,7 +105,7 @@ def check_pinned_maps(spec: DataplaneSpec) -> None:
     inner = _pinned_inner_size(spec)
     if inner is not None and inner != spec.maglev_size:
         raise PinnedMapMismatch(
-            f"{spec.pin_dir / 'maglev_v1'}: pinned Maglev tables have {inner} slots, this "
+            f"{spec.pin_dir / abi.PINNED_MAPS['maglev_outer'][0]}: pinned Maglev tables have {inner} slots, this "
             f"build expects {spec.maglev_size}; keep --maglev-size or use another --pin-dir"
         )
 

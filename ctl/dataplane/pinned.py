@@ -120,13 +120,15 @@ class PinnedMaps:
         bpfsys.map_update(self._fds[name], ctypes.c_uint32(index), zeros)
 
     # -- Maglev tables (map-in-map) --------------------------------------------------
+    # An inner map is an array of one element whose value is the whole table (u32 slots):
+    # the kernel takes or gives the table in one copy.
     def table_size(self, service_id: int) -> int | None:
         inner_id = self.get("maglev_outer", service_id)
         if inner_id is None:
             return None
         fd = bpfsys.map_fd_by_id(inner_id)
         try:
-            return bpfsys.map_info(fd).max_entries
+            return bpfsys.map_info(fd).value_size // 4
         finally:
             os.close(fd)
 
@@ -136,8 +138,10 @@ class PinnedMaps:
             return None
         fd = bpfsys.map_fd_by_id(inner_id)
         try:
-            size = bpfsys.map_info(fd).max_entries
-            return list(bpfsys.array_read_all(fd, ctypes.c_uint32, size))
+            slots = (ctypes.c_uint32 * (bpfsys.map_info(fd).value_size // 4))()
+            if not bpfsys.map_lookup(fd, ctypes.c_uint32(0), slots):
+                return None
+            return list(slots)
         finally:
             os.close(fd)
 
@@ -160,10 +164,10 @@ class PinnedMaps:
             try:
                 for service_id, slots, _ in chunk:
                     values = _u32_array(slots)
-                    fds[made] = bpfsys.map_create(bpfsys.MAP_TYPE_ARRAY, f"xg_maglev_{service_id}", 4, 4,
-                                                  len(values))
+                    fds[made] = bpfsys.map_create(bpfsys.MAP_TYPE_ARRAY, f"xg_maglev_{service_id}", 4,
+                                                  ctypes.sizeof(values), 1)
                     made += 1
-                    bpfsys.array_write_all(fds[made - 1], values)
+                    bpfsys.map_update(fds[made - 1], ctypes.c_uint32(0), values)
                 bpfsys.map_update_batch(self._fds["maglev_outer"], ids, fds, count)
             finally:
                 for fd in fds[:made]:
