@@ -44,7 +44,10 @@ REJECT_ID = 0  # id of the share that refuses new flows (unresolved backendRefs)
 # Everything that shapes placement (this hash domain, the digest layout, the round limits,
 # even the window sizing in _fill) is part of the contract between nodes: changing it
 # reshuffles every table, and nodes on different versions would disagree during a rollout.
-# tests/unit/test_maglev.py pins a table's digest to catch that.
+# tests/unit/test_maglev.py pins a table's digest to catch that. The planner identifies a
+# table by its inputs and this version (plan.table_digest): bump it with any such change,
+# or agents keep the tables an older version placed.
+PLACEMENT_VERSION = 1
 
 # Domain separation, so no other use of BLAKE2b on the same keys correlates with placement.
 _HASH_PERSON = b"xdpgw-maglev-v1"

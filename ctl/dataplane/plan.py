@@ -10,7 +10,6 @@ go before the tables and backends they used.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,7 +19,7 @@ import numpy as np
 from ctl.capacity import Capacity
 
 from .abi import SNAT_MAX_ADDRS, WEIGHT_SCALE
-from .maglev import MaglevBackend, build_table
+from .maglev import PLACEMENT_VERSION, MaglevBackend, build_table
 from ctl.model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service, address_order
 
 
@@ -188,12 +187,12 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
         service_id = service_ids[key]
         members = table_members(service, backend_ids)
         written = actual.table_digests.get(service_id) if service_id in actual.tables else None
-        # Only a table whose content may differ from the one in the kernel is built: an
-        # unchanged service costs a dictionary lookup, not a Maglev fill.
-        if written is None or _digests.get((members, limits.maglev_size, config.hash_seed)) != written:
+        # Only a table whose inputs differ from those of the one in the kernel is built:
+        # an unchanged service costs a hash of its members, not a Maglev fill, also in a
+        # freshly restarted agent.
+        if table_digest(members, limits.maglev_size, config.hash_seed) != written:
             slots, digest = _build(members, limits.maglev_size, config.hash_seed)
-            if digest != written:
-                ops.append(PutTable(service_id, slots, digest))
+            ops.append(PutTable(service_id, slots, digest))
     for key, service in sorted(services.items()):
         record = FrontendRecord(service_ids[key], service.nat,
                                 service.snat_addresses if service.nat is NatMode.SNAT else ())
@@ -249,49 +248,26 @@ def table_members(service: Service, backend_ids: Mapping[Endpoint, int]) -> Memb
     return tuple(sorted(members))
 
 
-class _DigestMemo:
-    """(members, size, seed) -> digest of the table they build, for the most recently
-    used keys. A few hundred bytes per service, where a cached table is 4 bytes per slot
-    (64 KiB at the default size): it can hold every service of a large config, so an
-    edit rebuilds only the tables that changed."""
-
-    def __init__(self, capacity: int = 1 << 17):
-        self.capacity = capacity
-        self._entries: OrderedDict[tuple[Members, int, int], int] = OrderedDict()
-
-    def get(self, key: tuple[Members, int, int]) -> int | None:
-        digest = self._entries.get(key)
-        if digest is not None:
-            self._entries.move_to_end(key)
-        return digest
-
-    def put(self, key: tuple[Members, int, int], digest: int) -> None:
-        self._entries[key] = digest
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-_digests = _DigestMemo()
+def table_digest(members: Members, size: int, seed: int) -> int:
+    """Identifies a table by what it is a pure function of: its members, the size, the
+    seed and the placement version. Stored beside each table in the kernel, so that a
+    plan (even the first one after a restart) rebuilds only the tables whose inputs
+    changed."""
+    text = repr((PLACEMENT_VERSION, members, size, seed)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
 
 def _build(members: Members, size: int, seed: int) -> tuple[np.ndarray, int]:
-    slots, digest = _build_table(members, size, seed)
-    _digests.put((members, size, seed), digest)
-    return slots, digest
+    return _build_table(members, size, seed), table_digest(members, size, seed)
 
 
 # Tables themselves are kept only for a few services (e.g. several addresses of one
-# Gateway share one table); the digest memo is what saves the rebuilds.
+# Gateway share one table); the digests are what save the rebuilds.
 @lru_cache(maxsize=64)
-def _build_table(members: Members, size: int, seed: int) -> tuple[np.ndarray, int]:
+def _build_table(members: Members, size: int, seed: int) -> np.ndarray:
     slots = build_table([MaglevBackend(k, i, w) for k, i, w in members], size=size, seed=seed)
     slots.setflags(write=False)
-    digest = int.from_bytes(hashlib.blake2b(slots.tobytes(), digest_size=8).digest(), "little")
-    return slots, digest
+    return slots
 
 
 def _validate(services: Iterable[Service], limits: Limits) -> None:
