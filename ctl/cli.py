@@ -240,6 +240,34 @@ def _condition(conditions: list[dict], kind: str) -> str:
     return f"{c['status']} ({c['reason']})" if c else "-"
 
 
+def route_programmed(route: dict, objects: list[dict]) -> str:
+    """Routes have no Programmed condition of their own: a route is programmed when it is
+    accepted by a parent and the listeners it attaches to there are Programmed (for L7
+    listeners: Envoy ACKed them)."""
+    namespace = route["metadata"].get("namespace", "default")
+    gateways = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects if o["kind"] == "Gateway"}
+    verdicts = []
+    for parent in route["status"].get("parents", []):
+        ref = parent.get("parentRef", {})
+        accepted = any(c["type"] == "Accepted" and c["status"] == "True" for c in parent.get("conditions", []))
+        gateway = gateways.get((ref.get("namespace", namespace), ref.get("name")))
+        if not accepted or gateway is None:
+            continue
+        listeners = [entry for entry in gateway["status"].get("listeners", [])
+                     if ref.get("sectionName") in (None, entry["name"])
+                     and any(k.get("kind") == route["kind"] for k in entry.get("supportedKinds", []))]
+        for entry in listeners:
+            programmed = next((c for c in entry.get("conditions", []) if c["type"] == "Programmed"), None)
+            verdicts.append((entry["name"], programmed))
+    if not verdicts:
+        return "-"
+    pending = [(name, c) for name, c in verdicts if c is None or c["status"] != "True"]
+    if not pending:
+        return "True"
+    name, c = pending[0]
+    return f"False (listener {name}: {c['reason'] if c else 'no condition'})"
+
+
 def _route_conditions(obj: dict) -> list[dict]:
     return [c for p in obj["status"].get("parents", []) for c in p.get("conditions", [])]
 
@@ -255,7 +283,8 @@ def get(
     """List objects with their conditions, from the running agent."""
     chosen = _kind(kind)
     ns = None if all_namespaces else (namespace or "default")
-    objects = _select(fetch_objects(agent), chosen, None if chosen is Kind.gatewayclasses else ns)
+    everything = fetch_objects(agent)
+    objects = _select(everything, chosen, None if chosen is Kind.gatewayclasses else ns)
     if output is not Output.table:
         emit(objects, output)
         return
@@ -268,10 +297,11 @@ def get(
                  _condition(o["status"]["conditions"], "Programmed"),
                  str(len(o["status"].get("listeners", [])))) for o in objects]
     elif chosen is Kind.routes:
-        cols = ("NAMESPACE", "KIND", "NAME", "ACCEPTED", "RESOLVEDREFS")
+        cols = ("NAMESPACE", "KIND", "NAME", "ACCEPTED", "RESOLVEDREFS", "PROGRAMMED")
         rows = [(o["metadata"]["namespace"], o["kind"], o["metadata"]["name"],
                  _condition(_route_conditions(o), "Accepted"),
-                 _condition(_route_conditions(o), "ResolvedRefs")) for o in objects]
+                 _condition(_route_conditions(o), "ResolvedRefs"),
+                 route_programmed(o, everything)) for o in objects]
     else:
         cols = ("NAME", "ACCEPTED")
         rows = [(o["metadata"]["name"], _condition(o["status"]["conditions"], "Accepted")) for o in objects]

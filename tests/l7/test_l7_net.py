@@ -179,7 +179,7 @@ def test_weighted_split_and_header_match_through_envoy(l7):
     assert set(matched["pods"]) == {"infra-backend-v2-0"} and matched["pods"]["infra-backend-v2-0"] == 50
     routes = l7.gwctl("get", "routes", "-A")
     assert routes.returncode == 0, routes.stderr
-    assert re.search(r"HTTPRoute\s+split\s+True \(Accepted\)\s+True \(ResolvedRefs\)", routes.stdout), routes.stdout
+    assert re.search(r"HTTPRoute\s+split\s+True \(Accepted\)\s+True \(ResolvedRefs\)\s+True", routes.stdout), routes.stdout
 
 
 def test_handoff_is_a_local_address_and_l4_frontends_untouched(l7):

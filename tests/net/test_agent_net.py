@@ -175,7 +175,7 @@ def test_gwctl_get_and_describe_from_the_running_agent(agent):
     agent.replace_config(example_files())
     routes = agent.gwctl("get", "routes", "-A")
     assert routes.returncode == 0, routes.stderr
-    assert re.search(r"default\s+TCPRoute\s+db\s+True \(Accepted\)\s+True \(ResolvedRefs\)", routes.stdout), routes.stdout
+    assert re.search(r"default\s+TCPRoute\s+db\s+True \(Accepted\)\s+True \(ResolvedRefs\)\s+True", routes.stdout), routes.stdout
     gateways = agent.gwctl("get", "gateways", "-o", "json")
     assert gateways.returncode == 0
     described = agent.gwctl("describe", "gateway", "edge")

@@ -360,9 +360,9 @@ def test_get_reads_the_agent_address_from_the_environment(agent: str) -> None:
 def test_get_routes_all_namespaces_lists_both_routes(agent: str) -> None:
     result = gwctl("get", "routes", "-A", "--agent", agent)
     assert result.exit_code == 0, result.stderr
-    assert line_with(result.stdout, "NAMESPACE") == "NAMESPACE KIND NAME ACCEPTED RESOLVEDREFS"
-    assert line_with(result.stdout, "TCPRoute") == "default TCPRoute db True (Accepted) True (ResolvedRefs)"
-    assert line_with(result.stdout, "UDPRoute") == "default UDPRoute dns True (Accepted) True (ResolvedRefs)"
+    assert line_with(result.stdout, "NAMESPACE") == "NAMESPACE KIND NAME ACCEPTED RESOLVEDREFS PROGRAMMED"
+    assert line_with(result.stdout, "TCPRoute") == "default TCPRoute db True (Accepted) True (ResolvedRefs) True"
+    assert line_with(result.stdout, "UDPRoute") == "default UDPRoute dns True (Accepted) True (ResolvedRefs) True"
 
 
 def test_get_routes_in_an_empty_namespace_says_none_found(agent: str) -> None:
