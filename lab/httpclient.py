@@ -3,6 +3,11 @@ on stdout.
 
     python -m lab.httpclient spread --url http://10.99.100.1/ [--header k:v] [--count N]
     python -m lab.httpclient stream --url http://10.99.100.1/ [--duration S]
+    python -m lab.httpclient batch [--repeat N] < requests.json
+
+batch: reads a JSON list of {"url", "host", "headers"} and sends each (a new
+connection each, redirects not followed) --repeat times in a row; prints, per request,
+the list of its answers {"status", "body", "headers"} or {"error"}.
 
 spread: N requests on one keep-alive connection; counts answers per echo pod, status
 codes and failures, and keeps the first answer. stream: requests without pause until
@@ -113,9 +118,31 @@ def stream(args: argparse.Namespace) -> dict[str, Any]:
     return {"sent": sent, "ok": ok, "failed": failed, "failed_by_kind": dict(kinds), "failures": failures}
 
 
+def batch(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
+    requests = json.load(sys.stdin)
+    out: list[list[dict[str, Any]]] = [[] for _ in requests]
+    for _ in range(args.repeat):
+        for i, request in enumerate(requests):
+            conn, path = _connection(request["url"], args.timeout)
+            headers = dict(request.get("headers", {}))
+            if request.get("host"):
+                headers["Host"] = request["host"]
+            try:
+                code, document, response_headers = _request(conn, path, headers)
+                out[i].append({"status": code, "body": document, "headers": response_headers})
+            except (OSError, http.client.HTTPException) as error:
+                out[i].append({"error": repr(error)})
+            finally:
+                conn.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     modes = parser.add_subparsers(dest="mode", required=True)
+    batch_mode = modes.add_parser("batch")
+    batch_mode.add_argument("--repeat", type=int, default=3)
+    batch_mode.add_argument("--timeout", type=float, default=5.0)
     for name in ("spread", "stream"):
         mode = modes.add_parser(name)
         mode.add_argument("--url", required=True)
@@ -127,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             mode.add_argument("--duration", type=float, default=3600)
             mode.add_argument("--interval-ms", type=float, default=0)
     args = parser.parse_args(argv)
-    report = spread(args) if args.mode == "spread" else stream(args)
+    report = {"spread": spread, "stream": stream, "batch": batch}[args.mode](args)
     print(json.dumps(report), flush=True)
     return 0
 

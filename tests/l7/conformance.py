@@ -1,0 +1,155 @@
+"""Replays upstream Gateway API v1.6.1 L7 conformance tests without a cluster: the
+upstream base and test manifests unchanged except for what a cluster would add, static
+EndpointSlices pointing at echo pods in the lab's backend namespaces, `gwctl run`
+programming the kernel and Envoy, and the requests and status conditions each test
+expects (from CONFORMANCE-L7.md, which summarises upstream's test code).
+
+What the replay adds to the manifests, as a cluster would: the GatewayClass (controller
+xdp-gateway.io/gateway-controller), `{GATEWAY_CLASS_NAME}` filled in, one address per
+Gateway (a cluster's load balancer gives each its own; standalone mode has no address
+pool), and EndpointSlices for every Service (a cluster's endpoint controller writes
+them from the pods; here they name the echo pods' addresses).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import yaml
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "gateway-api" / "v1.6.1"
+BASE = SHARED / "conformance" / "base-manifests.yaml"
+TESTS = SHARED / "conformance-l7"
+CLASS = "xdp-gateway"
+CONTROLLER = "xdp-gateway.io/gateway-controller"
+
+INFRA = "gateway-conformance-infra"
+APP = "gateway-conformance-app-backend"
+WEB = "gateway-conformance-web-backend"
+
+# Echo pods: (service, namespace) -> (backend index, last octets of the pods' addresses).
+PODS: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = {
+    ("infra-backend-v1", INFRA): (0, (100, 101)),
+    ("infra-backend-v2", INFRA): (1, (100, 101)),
+    ("infra-backend-v3", INFRA): (2, (100,)),
+    ("app-backend-v1", APP): (0, (110,)),
+    ("app-backend-v2", APP): (1, (110,)),
+    ("web-backend", WEB): (2, (110,)),
+}
+
+
+def shared_missing() -> str | None:
+    if not BASE.exists():
+        return f"needs the upstream conformance manifests at {SHARED} (the workspace's shared/)"
+    return None
+
+
+def load(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text().replace("{GATEWAY_CLASS_NAME}", CLASS)) if d]
+
+
+def manifests(test_file: str, addresses: dict[str, IPv4Address], pod_addresses) -> list[dict]:
+    """Base + test manifests as the agent gets them. addresses: Gateway name -> address."""
+    docs = [{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": CLASS},
+             "spec": {"controllerName": CONTROLLER}}]
+    docs += load(BASE) + (load(TESTS / test_file) if test_file else [])
+    slices = []
+    for doc in docs:
+        if doc.get("kind") == "Gateway":
+            name = doc["metadata"]["name"]
+            if name not in addresses:  # a distinct address per Gateway, kept across tests
+                addresses[name] = IPv4Address("10.99.100.0") + len(addresses) + 1
+            doc["spec"].setdefault("addresses", [{"type": "IPAddress", "value": str(addresses[name])}])
+        if doc.get("kind") == "Service":
+            key = (doc["metadata"]["name"], doc["metadata"].get("namespace", "default"))
+            if key in PODS:
+                slices.append(endpoint_slice(doc, pod_addresses(key)))
+    return docs + slices
+
+
+def endpoint_slice(service: dict, addresses: list[str]) -> dict:
+    ports = [{"name": p.get("name", ""), "port": int(p.get("targetPort", p["port"])), "protocol": "TCP",
+              **({"appProtocol": p["appProtocol"]} if "appProtocol" in p else {})}
+             for p in service["spec"]["ports"]]
+    name = service["metadata"]["name"]
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-static", "namespace": service["metadata"]["namespace"],
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": ports,
+            "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses]}
+
+
+def dump(docs: list[dict]) -> str:
+    return "\n---\n".join(json.dumps(d) for d in docs)
+
+
+# -- expectations ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Expect:
+    """One request and what must come back (upstream's http.ExpectedResponse, abridged)."""
+
+    path: str
+    backend: str | None = None  # pod name prefix that must answer (namespace: namespace)
+    status: int = 200
+    host: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    namespace: str = INFRA
+    gateway: str = "same-namespace"
+    # What the backend must have seen: header name -> value (None: absent).
+    seen_headers: dict[str, str | None] = field(default_factory=dict)
+    redirect: dict[str, object] | None = None  # scheme/host/port/path of Location
+
+
+def check_response(expect: Expect, status: int, body: dict, headers: dict[str, str]) -> str | None:
+    """None when the answer is what the test expects, else why not."""
+    if status != expect.status:
+        return f"status {status}, want {expect.status}"
+    if expect.redirect is not None:
+        location = headers.get("location", "")
+        from urllib.parse import urlsplit
+        parts = urlsplit(location)
+        want = expect.redirect
+        if "scheme" in want and parts.scheme != want["scheme"]:
+            return f"Location {location}: scheme"
+        if "host" in want and parts.hostname != want["host"]:
+            return f"Location {location}: host"
+        if "port" in want and parts.port not in want["port"]:
+            return f"Location {location}: port {parts.port}"
+        if "path" in want and parts.path != want["path"]:
+            return f"Location {location}: path"
+        return None
+    if expect.backend is None:
+        return None
+    pod = body.get("pod", "")
+    if not pod.startswith(expect.backend + "-") or body.get("namespace") != expect.namespace:
+        return f"answered by {body.get('namespace')}/{pod}, want {expect.namespace}/{expect.backend}-*"
+    seen = {k.lower(): ",".join(v) for k, v in body.get("headers", {}).items()}
+    for name, value in expect.seen_headers.items():
+        got = seen.get(name.lower())
+        if got != value:
+            return f"backend saw {name}: {got!r}, want {value!r}"
+    return None
+
+
+def replay(send_batch, expects: list[Expect], timeout: float = 30.0) -> list[str]:
+    """Upstream's rule: each expectation holds 3 times in a row within 30 s. send_batch
+    sends every request 3 times and returns the answers; returns the failures left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answers = send_batch(expects)
+        failures = []
+        for expect, tries in zip(expects, answers):
+            for answer in tries:
+                why = (f"request failed: {answer['error']}" if "error" in answer else
+                       check_response(expect, answer["status"], answer["body"], answer["headers"]))
+                if why:
+                    failures.append(f"{expect.host or ''}{expect.path} {expect.headers or ''}: {why}")
+                    break
+        if not failures or time.monotonic() > deadline:
+            return failures
+        time.sleep(1)
