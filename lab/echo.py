@@ -9,7 +9,9 @@ request with JSON: path (with the query), host, method, proto, headers (canonica
 lists of values), namespace, ingress, service, pod, httpPort. It copies the header
 `X-Echo-Set-Header: name:value,name2:value2` into response headers, waits for
 `?delay=<duration>` first, and logs `Echoing back request made to <uri> to client`
-(the mirror tests read that line). Prints "ready" once every socket listens.
+(the mirror tests read that line). With --grpc the pods serve instead the suite's gRPC
+echo service (lab.grpcecho) over h2c on that port. Prints "ready" once every socket
+listens.
 """
 
 from __future__ import annotations
@@ -140,13 +142,45 @@ def http_server(pod: Pod, port: int) -> ThreadingHTTPServer:
     return Server((pod.address, port), Handler)
 
 
+def grpc_server(pod: Pod, port: int):
+    """The gRPC echo service for one pod: each method replies with its own full name."""
+    from concurrent import futures
+
+    import grpc
+
+    from lab import grpcecho
+
+    def answer(method: str):
+        def handle(request, context):
+            return grpcecho.EchoResponse(
+                fully_qualified_method=grpcecho.method_path(method),
+                context=grpcecho.Context(namespace=pod.namespace, pod=pod.name),
+                headers=[grpcecho.Header(key=k, value=v) for k, v in context.invocation_metadata()])
+        return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=grpcecho.EchoRequest.FromString,
+                                                   response_serializer=grpcecho.EchoResponse.SerializeToString)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        grpcecho.SERVICE, {m: answer(m) for m in grpcecho.METHODS}),))
+    host = f"[{pod.address}]" if ":" in pod.address else pod.address
+    server.add_insecure_port(f"{host}:{port}")
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pod", action="append", required=True, type=Pod.parse,
                         help="name:namespace:address (repeat)")
     parser.add_argument("--http", type=int, default=3000)
+    parser.add_argument("--grpc", type=int, help="serve the gRPC echo service on this port instead")
     args = parser.parse_args(argv)
-    servers = [http_server(pod, args.http) for pod in args.pod]
+    if args.grpc:
+        grpc_servers = [grpc_server(pod, args.grpc) for pod in args.pod]
+        for server in grpc_servers:
+            server.start()
+        servers = []
+    else:
+        servers = [http_server(pod, args.http) for pod in args.pod]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     stop = threading.Event()

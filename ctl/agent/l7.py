@@ -57,7 +57,7 @@ class LocalAddresses:
                 log.info("L7 address made local", extra={"event": "l7_address", "address": str(address)})
             for address in sorted(set(ours) - wanted, key=str):
                 ipr.route("del", dst=f"{address}/{address.max_prefixlen}", table=LOCAL_TABLE, type="local",
-                          oif=lo, proto=HANDOFF_PROTO)
+                          oif=lo, proto=HANDOFF_PROTO, scope=254)
                 log.info("L7 address released", extra={"event": "l7_address_released", "address": str(address)})
 
 
@@ -102,7 +102,11 @@ class L7Runtime:
     def publish(self, translation: Translation) -> Translation:
         rendered = l7render.render(translation.l7)
         if self.handoff is not None:
-            self.handoff.ensure(listener.address for listener in translation.l7.listeners)
+            try:
+                self.handoff.ensure(listener.address for listener in translation.l7.listeners)
+            except OSError as error:  # Envoy still gets its configuration; addresses retried next time
+                log.error("cannot make the L7 addresses local", extra={"event": "l7_address_failed",
+                                                                        "error": str(error)})
         if self.manage_envoy and translation.l7.listeners:
             self._supervise()
         self._raw, self._rendered = translation, rendered

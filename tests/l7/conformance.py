@@ -40,6 +40,12 @@ PODS: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = {
     ("app-backend-v2", APP): (1, (110,)),
     ("web-backend", WEB): (2, (110,)),
 }
+# The gRPC echo pods (lab.echo --grpc), same layout.
+GRPC_PODS: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = {
+    ("grpc-infra-backend-v1", INFRA): (0, (120,)),
+    ("grpc-infra-backend-v2", INFRA): (1, (120,)),
+    ("grpc-infra-backend-v3", INFRA): (2, (120,)),
+}
 
 
 def shared_missing() -> str | None:
@@ -66,7 +72,7 @@ def manifests(test_file: str, addresses: dict[str, IPv4Address], pod_addresses) 
             doc["spec"].setdefault("addresses", [{"type": "IPAddress", "value": str(addresses[name])}])
         if doc.get("kind") == "Service":
             key = (doc["metadata"]["name"], doc["metadata"].get("namespace", "default"))
-            if key in PODS:
+            if key in PODS or key in GRPC_PODS:
                 slices.append(endpoint_slice(doc, pod_addresses(key)))
     return docs + slices
 
@@ -149,6 +155,47 @@ def replay(send_batch, expects: list[Expect], timeout: float = 30.0) -> list[str
                        check_response(expect, answer["status"], answer["body"], answer["headers"]))
                 if why:
                     failures.append(f"{expect.host or ''}{expect.path} {expect.headers or ''}: {why}")
+                    break
+        if not failures or time.monotonic() > deadline:
+            return failures
+        time.sleep(1)
+
+
+@dataclass(frozen=True)
+class GrpcExpect:
+    """One gRPC call (Echo, EchoTwo or EchoThree) and its outcome: the backend whose pod
+    must answer, naming the called method, or a status code such as UNIMPLEMENTED."""
+
+    method: str = "Echo"
+    backend: str | None = None
+    code: str = "OK"
+    authority: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    gateway: str = "same-namespace"
+
+
+def check_grpc(expect: GrpcExpect, answer: dict) -> str | None:
+    if answer["code"] != expect.code:
+        return f"code {answer['code']} {answer.get('details', '')}, want {expect.code}"
+    if expect.backend is None:
+        return None
+    if not answer["pod"].startswith(expect.backend + "-") or answer["namespace"] != INFRA:
+        return f"answered by {answer['namespace']}/{answer['pod']}, want {expect.backend}-*"
+    if answer["method"] != f"/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/{expect.method}":
+        return f"the reply names {answer['method']}"
+    return None
+
+
+def replay_grpc(send_batch, expects: list[GrpcExpect], timeout: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        answers = send_batch(expects)
+        failures = []
+        for expect, tries in zip(expects, answers):
+            for answer in tries:
+                why = check_grpc(expect, answer)
+                if why:
+                    failures.append(f"{expect.authority or ''} {expect.method} {expect.metadata or ''}: {why}")
                     break
         if not failures or time.monotonic() > deadline:
             return failures

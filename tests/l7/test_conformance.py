@@ -34,7 +34,7 @@ class Replay:
         self.addresses: dict[str, object] = {}
 
     def pod_addresses(self, key) -> list[str]:
-        index, octets = conf.PODS[key]
+        index, octets = conf.PODS.get(key) or conf.GRPC_PODS[key]
         backend = self.agent.net.backends[index]
         return [str(backend.net4.network_address + o) for o in octets]
 
@@ -51,14 +51,22 @@ class Replay:
                        input=json.dumps(requests), timeout=300)
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    def send_grpc(self, expects: list[conf.GrpcExpect], repeat: int = 3) -> list[list[dict]]:
+        calls = [{"target": f"{self.addresses[e.gateway]}:80", "authority": e.authority, "method": e.method,
+                  "metadata": e.metadata} for e in expects]
+        net = self.agent.net
+        done = net.run(net.client.ns, net.python_argv("lab.grpcclient", "batch", "--repeat", repeat),
+                       input=json.dumps(calls), timeout=600)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
     def routes_accepted(self, docs: list[dict], names: list[str] | None = None) -> list[str]:
         """Each HTTPRoute (or those named) has a parent with Accepted=True and RR True."""
         problems = []
         objects = self.agent.objects()
         for doc in docs:
-            if doc.get("kind") != "HTTPRoute" or (names and doc["metadata"]["name"] not in names):
+            if doc.get("kind") not in ("HTTPRoute", "GRPCRoute") or (names and doc["metadata"]["name"] not in names):
                 continue
-            route = find(objects, "HTTPRoute", doc["metadata"]["name"])
+            route = find(objects, doc["kind"], doc["metadata"]["name"])
             parents = route["status"].get("parents", [])
             if not parents:
                 problems.append(f"{doc['metadata']['name']}: no parents")
@@ -92,10 +100,18 @@ def replay(tmp_path_factory):
                 address = str(backend.net4.network_address + octet)
                 net.run(backend.ns, ["ip", "addr", "add", f"{address}/24", "dev", backend.ifname])
                 by_backend.setdefault(index, []).extend(["--pod", f"{service}-{k}:{namespace}:{address}"])
-        for index, pods in by_backend.items():
-            proc = net.popen(net.backends[index].ns, net.python_argv("lab.echo", *pods, "--http", 3000),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-            assert proc.stdout.readline().strip() == b"ready"
+        grpc_by_backend: dict[int, list[str]] = {}
+        for (service, namespace), (index, octets) in conf.GRPC_PODS.items():
+            backend = net.backends[index]
+            for k, octet in enumerate(octets):
+                address = str(backend.net4.network_address + octet)
+                net.run(backend.ns, ["ip", "addr", "add", f"{address}/24", "dev", backend.ifname])
+                grpc_by_backend.setdefault(index, []).extend(["--pod", f"{service}-{k}:{namespace}:{address}"])
+        for mode, groups in ((("--http", 3000), by_backend), (("--grpc", 3000), grpc_by_backend)):
+            for index, pods in groups.items():
+                proc = net.popen(net.backends[index].ns, net.python_argv("lab.echo", *pods, *mode),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+                assert proc.stdout.readline().strip() == b"ready"
         (config / "conformance.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
                                                                   "metadata": {"name": INFRA}}))
         agent = None
@@ -219,3 +235,158 @@ def test_http_core_weight(replay):
     RESULTS["HTTPRouteWeight"] = "pass" if ok else f"fail: {counts}"
     print(f"CONFORMANCE HTTPRouteWeight: {RESULTS['HTTPRouteWeight']} {counts}")
     assert ok, counts
+
+
+def g(n: int, method: str = "Echo", **kw) -> conf.GrpcExpect:
+    return conf.GrpcExpect(method=method, backend=f"grpc-infra-backend-v{n}", **kw)
+
+
+def unimplemented(method: str = "Echo", **kw) -> conf.GrpcExpect:
+    return conf.GrpcExpect(method=method, code="UNIMPLEMENTED", **kw)
+
+
+HOSTNAMES = "grpcroute-listener-hostname-matching"
+GRPC_CASES: list[tuple[str, str, list[conf.GrpcExpect]]] = [
+    ("GRPCExactMethodMatching", "grpcroute-exact-method-matching.yaml", [
+        g(1, "Echo"), g(2, "EchoTwo"), unimplemented("EchoThree")]),
+    ("GRPCRouteHeaderMatching", "grpcroute-header-matching.yaml", [
+        g(1, metadata={"version": "one"}), g(2, metadata={"version": "two"}),
+        g(1, metadata={"version": "two", "color": "orange"}), g(2, metadata={"version": "two", "color": "blue"}),
+        g(1, metadata={"color": "blue"}), g(1, metadata={"color": "green"}), g(2, metadata={"color": "red"}),
+        g(2, metadata={"color": "yellow"}), unimplemented(metadata={"color": "orange"}),
+        unimplemented(metadata={"color": "purple"}), unimplemented(metadata={"some-other-header": "one"})]),
+    ("GRPCRouteListenerHostnameMatching", "grpcroute-listener-hostname-matching.yaml", [
+        g(1, authority="bar.com", gateway=HOSTNAMES), g(2, authority="foo.bar.com", gateway=HOSTNAMES),
+        *[g(3, authority=h, gateway=HOSTNAMES) for h in
+          ("baz.bar.com", "boo.bar.com", "multiple.prefixes.bar.com", "multiple.prefixes.foo.com")],
+        unimplemented(authority="foo.com", gateway=HOSTNAMES),
+        unimplemented(authority="no.matching.host", gateway=HOSTNAMES)]),
+]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name,manifest,expects", GRPC_CASES, ids=[c[0] for c in GRPC_CASES])
+def test_grpc_core(replay, name, manifest, expects):
+    docs = replay.apply(manifest)
+    gateways = {e.gateway for e in expects}
+    programmed = wait_for(lambda: all(replay.listeners_programmed(gw) for gw in gateways), timeout=60)
+    problems = [] if programmed else [f"listeners of {sorted(gateways)} not Programmed"]
+    if name != "GRPCRouteListenerHostnameMatching":  # that test checks listener conditions only
+        problems += replay.routes_accepted(docs)
+    problems += conf.replay_grpc(replay.send_grpc, expects)
+    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
+    print(f"CONFORMANCE {name}: {RESULTS[name]}")
+    assert not problems, problems
+
+
+@pytest.mark.timeout(900)
+def test_grpc_core_weight(replay):
+    """GRPCRouteWeight: 70/30/0; 500 Echo calls, each on a new connection; shares within
+    5 points, v3 none; up to 10 tries."""
+    docs = replay.apply("grpcroute-weight.yaml")
+    assert wait_for(lambda: replay.listeners_programmed("same-namespace"), timeout=60)
+    assert not replay.routes_accepted(docs)
+    counts: dict[str, int] = {}
+    ok = False
+    for attempt in range(10):
+        answers = replay.send_grpc([conf.GrpcExpect()], repeat=500)[0]
+        counts = {f"v{n}": sum(1 for a in answers if a.get("pod", "").startswith(f"grpc-infra-backend-v{n}-"))
+                  for n in (1, 2, 3)}
+        codes = {a["code"] for a in answers}
+        ok = (codes == {"OK"} and abs(counts["v1"] / 500 - 0.7) <= 0.05
+              and abs(counts["v2"] / 500 - 0.3) <= 0.05 and counts["v3"] == 0)
+        if ok:
+            break
+    RESULTS["GRPCRouteWeight"] = "pass" if ok else f"fail: {counts}"
+    print(f"CONFORMANCE GRPCRouteWeight: {RESULTS['GRPCRouteWeight']} {counts}")
+    assert ok, counts
+
+
+# -- the Gateway tests shared by all three profiles: status only --------------------------
+
+def gateway_conditions(objects, name) -> dict[str, tuple[str, str]]:
+    gw = find(objects, "Gateway", name)
+    return {c["type"]: (c["status"], c["reason"]) for c in gw["status"].get("conditions", [])}
+
+
+def listener_status(objects, gateway, listener) -> dict:
+    gw = find(objects, "Gateway", gateway)
+    entry = next(e for e in gw["status"].get("listeners", []) if e["name"] == listener)
+    return {"conditions": {c["type"]: (c["status"], c["reason"]) for c in entry["conditions"]},
+            "kinds": [k["kind"] for k in entry.get("supportedKinds", [])], "attached": entry.get("attachedRoutes")}
+
+
+def expect_equal(problems: list[str], what: str, got, want) -> None:
+    if got != want:
+        problems.append(f"{what}: {got!r}, want {want!r}")
+
+
+def check_unsupported_protocol(objects) -> list[str]:
+    p: list[str] = []
+    expect_equal(p, "only-invalid Accepted", gateway_conditions(objects, "gateway-only-unsupported-protocols").get("Accepted"),
+                 ("False", "ListenersNotValid"))
+    only = find(objects, "Gateway", "gateway-only-unsupported-protocols")["status"]["listeners"]
+    for entry in only:
+        s = listener_status(objects, "gateway-only-unsupported-protocols", entry["name"])
+        expect_equal(p, f"{entry['name']} Accepted", s["conditions"].get("Accepted"), ("False", "UnsupportedProtocol"))
+        expect_equal(p, f"{entry['name']} supportedKinds", s["kinds"], [])
+        expect_equal(p, f"{entry['name']} attachedRoutes", s["attached"], 0)
+    both = "gateway-supported-and-unsupported-protocols"
+    expect_equal(p, "mixed Accepted", gateway_conditions(objects, both).get("Accepted"), ("True", "ListenersNotValid"))
+    http = next(e["name"] for e in find(objects, "Gateway", both)["status"]["listeners"]
+                if listener_status(objects, both, e["name"])["conditions"].get("Accepted", ("",))[0] == "True")
+    s = listener_status(objects, both, http)
+    expect_equal(p, "http listener Accepted", s["conditions"].get("Accepted"), ("True", "Accepted"))
+    if "HTTPRoute" not in s["kinds"]:
+        p.append(f"http listener supportedKinds {s['kinds']}")
+    return p
+
+
+def check_invalid_parameters_ref(objects) -> list[str]:
+    p: list[str] = []
+    expect_equal(p, "Accepted", gateway_conditions(objects, "gateway-invalid-parameters-ref").get("Accepted"),
+                 ("False", "InvalidParameters"))
+    return p
+
+
+def check_invalid_route_kind(objects) -> list[str]:
+    p: list[str] = []
+    for gateway, kinds in (("gateway-only-invalid-route-kind", []),
+                           ("gateway-supported-and-invalid-route-kind", ["HTTPRoute"])):
+        for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
+            s = listener_status(objects, gateway, entry["name"])
+            expect_equal(p, f"{gateway} ResolvedRefs", s["conditions"].get("ResolvedRefs"), ("False", "InvalidRouteKinds"))
+            expect_equal(p, f"{gateway} supportedKinds", s["kinds"], kinds)
+            expect_equal(p, f"{gateway} attachedRoutes", s["attached"], 0)
+    return p
+
+
+def check_invalid_tls_configuration(objects) -> list[str]:
+    p: list[str] = []
+    for gateway in ("gateway-certificate-nonexistent-secret", "gateway-certificate-unsupported-group",
+                    "gateway-certificate-unsupported-kind", "gateway-certificate-malformed-secret"):
+        for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
+            s = listener_status(objects, gateway, entry["name"])
+            expect_equal(p, f"{gateway} ResolvedRefs", s["conditions"].get("ResolvedRefs"), ("False", "InvalidCertificateRef"))
+            if "HTTPRoute" not in s["kinds"]:
+                p.append(f"{gateway} supportedKinds {s['kinds']}")
+            expect_equal(p, f"{gateway} attachedRoutes", s["attached"], 0)
+    return p
+
+
+GATEWAY_CASES = [
+    ("GatewayListenerUnsupportedProtocol", "gateway-invalid-listeners-unsupported-protocol.yaml", check_unsupported_protocol),
+    ("GatewayInvalidParametersRef", "gateway-invalid-parameters-ref.yaml", check_invalid_parameters_ref),
+    ("GatewayInvalidRouteKind", "gateway-invalid-route-kind.yaml", check_invalid_route_kind),
+    ("GatewayInvalidTLSConfiguration", "gateway-invalid-tls-configuration.yaml", check_invalid_tls_configuration),
+]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name,manifest,check", GATEWAY_CASES, ids=[c[0] for c in GATEWAY_CASES])
+def test_gateway_core(replay, name, manifest, check):
+    replay.apply(manifest)
+    problems = check(replay.agent.objects())
+    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
+    print(f"CONFORMANCE {name}: {RESULTS[name]}")
+    assert not problems, problems
