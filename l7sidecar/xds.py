@@ -290,7 +290,11 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     for request in batch:
                         if request is not _WAKE:
                             answered = stream.handle(request) or answered
-                    response = stream.next_response(self.server._snapshot)
+                    # Nothing before the agent's first snapshot: a restarted agent must not
+                    # answer Envoy's reconnect with an empty config (Envoy would drop every
+                    # listener and cluster); Envoy keeps its last config until then.
+                    snapshot = self.server._snapshot
+                    response = None if snapshot is None else stream.next_response(snapshot)
                 if answered:
                     self.server._notify()
                 if response is not None:
@@ -310,7 +314,7 @@ class AdsServer:
         self.socket_path = Path(socket_path)
         self.on_feedback = on_feedback
         self._lock = threading.Lock()
-        self._snapshot = EMPTY
+        self._snapshot: Snapshot | None = None  # None until the agent publishes
         self._answers = _Answers()
         self._streams: list[_Stream] = []
         # The last responses sent (version, type URL, resource names), for gwctl and tests.
@@ -343,7 +347,7 @@ class AdsServer:
 
     @property
     def snapshot(self) -> Snapshot:
-        return self._snapshot
+        return self._snapshot or EMPTY
 
     def feedback(self) -> Feedback:
         with self._lock:
@@ -384,7 +388,7 @@ class AdsServer:
 
     def _feedback_locked(self) -> Feedback:
         out: dict[tuple[str, str], ResourceFeedback] = {}
-        for type_url, resources in self._snapshot.resources.items():
+        for type_url, resources in (self._snapshot or EMPTY).resources.items():
             acked = self._answers.acked.get(type_url, {})
             rejected = self._answers.rejected.get(type_url, {})
             for name, content in _encode(resources).items():

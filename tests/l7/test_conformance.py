@@ -390,3 +390,124 @@ def test_gateway_core(replay, name, manifest, check):
     RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
     print(f"CONFORMANCE {name}: {RESULTS[name]}")
     assert not problems, problems
+
+
+# -- TLSRoute tests whose assertions are status only ---------------------------------------
+
+def route_parent_conditions(objects, kind, name) -> list[dict[str, tuple[str, str]]]:
+    route = find(objects, kind, name)
+    return [{c["type"]: (c["status"], c["reason"]) for c in p["conditions"]} for p in route["status"].get("parents", [])]
+
+
+def no_parents(p: list[str], objects, name: str, reason: str) -> None:
+    """'no parents': none, or every parent entry Accepted=False with this reason."""
+    for parent in route_parent_conditions(objects, "TLSRoute", name):
+        expect_equal(p, f"{name} Accepted", parent.get("Accepted"), ("False", reason))
+
+
+def attached_zero(p: list[str], objects, gateway: str) -> None:
+    for entry in find(objects, "Gateway", gateway)["status"].get("listeners", []):
+        expect_equal(p, f"{gateway}/{entry['name']} attachedRoutes", entry.get("attachedRoutes"), 0)
+
+
+def check_tls_no_matching_hostname(objects) -> list[str]:
+    p: list[str] = []
+    for name in ("tlsroute-hostname-mismatch-1", "tlsroute-hostname-mismatch-2"):
+        no_parents(p, objects, name, "NoMatchingListenerHostname")
+    for gateway in ("gateway-tls-exact-hostname", "gateway-tls-wildcard-hostname"):
+        attached_zero(p, objects, gateway)
+    return p
+
+
+def check_tls_no_matching_listener(objects) -> list[str]:
+    p: list[str] = []
+    no_parents(p, objects, "tlsroute-not-allowed-protocol-http", "NotAllowedByListeners")
+    no_parents(p, objects, "tlsroute-not-allowed-protocol-https", "NotAllowedByListeners")
+    no_parents(p, objects, "tlsroute-no-matching-section-name", "NoMatchingParent")
+    for gateway in ("gateway-tlsroute-http-only", "gateway-tlsroute-https-only"):
+        attached_zero(p, objects, gateway)
+    return p
+
+
+def check_tls_passthrough_supported_kinds(objects) -> list[str]:
+    p: list[str] = []
+    gateway = "gateway-tlsroute-passthrough-supported-kind"
+    for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
+        s = listener_status(objects, gateway, entry["name"])
+        expect_equal(p, "ResolvedRefs", s["conditions"].get("ResolvedRefs"), ("False", "InvalidRouteKinds"))
+        if "TLSRoute" not in s["kinds"]:
+            p.append(f"supportedKinds {s['kinds']}")
+        expect_equal(p, "attachedRoutes", s["attached"], 0)
+    return p
+
+
+def check_tls_terminate_not_supported(objects) -> list[str]:
+    p: list[str] = []
+    gateway = "gateway-tlsroute-terminate-unsupported"
+    for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
+        s = listener_status(objects, gateway, entry["name"])
+        expect_equal(p, "Accepted", s["conditions"].get("Accepted"), ("False", "UnsupportedValue"))
+        expect_equal(p, "attachedRoutes", s["attached"], 0)
+    return p
+
+
+def check_tls_invalid_reference_grant(objects) -> list[str]:
+    p: list[str] = []
+    for parent in route_parent_conditions(objects, "TLSRoute", "gateway-conformance-infra-test") or [{}]:
+        expect_equal(p, "Accepted", parent.get("Accepted"), ("True", "Accepted"))
+        expect_equal(p, "ResolvedRefs", parent.get("ResolvedRefs"), ("False", "RefNotPermitted"))
+    return p
+
+
+TLS_STATUS_CASES = [
+    ("TLSRouteInvalidNoMatchingListenerHostname", "tlsroute-invalid-no-matching-listener-hostname.yaml",
+     check_tls_no_matching_hostname),
+    ("TLSRouteInvalidNoMatchingListener", "tlsroute-invalid-no-matching-listener.yaml", check_tls_no_matching_listener),
+    ("TLSRouteListenerPassthroughSupportedKinds", "tlsroute-listener-passthrough-supported-kinds.yaml",
+     check_tls_passthrough_supported_kinds),
+    ("TLSRouteListenerTerminateNotSupported", "tlsroute-listener-terminate-not-supported.yaml",
+     check_tls_terminate_not_supported),
+    ("TLSRouteInvalidReferenceGrant", "tlsroute-invalid-reference-grant.yaml", check_tls_invalid_reference_grant),
+]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name,manifest,check", TLS_STATUS_CASES, ids=[c[0] for c in TLS_STATUS_CASES])
+def test_tls_core_status(replay, name, manifest, check):
+    replay.apply(manifest)
+    problems = check(replay.agent.objects())
+    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
+    print(f"CONFORMANCE {name}: {RESULTS[name]}")
+    assert not problems, problems
+
+
+TLS_INVALID_BACKEND_CASES = [
+    ("TLSRouteInvalidBackendRefNonexistent", "tlsroute-invalid-backendref-nonexistent.yaml",
+     "gateway-tlsroute-invalid-backend-ref-nonexistent", "invalid-backend-ref-nonexistent", "BackendNotFound"),
+    ("TLSRouteInvalidBackendRefUnknownKind", "tlsroute-invalid-backendref-unknown-kind.yaml",
+     "gateway-tlsroute-invalid-backend-ref-unknown-kind", "invalid-backend-ref-unknown-kind", "InvalidKind"),
+]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name,manifest,gateway,route,reason", TLS_INVALID_BACKEND_CASES,
+                         ids=[c[0] for c in TLS_INVALID_BACKEND_CASES])
+def test_tls_core_invalid_backend(replay, name, manifest, gateway, route, reason):
+    """Accepted, ResolvedRefs=False with the reason; a TLS dial with SNI example.com to the
+    Gateway (its listener programmed in Envoy) is closed or reset."""
+    replay.apply(manifest)
+    problems: list[str] = []
+    if not wait_for(lambda: replay.listeners_programmed(gateway), timeout=60):
+        problems.append(f"listeners of {gateway} not Programmed")
+    for parent in route_parent_conditions(replay.agent.objects(), "TLSRoute", route) or [{}]:
+        expect_equal(problems, "Accepted", parent.get("Accepted"), ("True", "Accepted"))
+        expect_equal(problems, "ResolvedRefs", parent.get("ResolvedRefs"), ("False", reason))
+    net = replay.agent.net
+    done = net.run(net.client.ns, net.python_argv("lab.tlsclient", "--addr", replay.addresses[gateway],
+                                                  "--port", 443, "--sni", "example.com"))
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    if outcome["tcp"] != "connected" or outcome["tls"] not in ("closed", "reset"):
+        problems.append(f"TLS dial: {outcome}")
+    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
+    print(f"CONFORMANCE {name}: {RESULTS[name]}")
+    assert not problems, problems

@@ -109,3 +109,32 @@ def test_nothing_removed_while_envoy_runs_older_routes_after_a_nack(tmp_path):
     accepted = drive(stream, fixed)
     assert [t for t, _ in accepted] == [ROUTE, CLUSTER, ENDPOINT], accepted
     assert (CLUSTER, ("a",)) in accepted
+
+
+def test_nothing_is_served_before_the_first_snapshot(tmp_path):
+    """A restarted agent must not answer Envoy's reconnect with an empty config."""
+    import grpc
+    from envoy.service.discovery.v3 import ads_pb2_grpc
+
+    server = AdsServer(tmp_path / "ads.sock")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"unix:{tmp_path / 'ads.sock'}") as channel:
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            import queue as q
+            requests: q.SimpleQueue = q.SimpleQueue()
+            requests.put(request(CLUSTER))
+            responses = stub.StreamAggregatedResources(iter(requests.get, None))
+            first = []
+            import threading
+            reader = threading.Thread(target=lambda: first.append(next(responses)), daemon=True)
+            reader.start()
+            reader.join(1.0)
+            assert not first  # nothing yet
+            server.publish(config("a"))
+            reader.join(5.0)
+            assert first and first[0].type_url == CLUSTER and len(first[0].resources) == 1
+            responses.cancel()
+            requests.put(None)
+    finally:
+        server.stop()
