@@ -167,6 +167,19 @@ def grpc_server(pod: Pod, port: int):
     return server
 
 
+def drain(stdout) -> list[str]:
+    """Reads an echo process's log lines in the background (a pipe nobody reads fills up
+    and then blocks every request in print); returns the list they collect in."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in stdout:
+            lines.append(line.decode(errors="replace") if isinstance(line, bytes) else line)
+
+    threading.Thread(target=read, name="echo-log", daemon=True).start()
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pod", action="append", required=True, type=Pod.parse,

@@ -25,6 +25,7 @@ from rich.table import Table
 from ctl.dataplane import loader
 from l7sidecar.envoy import RunPaths, stop_envoy
 from lab import netlab
+from lab.echo import drain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +55,7 @@ def main() -> int:
                                                          "--http", 3000),
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
             echo.stdout.readline()  # "ready"
+            drain(echo.stdout)
 
         console.print(f"2. Agent: gwctl run --config {EXAMPLES.relative_to(ROOT)} (+ {L7_EXAMPLES.relative_to(ROOT)}) on the gateway's "
                       f"interfaces (front, be0-be2), gateway address {net.vip4}.")

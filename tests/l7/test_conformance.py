@@ -18,7 +18,7 @@ import yaml
 
 from ctl.dataplane import loader
 from l7sidecar.envoy import RunPaths, stop_envoy
-from lab import netlab
+from lab import echo, netlab
 from tests.net.test_dataplane_net import _missing
 
 from . import conformance as conf
@@ -112,6 +112,7 @@ def replay(tmp_path_factory):
                 proc = net.popen(net.backends[index].ns, net.python_argv("lab.echo", *pods, *mode),
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
                 assert proc.stdout.readline().strip() == b"ready"
+                echo.drain(proc.stdout)
         (config / "conformance.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
                                                                   "metadata": {"name": INFRA}}))
         agent = None

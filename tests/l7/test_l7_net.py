@@ -18,7 +18,7 @@ import pytest
 
 from ctl.dataplane import loader
 from l7sidecar.envoy import RunPaths, running_envoy, stop_envoy
-from lab import netlab
+from lab import echo, netlab
 from tests.net.test_agent_net import Agent
 from tests.net.test_dataplane_net import _missing
 
@@ -63,6 +63,7 @@ def l7(tmp_path_factory):
             proc = net.popen(backend.ns, net.python_argv("lab.echo", *pods, "--http", 3000),
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
             assert proc.stdout.readline().strip() == b"ready"
+            echo.drain(proc.stdout)
             echoes.append(proc)
         agent = None
         try:
@@ -254,9 +255,6 @@ def test_hitless_under_100_route_edits(l7):
 
 
 @pytest.mark.timeout(1800)  # each agent restart compiles the BPF programs again
-@pytest.mark.xfail(reason="open: requests time out while a restarted agent compiles its BPF programs on a "
-                          "loaded machine (measured 112 of 1150 failed); the cause is not found yet",
-                   strict=False)
 def test_hitless_under_100_edits_and_3_agent_restarts(l7):
     configure(l7, split_route())
     assert wait_for(lambda: listener_programmed(l7)["status"] == "True")
