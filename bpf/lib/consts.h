@@ -23,6 +23,11 @@
 #define SNAT_PROBES 16
 #endif
 
+/* Datagrams whose later fragments can be followed at once (frags map, LRU). */
+#ifndef FRAG_SIZE
+#define FRAG_SIZE 8192
+#endif
+
 /* SNAT addresses a frontend can use (struct frontend.snat_addrs). */
 #define SNAT_MAX_ADDRS 4
 

@@ -231,17 +231,73 @@ static __always_inline int lb_reverse(CTX *ctx, struct pkt *p, struct nat_entry 
 	return fwd_packet(ctx, p, &nat->hop, ifindex);
 }
 
+static __always_inline void frag_key_of(struct frag_key *k, const struct pkt *p)
+{
+	k->saddr = p->tuple.saddr;
+	k->daddr = p->tuple.daddr;
+	k->id = p->ip_id;
+	k->proto = p->tuple.proto;
+	k->family = p->tuple.family;
+}
+
+/* A later IPv4 fragment: translated like its datagram's first fragment (addresses
+ * only: it has no transport header), or, untracked (lost or still to come first),
+ * dropped and counted when addressed to a frontend. */
+static __always_inline int frag_forward(CTX *ctx, struct pkt *p, int egress, __u32 *ifindex)
+{
+	struct scratch *s = scratch_get();
+	struct frag_entry *to;
+
+	if (!s)
+		return V_PASS;
+	frag_key_of(&s->frag, p);
+	to = frags.lookup(&s->frag);
+	if (!to)
+		return on_parse_failure(p, PARSE_FRAGMENT);
+	if (!egress && p->ttl <= 1)
+		return pass(PASS_TTL);
+	if (rewrite_addrs(ctx, p, &to->saddr, &to->daddr) < 0)
+		return drop(DROP_WRITE);
+	if (egress)
+		return V_PASS;
+	return fwd_packet(ctx, p, NULL, ifindex);
+}
+
+static __always_inline int lb_translate(CTX *ctx, struct pkt *p, const struct config *cfg,
+					int egress, __u32 *ifindex)
+{
+	struct nat_entry *nat;
+
+	if (!egress) {
+		struct frontend_key fk = {};
+		struct frontend *fe;
+
+		fk.addr = p->tuple.daddr;
+		fk.port = p->tuple.dport;
+		fk.proto = p->tuple.proto;
+		fk.family = p->tuple.family;
+		fe = frontends.lookup(&fk);
+		if (fe)
+			return lb_forward(ctx, p, fe, cfg, ifindex);
+	}
+	nat = ct_rev.lookup(&p->tuple);
+	if (nat)
+		return lb_reverse(ctx, p, nat, egress, ifindex);
+	return V_PASS;
+}
+
 /* `egress`: the packet is leaving through tc egress, already routed by the kernel;
  * only replies and ICMP errors are translated there, in place. */
 static __always_inline int lb_process(CTX *ctx, int egress, __u32 *ifindex)
 {
 	struct pkt p = {};
-	struct nat_entry *nat;
 	struct config *cfg;
 	__u32 zero = 0;
 	int rc;
 
 	rc = parse_packet(ctx, &p);
+	if (rc == PARSE_FRAGMENT && p.frag == FRAG_LATER)
+		return frag_forward(ctx, &p, egress, ifindex);
 	if (rc != PARSE_OK)
 		return on_parse_failure(&p, rc);
 	cfg = config.lookup(&zero);
@@ -251,22 +307,23 @@ static __always_inline int lb_process(CTX *ctx, int egress, __u32 *ifindex)
 		rc = icmp_error_nat(ctx, &p, egress, ifindex);
 		return rc < 0 ? V_PASS : rc;
 	}
-	if (!egress) {
-		struct frontend_key fk = {};
-		struct frontend *fe;
+	if (p.frag == FRAG_FIRST) {
+		/* Remember how the first fragment was translated, for the later ones. */
+		struct scratch *s = scratch_get();
 
-		fk.addr = p.tuple.daddr;
-		fk.port = p.tuple.dport;
-		fk.proto = p.tuple.proto;
-		fk.family = p.tuple.family;
-		fe = frontends.lookup(&fk);
-		if (fe)
-			return lb_forward(ctx, &p, fe, cfg, ifindex);
+		if (!s)
+			return V_PASS;
+		frag_key_of(&s->frag, &p);
+		rc = lb_translate(ctx, &p, cfg, egress, ifindex);
+		if (!addr_equal(&p.tuple.saddr, &s->frag.saddr) ||
+		    !addr_equal(&p.tuple.daddr, &s->frag.daddr)) {
+			s->frag_to.saddr = p.tuple.saddr;
+			s->frag_to.daddr = p.tuple.daddr;
+			frags.update(&s->frag, &s->frag_to);
+		}
+		return rc;
 	}
-	nat = ct_rev.lookup(&p.tuple);
-	if (nat)
-		return lb_reverse(ctx, &p, nat, egress, ifindex);
-	return V_PASS;
+	return lb_translate(ctx, &p, cfg, egress, ifindex);
 }
 
 #endif

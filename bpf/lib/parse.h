@@ -35,8 +35,13 @@ struct pkt {
 	__u8 ttl;             /* TTL or hop limit */
 	__u8 icmp_error;      /* an ICMP(v6) error: the tuple's ports are unset */
 	__u8 have_daddr;
-	__u8 pad[3];
+	__u8 frag;            /* FRAG_NONE, FRAG_FIRST (ports known), FRAG_LATER */
+	__be16 ip_id;         /* IPv4 identification, for fragments */
 };
+
+#define FRAG_NONE  0
+#define FRAG_FIRST 1
+#define FRAG_LATER 2
 
 static __always_inline int parse_l4(CTX *ctx, struct pkt *p)
 {
@@ -95,12 +100,25 @@ static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p)
 	if (ip.version != 4 || hdr_len < sizeof(ip) || p->l3_len < hdr_len ||
 	    !ctx_has(ctx, p->l3_off + p->l3_len))
 		return PARSE_MALFORMED;
-	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return PARSE_FRAGMENT;
 	p->tuple.saddr.w[0] = ip.saddr;
 	p->tuple.proto = ip.protocol;
 	p->ttl = ip.ttl;
 	p->l4_off = p->l3_off + hdr_len;
+	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+		/* The first fragment carries the ports and is handled like a whole
+		 * datagram (its L4 checksum covers the datagram; an incremental update
+		 * stays right); later ones follow it through the frags map. */
+		int rc;
+
+		p->ip_id = ip.id;
+		if (ip.frag_off & bpf_htons(IP_OFFSET)) {
+			p->frag = FRAG_LATER;
+			return PARSE_FRAGMENT;
+		}
+		p->frag = FRAG_FIRST;
+		rc = parse_l4(ctx, p);
+		return rc == PARSE_OK && !p->icmp_error ? PARSE_OK : PARSE_FRAGMENT;
+	}
 	return parse_l4(ctx, p);
 }
 

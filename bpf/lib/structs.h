@@ -117,6 +117,21 @@ struct flow_stats {
 	__u64 rejected;     /* flows answered with RST or datagrams dropped (invalid share) */
 };
 
+/* Key of the frags map: an IPv4 datagram being forwarded in fragments, as it arrives. */
+struct frag_key {
+	union addr saddr;
+	union addr daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 family;
+};
+
+/* frags value: the addresses its first fragment was translated to. */
+struct frag_entry {
+	union addr saddr;
+	union addr daddr;
+};
+
 /* Key of the vips map: a frontend address, to recognise our traffic even when its
  * ports cannot be read (fragments, truncated headers). */
 struct vip_key {

@@ -147,6 +147,17 @@ class FlowStats(ctypes.Structure):
     ]
 
 
+class FragKey(ctypes.Structure):
+    _fields_ = [("saddr", Addr), ("daddr", Addr), ("id", u16), ("proto", u8), ("family", u8)]
+
+
+class FragEntry(ctypes.Structure):
+    _fields_ = [("saddr", Addr), ("daddr", Addr)]
+
+
+FRAG_SIZE = 8192  # FRAG_SIZE in consts.h
+
+
 class VipKey(ctypes.Structure):
     _fields_ = [("addr", Addr), ("family", u8), ("pad", u8 * 3)]
 
@@ -209,6 +220,7 @@ PINNED_MAPS: dict[str, tuple[str, type, type]] = {
     "ct_rev": ("ct_rev_v2", CtKey, NatEntry),
     "config": ("config_v2", u32, Config),
     "generations": ("generations_v1", u32, u32),
+    "frags": ("frags_v1", FragKey, FragEntry),
     "svc_stats": ("svc_stats_v1", u32, FlowStats),
     "be_stats": ("be_stats_v1", u32, FlowStats),
     "reasons": ("reasons_v1", u32, u64),

@@ -70,7 +70,7 @@ class DataplaneSpec:
             "frontends": self.max_services, "vips": self.max_services,
             "backends": self.max_backends, "maglev_outer": self.max_services,
             "ct_fwd": self.ct_size, "ct_rev": self.ct_size, "config": 1,
-            "generations": abi.GEN_MAX,
+            "generations": abi.GEN_MAX, "frags": abi.FRAG_SIZE,
             "svc_stats": self.max_services, "be_stats": self.max_backends,
             "reasons": abi.REASON_MAX, "verdicts": len(abi.Hook) * len(abi.Verdict),
         }[map_name]
