@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,7 @@ def compare(baseline: str, runs: int, repeat: int, new_batch: int, hooks: tuple[
         for worker in workers.values():
             worker.close()
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     rows = []
     for hook in hooks:
