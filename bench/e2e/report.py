@@ -380,17 +380,16 @@ def charts(result: dict, outdir: Path) -> list[Path]:
 
 
 def _snat_budget(config: dict, windows: int) -> str:
-    """The ceiling the SNAT port pool puts on new connections, from the run's own data path
-    configuration (ports per backend and SNAT address, and how long a closed flow keeps
-    its port)."""
-    low, high, hold = config.get("snat_port_min"), config.get("snat_port_max"), config.get("tcp_close_timeout")
-    if not (low and high and hold):
+    """The SNAT port pool of this run's data path configuration, stated, not modelled: a new
+    flow keeps the client's port when it is free, so there is no fixed ceiling to compute."""
+    low, high = config.get("snat_port_min"), config.get("snat_port_max")
+    if not (low and high):
         return ""
-    ports = high - low + 1
-    return (f" This run's data path gives each backend and SNAT address ports {low}-{high} ({ports:,}) "
-            f"and a closed flow keeps its port for tcp_close_timeout = {hold} s, so two backends "
-            f"sustain at most 2 x {ports:,} / {hold} s = {2 * ports / hold:,.0f} new connections/s "
-            f"over {windows} window(s).")
+    held = ", ".join(f"{k} = {config[k]} s" for k in ("tcp_close_timeout", "tcp_time_wait_timeout")
+                     if config.get(k) is not None)
+    return (f" This run's data path had SNAT ports {low}-{high} per SNAT address and backend"
+            + (f" (a closed flow holds its port for {held})" if held else "")
+            + f", over {windows} window(s).")
 
 
 def _veth_copies(profiles: dict) -> bool:
