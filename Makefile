@@ -2,7 +2,7 @@
 # the data path loads BPF programs and the tests build network namespaces.
 PYTHON := .venv/bin/python
 
-.PHONY: setup demo test test-fast bench manifests
+.PHONY: setup demo test test-fast bench manifests vm-test
 setup:
 	bash scripts/setup.sh
 
@@ -11,6 +11,11 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -ra
+
+# VM tier: the gateway in a qemu VM (Debian's kernel, virtio-net, native XDP); see vm-tests/.
+vm-test: setup
+	bash vm-tests/setup.sh
+	$(PYTHON) -m pytest -ra vm-tests
 
 # Benchmarks: writes docs/benchmarks.md, bench/out/results.json and docs/bench/*.png.
 bench: setup

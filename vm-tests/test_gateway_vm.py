@@ -1,0 +1,115 @@
+"""The gateway in a VM: Debian's own kernel, virtio-net NICs, native XDP in the driver,
+`gwctl run` in standalone mode, and real traffic from the client namespace on the host
+to the backend namespaces, through the guest's data path.
+
+The tests share one VM and one agent (whose start, a bcc compile under emulation, is the
+tier's largest cost) and run in file order."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import FIGURES, REMOTE_GATEWAY, ROOT
+
+pytestmark = pytest.mark.vm
+EXAMPLES = ROOT / "examples" / "standalone"
+IPV6 = Path(__file__).resolve().parent / "ipv6.yaml"
+NICS = ("front", "be0", "be1", "be2")
+TOLERANCE = 0.05  # as in the net tier
+XDP_ATTACHED_DRV = 1  # IFLA_XDP_ATTACHED: the program runs in the driver (native mode)
+
+
+def example_files() -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(EXAMPLES.glob("*.yaml"))}
+
+
+def with_tcp_weights(a: int, b: int, c: int) -> dict[str, str]:
+    files = example_files()
+    docs = list(yaml.safe_load_all(files["30-routes.yaml"]))
+    route = next(d for d in docs if d["kind"] == "TCPRoute")
+    for ref, weight in zip(route["spec"]["rules"][0]["backendRefs"], (a, b, c)):
+        ref["weight"] = weight
+    files["30-routes.yaml"] = yaml.safe_dump_all(docs, sort_keys=False)
+    return files
+
+
+def spread(agent, proto: str, addr, port: int, count: int) -> dict:
+    mode = "tcp-spread" if proto == "tcp" else "udp-spread"
+    return agent.gw.net.run_client(mode, "--addr", addr, "--port", port, "--count", count, "--timeout", 5,
+                                   timeout=900)
+
+
+def assert_shares(report: dict, shares: dict[str, float], count: int) -> None:
+    assert report["timeout"] == 0 and report.get("refused", 0) == 0, report
+    for name in ("be0", "be1", "be2"):
+        got = report["counts"].get(name, 0) / count
+        want = shares.get(name, 0.0)
+        assert abs(got - want) <= TOLERANCE, f"{name}: {got:.3f}, want {want:.3f}; {report}"
+        if want == 0:
+            assert report["counts"].get(name, 0) == 0, f"{name} must get no traffic: {report}"
+
+
+def test_guest_runs_debians_kernel_as_provisioned(gateway):
+    """provision.sh built this guest: Debian's 6.1 kernel (not the host's), bcc and the
+    runtime dependencies in /opt/xdp-gateway, forwarding on."""
+    assert gateway.kernel.startswith("6.1."), gateway.kernel
+    if not REMOTE_GATEWAY:
+        assert gateway.kernel != platform.release(), "the guest must prove a second kernel"
+    imports = gateway.vm.run("/opt/xdp-gateway/bin/python -c 'import bcc, pyroute2, pydantic, typer, "
+                             "prometheus_client, ctl; print(bcc.__version__, ctl.__file__)'").out.split()
+    assert imports[0].startswith("0.26"), imports
+    # the wheel of the tree under test (qemu) or the package provision.sh installed (Vagrant)
+    assert imports[1].startswith("/opt/xdp-gateway/lib/" if REMOTE_GATEWAY else "/mnt/wheel/ctl/"), imports
+    sysctls = gateway.vm.run("sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding").out.split()
+    assert sysctls == ["1", "1"]
+
+
+def test_agent_attaches_native_xdp_to_virtio_net(agent):
+    modes = []
+    for nic in NICS:
+        info = agent.gw.vm.run(f"ethtool -i {nic}").out
+        assert "driver: virtio_net" in info, info
+        (link,) = json.loads(agent.gw.vm.run(f"ip -d -j link show dev {nic}").out)
+        xdp = link.get("xdp", {})
+        assert xdp.get("mode") == XDP_ATTACHED_DRV, f"{nic}: {link.get('xdp')}"
+        modes.append(f"{nic} virtio_net xdp/id:{xdp['prog']['id']} mode {xdp['mode']} (native)")
+    FIGURES["attach"] = "; ".join(modes)
+    FIGURES["attach (ip link)"] = agent.gw.vm.run("ip -d link show dev front | grep -o 'prog/xdp id [0-9]*\\|xdp[a-z]*' "
+                                                  "| tr '\\n' ' '").out.strip()
+
+
+def test_weighted_tcp_and_udp_split(agent):
+    agent.replace_config(example_files())
+    vip = agent.gw.net.vip4
+    assert_shares(spread(agent, "tcp", vip, 80, 500), {"be0": 0.7, "be1": 0.3}, 500)
+    assert_shares(spread(agent, "udp", vip, 53, 500), {"be0": 0.5, "be1": 0.5}, 500)
+
+
+def test_gwctl_status_in_the_vm_shows_the_counters(agent):
+    done = agent.gwctl("status", "-o", "json")
+    assert done.rc == 0, done.err
+    frontends = {f["frontend"]: f for f in yaml.safe_load(done.out)["frontends"]}
+    assert frontends["10.99.100.1:80/TCP"]["new_flows"] >= 500, frontends
+    # 500 datagrams from random ephemeral ports: a few reuse a port (birthday odds, about
+    # 4 in 28,000 ports) and so continue a flow instead of starting one.
+    assert frontends["10.99.100.1:53/UDP"]["new_flows"] >= 480, frontends
+    FIGURES["gwctl status -o json (in the VM)"] = ", ".join(
+        f"{name} new_flows={frontends[name]['new_flows']}" for name in ("10.99.100.1:80/TCP", "10.99.100.1:53/UDP"))
+
+
+def test_a_live_weight_edit(agent):
+    agent.replace_config(with_tcp_weights(0, 0, 1))
+    report = spread(agent, "tcp", agent.gw.net.vip4, 80, 50)
+    assert report["counts"] == {"be2": 50}, report
+
+
+def test_ipv6_weighted_split(agent):
+    agent.replace_config({**example_files(), "40-ipv6.yaml": IPV6.read_text()})
+    vip6 = agent.gw.net.vip6
+    assert_shares(spread(agent, "tcp", vip6, 80, 500), {"be0": 0.7, "be1": 0.3}, 500)
+    assert_shares(spread(agent, "udp", vip6, 53, 500), {"be0": 0.5, "be1": 0.5}, 500)
