@@ -255,8 +255,6 @@ def test_hitless_under_100_route_edits(l7):
 
 
 @pytest.mark.timeout(1800)  # each agent restart compiles the BPF programs again
-@pytest.mark.xfail(reason="not yet re-measured since the echo pods' log pipe is drained (before: 112 of 1150 "
-                          "requests timed out, as in the edits-only run that now has 0 failures)", strict=False)
 def test_hitless_under_100_edits_and_3_agent_restarts(l7):
     configure(l7, split_route())
     assert wait_for(lambda: listener_programmed(l7)["status"] == "True")
