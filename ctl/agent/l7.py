@@ -92,6 +92,10 @@ class L7Runtime:
         if self.supervisor is not None:
             self.supervisor.stop()
         self.ads.stop()
+        try:
+            self.paths.run_dir.rmdir()  # only when empty: an agent that never ran Envoy leaves nothing
+        except OSError:
+            pass
 
     def _supervise(self) -> None:
         if self.supervisor is None:
