@@ -178,7 +178,9 @@ def test_weighted_split_and_header_match_through_envoy(l7):
     # The header match wins over the catch-all split.
     matched = http(l7, "--header", "version:two", count=50)
     assert set(matched["pods"]) == {"infra-backend-v2-0"} and matched["pods"]["infra-backend-v2-0"] == 50
-    routes = l7.gwctl("get", "routes", "-A")
+    routes = l7.net.run(l7.net.client.ns, [sys.executable, "-m", "ctl.cli", "get", "routes", "-A", "--agent",
+                                           f"http://{l7.api}:9480"], check=False,
+                        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})  # wide: no wrapped cells
     assert routes.returncode == 0, routes.stderr
     assert re.search(r"HTTPRoute\s+split\s+True \(Accepted\)\s+True \(ResolvedRefs\)\s+True", routes.stdout), routes.stdout
 
