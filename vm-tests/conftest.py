@@ -60,7 +60,11 @@ def guest() -> Path | None:
     if os.environ.get("XG_VM_GUEST"):  # a guest directory to boot instead of building one
         return Path(os.environ["XG_VM_GUEST"])
     started = time.monotonic()
-    done = subprocess.run(["bash", str(HERE / "build-guest.sh")], capture_output=True, text=True, timeout=3600)
+    # A mount namespace of its own: the chroot's bind mounts of /proc, /sys and /dev must
+    # never propagate to the host, where a second bpffs over /sys/fs/bpf would hide the
+    # pins of every agent and test running beside the build.
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "bash",
+                           str(HERE / "build-guest.sh")], capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         pytest.fail(f"guest build failed:\n{done.stderr[-4000:]}")
     path = Path(done.stdout.strip().splitlines()[-1])
