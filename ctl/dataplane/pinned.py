@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -169,7 +168,7 @@ class PinnedMaps:
                                                   ctypes.sizeof(values), 1)
                     made += 1
                     bpfsys.map_update(fds[made - 1], ctypes.c_uint32(0), values)
-                _point_services_at_tables(self._fds["maglev_outer"], ids, fds, count)
+                bpfsys.map_update_batch(self._fds["maglev_outer"], ids, fds, count)
             finally:
                 for fd in fds[:made]:
                     os.close(fd)  # the outer map holds its own references
@@ -187,19 +186,6 @@ class PinnedMaps:
 
 # Inner maps open at once while swapping tables (file descriptors, until the batch).
 _SWAP_CHUNK = 256
-
-
-def _point_services_at_tables(outer_fd: int, ids: ctypes.Array, fds: ctypes.Array, count: int) -> None:
-    """One batch update of the outer map where the kernel can (6.18 here); kernels whose
-    batch update refuses maps of maps (Debian's 6.1: EINVAL) get one update per service,
-    each still an atomic swap of that service's table."""
-    try:
-        bpfsys.map_update_batch(outer_fd, ids, fds, count)
-    except OSError as error:
-        if error.errno != errno.EINVAL:
-            raise
-        for i in range(count):
-            bpfsys.map_update(outer_fd, ctypes.c_uint32(ids[i]), ctypes.c_int(fds[i]))
 
 
 def _u32_array(slots) -> ctypes.Array:
