@@ -154,5 +154,7 @@ _Static_assert(sizeof(struct nat_entry) == 80, "struct nat_entry: ABI size (ct_r
 _Static_assert(sizeof(struct config) == 32, "struct config: ABI size (config_v2 value)");
 _Static_assert(sizeof(struct flow_stats) == 48, "struct flow_stats: ABI size (svc_stats_v1, be_stats_v1 value)");
 _Static_assert(sizeof(struct vip_key) == 20, "struct vip_key: ABI size (vips_v1 key)");
+_Static_assert(sizeof(struct frag_key) == 36, "struct frag_key: ABI size (frags_v1 key)");
+_Static_assert(sizeof(struct frag_entry) == 32, "struct frag_entry: ABI size (frags_v1 value)");
 
 #endif
