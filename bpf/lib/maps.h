@@ -25,7 +25,10 @@ BPF_TABLE_PINNED("hash", __u32, struct backend, backends, MAX_BACKENDS,
 struct maglev_table {
 	__u32 slots[MAGLEV_SIZE];
 };
-BPF_ARRAY(maglev_inner, struct maglev_table, 1);
+/* The template every inner map must match. Pinned so that the control plane creates its
+ * inner maps like it, type information included (some kernels compare that too). */
+BPF_TABLE_PINNED("array", __u32, struct maglev_table, maglev_inner, 1,
+		 PIN_DIR "/maglev_template_v1");
 BPF_TABLE_PINNED("hash_of_maps$maglev_inner", __u32, int, maglev_outer, MAX_SERVICES,
 		 PIN_DIR "/maglev_v2");
 

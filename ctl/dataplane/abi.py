@@ -209,6 +209,10 @@ CONTROL_MAPS: dict[str, tuple[str, type, type]] = {
 }
 WEIGHT_SCALE = 1000
 
+# The pinned template of the Maglev inner maps (one element: the whole table, whose size
+# is a start-up option, so it has no fixed mirror type here).
+MAGLEV_TEMPLATE_FILE = "maglev_template_v1"
+
 # Pinned maps: C name -> (file name under the pin directory, key type, value type).
 # The file names carry the layout version; see bpf/lib/maps.h.
 PINNED_MAPS: dict[str, tuple[str, type, type]] = {

@@ -12,6 +12,8 @@ import ctypes
 import ctypes.util
 import errno
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 
@@ -44,6 +46,21 @@ class _MapInfo(ctypes.Structure):
         ("btf_value_type_id", ctypes.c_uint32),
         ("_pad", ctypes.c_uint32),
         ("map_extra", ctypes.c_uint64),
+    ]
+
+
+class _MapCreateOpts(ctypes.Structure):  # libbpf's struct bpf_map_create_opts
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
+        ("map_ifindex", ctypes.c_uint32),
     ]
 
 
@@ -90,6 +107,7 @@ def _lib() -> ctypes.CDLL:
         "bpf_obj_get": ([ctypes.c_char_p], cint),
         "bpf_obj_pin": ([cint, ctypes.c_char_p], cint),
         "bpf_map_get_fd_by_id": ([u32], cint),
+        "bpf_btf_get_fd_by_id": ([u32], cint),
         "bpf_obj_get_info_by_fd": ([cint, vp, ctypes.POINTER(u32)], cint),
         "bpf_prog_test_run_opts": ([cint, vp], cint),
         "libbpf_num_possible_cpus": ([], cint),
@@ -127,6 +145,52 @@ def map_info(fd: int) -> MapInfo:
     _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
     return MapInfo(info.type, info.id, info.key_size, info.value_size, info.max_entries,
                    info.name.decode())
+
+
+@dataclass(frozen=True)
+class MapShape:
+    """Everything a map-in-map compares when it takes an inner map."""
+
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    btf_id: int  # 0: created without type information
+    btf_key_type_id: int
+    btf_value_type_id: int
+
+
+def map_shape(fd: int) -> MapShape:
+    info = _MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
+    return MapShape(info.type, info.key_size, info.value_size, info.max_entries, info.map_flags,
+                    info.btf_id, info.btf_key_type_id, info.btf_value_type_id)
+
+
+@contextmanager
+def map_maker(template: MapShape) -> Iterator[Callable[[str], int]]:
+    """A function that creates maps exactly like `template`, type information included.
+    Some kernels (Debian's 6.1) refuse an inner map that lacks the template's BTF even
+    when every size matches: their check also compares fields BTF sets (timer_off)."""
+    btf_fd = (_check(_lib().bpf_btf_get_fd_by_id(template.btf_id), f"opening BTF id {template.btf_id}")
+              if template.btf_id else -1)
+    opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=template.flags)
+    if btf_fd >= 0:
+        opts.btf_fd = btf_fd
+        opts.btf_key_type_id = template.btf_key_type_id
+        opts.btf_value_type_id = template.btf_value_type_id
+
+    def make(name: str) -> int:
+        return _check(_lib().bpf_map_create(template.type, name.encode()[:15], template.key_size,
+                                            template.value_size, template.max_entries, ctypes.byref(opts)),
+                      f"creating map {name}")
+    try:
+        yield make
+    finally:
+        if btf_fd >= 0:
+            os.close(btf_fd)
 
 
 def obj_get(path: str | os.PathLike) -> int:

@@ -102,6 +102,18 @@ def check_pinned_maps(spec: DataplaneSpec) -> None:
                 f"expects {expected}; use another --pin-dir or remove the old maps "
                 f"(live flows through them will break)"
             )
+    template = spec.pin_dir / abi.MAGLEV_TEMPLATE_FILE
+    if template.exists():
+        fd = bpfsys.obj_get(template)
+        try:
+            slots = bpfsys.map_info(fd).value_size // 4
+        finally:
+            os.close(fd)
+        if slots != spec.maglev_size:
+            raise PinnedMapMismatch(
+                f"{template}: the pinned Maglev template holds {slots} slots, this build expects "
+                f"{spec.maglev_size}; keep --maglev-size or use another --pin-dir"
+            )
     inner = _pinned_inner_size(spec)
     if inner is not None and inner != spec.maglev_size:
         raise PinnedMapMismatch(

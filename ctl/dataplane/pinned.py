@@ -155,6 +155,7 @@ class PinnedMaps:
         chunk are built first, then the services point at them in one batch update of
         the outer map. The kernel waits for running programs (an RCU grace period, ms)
         after every update of a map of maps; batched, once per chunk, not per table."""
+        template = self._maglev_template()
         for start in range(0, len(tables), _SWAP_CHUNK):
             chunk = tables[start:start + _SWAP_CHUNK]
             count = len(chunk)
@@ -162,18 +163,30 @@ class PinnedMaps:
             fds = (ctypes.c_int * count)()
             made = 0
             try:
-                for service_id, slots, _ in chunk:
-                    values = _u32_array(slots)
-                    fds[made] = bpfsys.map_create(bpfsys.MAP_TYPE_ARRAY, f"xg_maglev_{service_id}", 4,
-                                                  ctypes.sizeof(values), 1)
-                    made += 1
-                    bpfsys.map_update(fds[made - 1], ctypes.c_uint32(0), values)
+                with bpfsys.map_maker(template) as make_inner:
+                    for service_id, slots, _ in chunk:
+                        values = _u32_array(slots)
+                        if ctypes.sizeof(values) != template.value_size:
+                            raise ValueError(f"service {service_id}: a Maglev table of {len(values)} slots, "
+                                             f"the pinned template holds {template.value_size // 4}")
+                        fds[made] = make_inner(f"xg_maglev_{service_id}")
+                        made += 1
+                        bpfsys.map_update(fds[made - 1], ctypes.c_uint32(0), values)
                 bpfsys.map_update_batch(self._fds["maglev_outer"], ids, fds, count)
             finally:
                 for fd in fds[:made]:
                     os.close(fd)  # the outer map holds its own references
             digests = (ctypes.c_uint64 * count)(*(digest for _, _, digest in chunk))
             bpfsys.map_update_batch(self._fds["digests"], ids, digests, count)
+
+    def _maglev_template(self) -> bpfsys.MapShape:
+        """The shape the outer map demands of an inner map: that of the program's pinned
+        template (the outer map copied it when it was created)."""
+        fd = bpfsys.obj_get(self.pin_dir / abi.MAGLEV_TEMPLATE_FILE)
+        try:
+            return bpfsys.map_shape(fd)
+        finally:
+            os.close(fd)
 
     def delete_table(self, service_id: int) -> None:
         bpfsys.map_delete(self._fds["maglev_outer"], ctypes.c_uint32(service_id))

@@ -3,14 +3,17 @@ with a message that names the map, instead of being reused blindly."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from pathlib import Path
 
 import pytest
 
+from ctl.dataplane import abi, bpfsys
 from ctl.dataplane.loader import DataplaneSpec, PinnedMapMismatch, check_pinned_maps, compile_programs
 
+from ctl.dataplane.pinned import PinnedMaps
 from lab.harness import TEST_SPEC_SIZES
 
 pytestmark = pytest.mark.packet
@@ -35,3 +38,38 @@ def test_pinned_maps_of_another_shape_are_refused(pin_dir):
 def test_maglev_size_must_be_prime():
     with pytest.raises(ValueError, match="16380 is not prime"):
         DataplaneSpec(maglev_size=16380)
+
+
+def test_inner_maps_are_made_like_the_pinned_template(pin_dir):
+    """Debian's 6.1 kernel refuses an inner map whose BTF differs from the template's even
+    when every size matches (its check compares timer_off, which BTF sets). Inner maps
+    are therefore created with the template's type information; 6.18 would accept either,
+    so the shape is compared here and the VM tier proves the insert on 6.1."""
+    programs = compile_programs(DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES))
+    try:
+        with PinnedMaps.open(pin_dir, create_control_maps=True) as maps:
+            maps.swap_table(7, [1] * TEST_SPEC_SIZES["maglev_size"], digest=1)
+            template_fd = bpfsys.obj_get(pin_dir / abi.MAGLEV_TEMPLATE_FILE)
+            inner_fd = bpfsys.map_fd_by_id(maps.get("maglev_outer", 7))
+            try:
+                template, inner = bpfsys.map_shape(template_fd), bpfsys.map_shape(inner_fd)
+            finally:
+                os.close(template_fd)
+                os.close(inner_fd)
+            assert template.btf_id != 0, "bcc created the template with type information"
+            assert inner == template
+            with pytest.raises(ValueError, match="a Maglev table of 5 slots, the pinned template holds"):
+                maps.swap_table(8, [1] * 5, digest=2)
+            assert maps.get("maglev_outer", 8) is None
+    finally:
+        del programs
+
+
+def test_a_template_of_another_size_is_refused(pin_dir):
+    programs = compile_programs(DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES))
+    del programs
+    (pin_dir / "maglev_v2").unlink()  # no tables to tell the size: only the template can
+    other = dict(TEST_SPEC_SIZES, maglev_size=251)
+    with pytest.raises(PinnedMapMismatch, match=r"maglev_template_v1: the pinned Maglev template holds \d+ slots, "
+                                                r"this build expects 251"):
+        check_pinned_maps(DataplaneSpec(pin_dir=pin_dir, **other))
