@@ -2,16 +2,22 @@
 several "pods" in one process (each on its own address inside a backend namespace).
 
     python -m lab.echo --pod infra-backend-v1-0:gateway-conformance-infra:10.99.10.100 [--pod ...]
-                       [--http 3000] [--h2c 3001]
+                       [--http 3000] [--https 8443 --cert CRT --key KEY]
+                       [--tcp 3000 [--tls 8443 --cert CRT --key KEY]] [--grpc 3000]
 
-HTTP (HTTP/1.1 on --http; HTTP/2 cleartext with prior knowledge on --h2c) answers every
-request with JSON: path (with the query), host, method, proto, headers (canonical names,
-lists of values), namespace, ingress, service, pod, httpPort. It copies the header
+HTTP (HTTP/1.1 on --http, and over TLS on --https with the given certificate, as
+echo-basic does when TLS_SERVER_CERT is set) answers every request with JSON: path (with
+the query), host, method, proto, headers (canonical names, lists of values), namespace,
+ingress, service, pod, httpPort, and over TLS what the handshake settled (tls: version,
+serverName, negotiatedProtocol, cipherSuite). It copies the header
 `X-Echo-Set-Header: name:value,name2:value2` into response headers, waits for
 `?delay=<duration>` first, and logs `Echoing back request made to <uri> to client`
 (the mirror tests read that line). With --grpc the pods serve instead the suite's gRPC
-echo service (lab.grpcecho) over h2c on that port. Prints "ready" once every socket
-listens.
+echo service (lab.grpcecho) over h2c on that port. With --tcp they serve instead
+echo-basic's TCP echo (TCP_ECHO_SERVER): plain on --tcp, TLS on --tls; on connect the
+greeting line, then per line `PING` -> `PONG`, `IS_TLS` -> `true`/`false`, `TEST` -> a
+JSON line (namespace, pod, tcpport, tlsport, isTLS, tls: version, serverName,
+cipherSuite). Prints "ready" once every socket listens.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import json
 import re
 import signal
 import socket
+import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -62,7 +70,7 @@ def parse_duration(text: str) -> float:
 
 
 def echo_document(pod: Pod, port: int, method: str, uri: str, proto: str,
-                  headers: list[tuple[str, str]]) -> dict:
+                  headers: list[tuple[str, str]], tls: dict | None = None) -> dict:
     grouped: dict[str, list[str]] = {}
     host = ""
     for name, value in headers:
@@ -72,9 +80,12 @@ def echo_document(pod: Pod, port: int, method: str, uri: str, proto: str,
         if name.startswith(":"):
             continue
         grouped.setdefault(canonical(name), []).append(value)
-    return {"path": uri, "host": host, "method": method, "proto": proto, "headers": grouped,
-            "namespace": pod.namespace, "ingress": "", "service": "", "pod": pod.name,
-            "httpPort": str(port)}
+    document = {"path": uri, "host": host, "method": method, "proto": proto, "headers": grouped,
+                "namespace": pod.namespace, "ingress": "", "service": "", "pod": pod.name,
+                "httpPort": str(port)}
+    if tls is not None:
+        document["tls"] = tls
+    return document
 
 
 def set_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -99,7 +110,46 @@ def _log(pod: Pod, uri: str) -> None:
     print(json.dumps({"pod": pod.name, "msg": f"Echoing back request made to {uri} to client"}), flush=True)
 
 
-def http_server(pod: Pod, port: int) -> ThreadingHTTPServer:
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server context that remembers each connection's SNI (as conn.sni)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["http/1.1"])
+
+    def remember(conn, server_name, _context) -> None:
+        conn.sni = server_name or ""
+
+    context.sni_callback = remember
+    return context
+
+
+def tls_state(conn: ssl.SSLSocket) -> dict:
+    cipher = conn.cipher()
+    return {"version": conn.version() or "", "serverName": getattr(conn, "sni", ""),
+            "negotiatedProtocol": conn.selected_alpn_protocol() or "", "cipherSuite": cipher[0] if cipher else ""}
+
+
+class _TlsOnAccept:
+    """Mixin for socketserver servers: the handshake runs in the connection's own
+    thread, so a slow or failing client never holds up accept()."""
+
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address) -> None:
+        if self.tls is not None:
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return  # a client that gives up or fails the handshake is its own problem
+        super().finish_request(request, client_address)
+
+
+def _family(pod: Pod) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in pod.address else socket.AF_INET
+
+
+def http_server(pod: Pod, port: int, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -113,8 +163,9 @@ def http_server(pod: Pod, port: int) -> ThreadingHTTPServer:
             except ValueError as error:
                 return self._send(400, str(error).encode(), [])
             _log(pod, self.path)
+            state = tls_state(self.connection) if isinstance(self.connection, ssl.SSLSocket) else None
             body = json.dumps(echo_document(pod, port, self.command, self.path, self.request_version,
-                                            headers)).encode()
+                                            headers, state)).encode()
             self._send(200, body, set_headers(headers))
 
         def _send(self, code: int, body: bytes, extra: list[tuple[str, str]]) -> None:
@@ -132,14 +183,49 @@ def http_server(pod: Pod, port: int) -> ThreadingHTTPServer:
         def log_message(self, *args) -> None:
             pass
 
-    family = socket.AF_INET6 if ":" in pod.address else socket.AF_INET
-
-    class Server(ThreadingHTTPServer):
-        address_family = family
+    class Server(_TlsOnAccept, ThreadingHTTPServer):
+        address_family = _family(pod)
         daemon_threads = True
         allow_reuse_address = True
 
-    return Server((pod.address, port), Handler)
+    server = Server((pod.address, port), Handler)
+    server.tls = tls
+    return server
+
+
+TCP_GREETING = "Gateway API Test TCP Server\n"
+
+
+def tcp_server(pod: Pod, port: int, ports: dict[str, int], tls: ssl.SSLContext | None = None):
+    """echo-basic's TCP echo for one pod on one port (TLS when tls is given)."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            is_tls = isinstance(self.connection, ssl.SSLSocket)
+            report = {"namespace": pod.namespace, "ingress": "", "service": "", "pod": pod.name,
+                      "tcpport": str(ports["tcp"]), "isTLS": is_tls}
+            if ports.get("tls"):
+                report["tlsport"] = str(ports["tls"])
+            if is_tls:
+                report["tls"] = tls_state(self.connection)
+            answers = {"PING": "PONG", "IS_TLS": "true" if is_tls else "false", "TEST": json.dumps(report)}
+            try:
+                self.wfile.write(TCP_GREETING.encode())
+                for line in self.rfile:
+                    answer = answers.get(line.decode(errors="replace").strip())
+                    if answer is not None:
+                        self.wfile.write(answer.encode() + b"\n")
+            except OSError:
+                pass  # the client went away: nothing to answer
+
+    class Server(_TlsOnAccept, socketserver.ThreadingTCPServer):
+        address_family = _family(pod)
+        daemon_threads = True
+        allow_reuse_address = True
+
+    server = Server((pod.address, port), Handler)
+    server.tls = tls
+    return server
 
 
 def grpc_server(pod: Pod, port: int):
@@ -185,15 +271,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pod", action="append", required=True, type=Pod.parse,
                         help="name:namespace:address (repeat)")
     parser.add_argument("--http", type=int, default=3000)
+    parser.add_argument("--https", type=int, help="also serve the HTTP echo over TLS on this port")
     parser.add_argument("--grpc", type=int, help="serve the gRPC echo service on this port instead")
+    parser.add_argument("--tcp", type=int, help="serve the TCP echo on this port instead")
+    parser.add_argument("--tls", type=int, help="with --tcp: the TCP echo over TLS on this port")
+    parser.add_argument("--cert", help="PEM certificate chain for --https/--tls")
+    parser.add_argument("--key", help="PEM private key for --https/--tls")
     args = parser.parse_args(argv)
+    if (args.https or args.tls) and not (args.cert and args.key):
+        parser.error("--https and --tls need --cert and --key")
+    context = tls_context(args.cert, args.key) if args.cert and args.key else None
     if args.grpc:
         grpc_servers = [grpc_server(pod, args.grpc) for pod in args.pod]
         for server in grpc_servers:
             server.start()
         servers = []
+    elif args.tcp:
+        ports = {"tcp": args.tcp, "tls": args.tls or 0}
+        servers = [tcp_server(pod, args.tcp, ports) for pod in args.pod]
+        if args.tls:
+            servers += [tcp_server(pod, args.tls, ports, context) for pod in args.pod]
     else:
         servers = [http_server(pod, args.http) for pod in args.pod]
+        if args.https:
+            servers += [http_server(pod, args.https, context) for pod in args.pod]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     stop = threading.Event()

@@ -1,18 +1,47 @@
-"""A TLS dial from the client namespace: TCP connect, then a handshake with the given SNI
-(certificates not checked: this tells whether the gateway passes the handshake through).
+"""TLS clients from the client namespace; one JSON report on stdout.
 
     python -m lab.tlsclient --addr A --port P --sni NAME
+    python -m lab.tlsclient batch [--repeat N] < requests.json
 
-Prints {"tcp": "connected"|error, "tls": "handshake"|"closed"|"reset"|"timeout"|error}.
+The first is a bare dial: TCP connect, then a handshake with the given SNI, certificates
+not checked (does the gateway pass the handshake through, or close it?). Prints
+{"tcp": "connected"|error, "tls": "handshake"|"closed"|"reset"|"timeout"|error}.
+
+batch reads a JSON list of requests {"addr", "port", "sni", "trust" (PEM the server's
+chain must lead to; the trusted certificate may be the server's own), "protocol":
+"https" (GET "path" with "host") | "tcp-echo" (echo-basic's TCP echo: greeting, PING,
+IS_TLS, TEST)} and sends each --repeat times in a row, each on a new connection. Per
+request it prints the list of answers: {"certificate": {"sha256", "dnsNames"}, and for
+https "status", "body", "headers"; for tcp-echo "greeting", "ping", "isTLS", "test"},
+or {"error": ..., "stage": "tcp"|"tls"|"request"} (tls errors named as for a dial). The
+chain is verified by OpenSSL against "trust"; the hostname is left to the caller (the
+suite's Go client accepts names such as ``*.org`` that OpenSSL refuses).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import http.client
 import json
 import socket
 import ssl
 import sys
+from typing import Any
+
+from lab.certs import dns_names
+
+
+def _tls_outcome(error: BaseException) -> str:
+    if isinstance(error, ConnectionResetError):
+        return "reset"
+    if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "closed"
+    if isinstance(error, ssl.SSLError):
+        return "closed" if "EOF" in str(error) else repr(error)
+    if isinstance(error, socket.timeout):
+        return "timeout"
+    return repr(error)
 
 
 def dial(addr: str, port: int, sni: str, timeout: float) -> dict[str, str]:
@@ -26,26 +55,99 @@ def dial(addr: str, port: int, sni: str, timeout: float) -> dict[str, str]:
     try:
         with context.wrap_socket(sock, server_hostname=sni):
             return {"tcp": "connected", "tls": "handshake"}
-    except ConnectionResetError:
-        return {"tcp": "connected", "tls": "reset"}
-    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-        return {"tcp": "connected", "tls": "closed"}
-    except ssl.SSLError as error:
-        return {"tcp": "connected", "tls": "closed" if "EOF" in str(error) else repr(error)}
-    except socket.timeout:
-        return {"tcp": "connected", "tls": "timeout"}
     except OSError as error:
-        return {"tcp": "connected", "tls": repr(error)}
+        return {"tcp": "connected", "tls": _tls_outcome(error)}
     finally:
         sock.close()
 
 
+def _context(trust: str, alpn: list[str] | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False  # the caller checks the names (Go's rules, see above)
+    context.verify_mode = ssl.CERT_REQUIRED
+    # A trusted self-signed leaf is a complete chain, as for Go's RootCAs.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.load_verify_locations(cadata=trust)
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+def _certificate(conn: ssl.SSLSocket) -> dict[str, Any]:
+    der = conn.getpeercert(binary_form=True) or b""
+    return {"sha256": hashlib.sha256(der).hexdigest(), "dnsNames": dns_names(der) if der else []}
+
+
+def _https(conn: ssl.SSLSocket, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    client = http.client.HTTPConnection(request["addr"], request["port"], timeout=timeout)
+    client.sock = conn  # already connected and through the handshake
+    client.request("GET", request.get("path", "/"), headers={"Host": request.get("host") or request["sni"]})
+    response = client.getresponse()
+    body = response.read()
+    try:
+        document = json.loads(body) if body else {}
+    except ValueError:
+        document = {"raw": body.decode(errors="replace")[:200]}
+    return {"status": response.status, "body": document, "headers": {k.lower(): v for k, v in response.getheaders()}}
+
+
+def _tcp_echo(conn: ssl.SSLSocket) -> dict[str, Any]:
+    lines = conn.makefile("rwb")
+    greeting = lines.readline().decode().rstrip("\n")
+    answers = {}
+    for command in ("PING", "IS_TLS", "TEST"):
+        lines.write(command.encode() + b"\n")
+        lines.flush()
+        answers[command] = lines.readline().decode().rstrip("\n")
+    test = json.loads(answers["TEST"]) if answers["TEST"] else None
+    return {"greeting": greeting, "ping": answers["PING"], "isTLS": answers["IS_TLS"], "test": test}
+
+
+def exchange(request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    try:
+        sock = socket.create_connection((request["addr"], request["port"]), timeout=timeout)
+    except OSError as error:
+        return {"stage": "tcp", "error": repr(error)}
+    https = request.get("protocol", "https") == "https"
+    try:
+        context = _context(request["trust"], ["http/1.1"] if https else None)
+        try:
+            conn = context.wrap_socket(sock, server_hostname=request["sni"])
+        except OSError as error:
+            return {"stage": "tls", "error": _tls_outcome(error)}
+        with conn:
+            answer = {"certificate": _certificate(conn)}
+            try:
+                answer |= _https(conn, request, timeout) if https else _tcp_echo(conn)
+            except (OSError, http.client.HTTPException, ValueError) as error:
+                answer |= {"stage": "request", "error": repr(error)}
+            return answer
+    finally:
+        sock.close()
+
+
+def batch(repeat: int, timeout: float) -> list[list[dict[str, Any]]]:
+    requests = json.load(sys.stdin)
+    out: list[list[dict[str, Any]]] = [[] for _ in requests]
+    for _ in range(repeat):
+        for i, request in enumerate(requests):
+            out[i].append(exchange(request, timeout))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timeout", type=float, default=5.0)
+    if argv[:1] == ["batch"]:
+        parser.add_argument("--repeat", type=int, default=3)
+        args = parser.parse_args(argv[1:])
+        print(json.dumps(batch(args.repeat, args.timeout)), flush=True)
+        return 0
     parser.add_argument("--addr", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--sni", required=True)
-    parser.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args(argv)
     print(json.dumps(dial(args.addr, args.port, args.sni, args.timeout)), flush=True)
     return 0

@@ -21,6 +21,10 @@ from pathlib import Path
 
 import yaml
 
+from lab import certs
+
+from .test_l7_net import condition, find
+
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "gateway-api" / "v1.6.1"
 BASE = SHARED / "conformance" / "base-manifests.yaml"
 TESTS = SHARED / "conformance-l7"
@@ -47,6 +51,46 @@ GRPC_PODS: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = {
     ("grpc-infra-backend-v3", INFRA): (2, (120,)),
 }
 
+# TLS echo pods (service, namespace) -> (backend index, last octets, the Secret whose
+# certificate they serve, what they run): echo-basic with TLS_SERVER_CERT (the HTTP echo,
+# also over TLS on 8443) or with TCP_ECHO_SERVER (the TCP echo, plain 3000, TLS 8443).
+TLS_PODS: dict[tuple[str, str], tuple[int, tuple[int, ...], tuple[str, str], str]] = {
+    ("tls-backend", INFRA): (0, (130,), (INFRA, "tls-checks-certificate"), "https"),
+    ("tls-backend-2", INFRA): (1, (130,), (INFRA, "tls-checks-certificate"), "https"),
+    ("tls-backend", APP): (2, (130,), (APP, "tls-passthrough-checks-certificate"), "https"),
+    ("tcp-backend", INFRA): (0, (140, 141), (INFRA, "tls-passthrough-checks-certificate"), "tcp"),
+}
+
+# The certificates upstream's suite creates at setup for the Secrets its manifests name
+# (conformance/utils/suite): (namespace, name) -> DNS names. Self-signed, except those
+# signed by the suite's CA (the ConfigMap tls-checks-ca-certificate upstream, which no
+# Core test reads from the cluster; here the clients get it directly).
+SELF_SIGNED: dict[tuple[str, str], list[str]] = {
+    (WEB, "certificate"): ["*"],
+    (INFRA, "tls-validity-checks-certificate"): ["*", "*.org"],
+}
+CA_SIGNED: dict[tuple[str, str], list[str]] = {
+    (INFRA, "tls-passthrough-checks-certificate"): ["abc.example.com"],
+    (APP, "tls-passthrough-checks-certificate"): ["abc.example.com"],
+    (INFRA, "tls-checks-certificate"): ["abc.example.com", "other.example.com"],
+}
+
+
+@dataclass(frozen=True)
+class SuiteCertificates:
+    ca: certs.KeyPair
+    pairs: dict[tuple[str, str], certs.KeyPair]
+
+    def secrets(self) -> list[dict]:
+        return [pair.secret(namespace, name) for (namespace, name), pair in sorted(self.pairs.items())]
+
+
+def make_certificates() -> SuiteCertificates:
+    ca = certs.certificate_authority()
+    pairs = {key: certs.server_certificate(hosts) for key, hosts in SELF_SIGNED.items()}
+    pairs |= {key: certs.server_certificate(hosts, ca) for key, hosts in CA_SIGNED.items()}
+    return SuiteCertificates(ca, pairs)
+
 
 def shared_missing() -> str | None:
     if not BASE.exists():
@@ -58,11 +102,13 @@ def load(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text().replace("{GATEWAY_CLASS_NAME}", CLASS)) if d]
 
 
-def manifests(test_file: str, addresses: dict[str, IPv4Address], pod_addresses) -> list[dict]:
-    """Base + test manifests as the agent gets them. addresses: Gateway name -> address."""
+def manifests(test_file: str, addresses: dict[str, IPv4Address], pod_addresses,
+              secrets: list[dict] = ()) -> list[dict]:
+    """Base + test manifests as the agent gets them, with the suite's Secrets.
+    addresses: Gateway name -> address."""
     docs = [{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": CLASS},
              "spec": {"controllerName": CONTROLLER}}]
-    docs += load(BASE) + (load(TESTS / test_file) if test_file else [])
+    docs += load(BASE) + list(secrets) + (load(TESTS / test_file) if test_file else [])
     slices = []
     for doc in docs:
         if doc.get("kind") == "Gateway":
@@ -72,7 +118,7 @@ def manifests(test_file: str, addresses: dict[str, IPv4Address], pod_addresses) 
             doc["spec"].setdefault("addresses", [{"type": "IPAddress", "value": str(addresses[name])}])
         if doc.get("kind") == "Service":
             key = (doc["metadata"]["name"], doc["metadata"].get("namespace", "default"))
-            if key in PODS or key in GRPC_PODS:
+            if key in PODS or key in GRPC_PODS or key in TLS_PODS:
                 slices.append(endpoint_slice(doc, pod_addresses(key)))
     return docs + slices
 
@@ -132,7 +178,8 @@ def check_response(expect: Expect, status: int, body: dict, headers: dict[str, s
     if expect.backend is None:
         return None
     pod = body.get("pod", "")
-    if not pod.startswith(expect.backend + "-") or body.get("namespace") != expect.namespace:
+    # Pods are named <service>-<k>: tls-backend-2-0 is not a tls-backend pod.
+    if pod.rpartition("-")[0] != expect.backend or body.get("namespace") != expect.namespace:
         return f"answered by {body.get('namespace')}/{pod}, want {expect.namespace}/{expect.backend}-*"
     seen = {k.lower(): ",".join(v) for k, v in body.get("headers", {}).items()}
     for name, value in expect.seen_headers.items():
@@ -200,3 +247,110 @@ def replay_grpc(send_batch, expects: list[GrpcExpect], timeout: float = 30.0) ->
         if not failures or time.monotonic() > deadline:
             return failures
         time.sleep(1)
+
+
+def replay_tls(send_batch, requests: list[dict], check, timeout: float = 30.0) -> list[str]:
+    """The same rule for TLS exchanges: check(request, answer) -> None or why not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answers = send_batch(requests)
+        failures = []
+        for request, tries in zip(requests, answers):
+            for answer in tries:
+                why = check(request, answer)
+                if why:
+                    failures.append(f"{request['addr']} SNI {request['sni']}: {why}")
+                    break
+        if not failures or time.monotonic() > deadline:
+            return failures
+        time.sleep(1)
+
+
+# -- the replay: an agent serving the lab, and the clients ---------------------------------
+
+class Replay:
+    """The running agent (`gwctl run` in the lab's gateway namespace), the address each
+    Gateway got, the suite's certificates, and the clients of the client namespace."""
+
+    def __init__(self, agent, certificates: SuiteCertificates) -> None:
+        self.agent = agent
+        self.certificates = certificates
+        self.addresses: dict[str, object] = {}
+
+    def pod_addresses(self, key) -> list[str]:
+        index, octets = (PODS.get(key) or GRPC_PODS.get(key) or TLS_PODS[key][:2])[:2]
+        backend = self.agent.net.backends[index]
+        return [str(backend.net4.network_address + o) for o in octets]
+
+    def apply(self, test_file: str) -> list[dict]:
+        docs = manifests(test_file, self.addresses, self.pod_addresses, self.certificates.secrets())
+        self.agent.replace_config({"conformance.yaml": dump(docs)}, timeout=120)
+        return docs
+
+    def _client(self, module: str, argv: list, payload: list[dict], timeout: float) -> list[list[dict]]:
+        net = self.agent.net
+        done = net.run(net.client.ns, net.python_argv(module, *argv), input=json.dumps(payload), timeout=timeout)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def send_batch(self, expects: list[Expect]) -> list[list[dict]]:
+        requests = [{"url": f"http://{self.addresses[e.gateway]}{e.path}", "host": e.host,
+                     "headers": e.headers} for e in expects]
+        return self._client("lab.httpclient", ["batch", "--repeat", 3], requests, 300)
+
+    def send_grpc(self, expects: list[GrpcExpect], repeat: int = 3) -> list[list[dict]]:
+        calls = [{"target": f"{self.addresses[e.gateway]}:80", "authority": e.authority, "method": e.method,
+                  "metadata": e.metadata} for e in expects]
+        return self._client("lab.grpcclient", ["batch", "--repeat", repeat], calls, 600)
+
+    def send_tls(self, requests: list[dict], repeat: int = 3) -> list[list[dict]]:
+        """lab.tlsclient batch: requests as it reads them, addr given as a Gateway name."""
+        payload = [r | {"addr": str(self.addresses[r["addr"]])} for r in requests]
+        return self._client("lab.tlsclient", ["batch", "--repeat", repeat], payload, 300)
+
+    def routes_accepted(self, docs: list[dict], names: list[str] | None = None) -> list[str]:
+        """Each route (or those named) has a parent with Accepted=True and RR True."""
+        problems = []
+        objects = self.agent.objects()
+        for doc in docs:
+            if doc.get("kind") not in ("HTTPRoute", "GRPCRoute", "TLSRoute") or (
+                    names and doc["metadata"]["name"] not in names):
+                continue
+            route = find(objects, doc["kind"], doc["metadata"]["name"])
+            parents = route["status"].get("parents", [])
+            if not parents:
+                problems.append(f"{doc['metadata']['name']}: no parents")
+            for parent in parents:
+                for kind in ("Accepted", "ResolvedRefs"):
+                    c = condition(parent["conditions"], kind)
+                    if c["status"] != "True":
+                        problems.append(f"{doc['metadata']['name']}: {kind} {c['status']} {c['reason']}")
+        return problems
+
+    def listeners_programmed(self, gateway: str) -> bool:
+        gw = find(self.agent.objects(), "Gateway", gateway)
+        return all(condition(entry["conditions"], "Programmed")["status"] == "True"
+                   for entry in gw["status"].get("listeners", []))
+
+
+# -- reading status ----------------------------------------------------------------------
+
+def gateway_conditions(objects, name) -> dict[str, tuple[str, str]]:
+    gw = find(objects, "Gateway", name)
+    return {c["type"]: (c["status"], c["reason"]) for c in gw["status"].get("conditions", [])}
+
+
+def listener_status(objects, gateway, listener) -> dict:
+    gw = find(objects, "Gateway", gateway)
+    entry = next(e for e in gw["status"].get("listeners", []) if e["name"] == listener)
+    return {"conditions": {c["type"]: (c["status"], c["reason"]) for c in entry["conditions"]},
+            "kinds": [k["kind"] for k in entry.get("supportedKinds", [])], "attached": entry.get("attachedRoutes")}
+
+
+def route_parent_conditions(objects, kind, name) -> list[dict[str, tuple[str, str]]]:
+    route = find(objects, kind, name)
+    return [{c["type"]: (c["status"], c["reason"]) for c in p["conditions"]} for p in route["status"].get("parents", [])]
+
+
+def expect_equal(problems: list[str], what: str, got, want) -> None:
+    if got != want:
+        problems.append(f"{what}: {got!r}, want {want!r}")

