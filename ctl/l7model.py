@@ -215,8 +215,9 @@ class Certificate:
 @dataclass(frozen=True)
 class FilterChain:
     """Plain HTTP: one chain, no server names. HTTPS: one per listener hostname (SNI),
-    with its certificates and route table. TLS passthrough: one per route hostname, with
-    the route's weighted clusters. Empty ``server_names``: any SNI (or none)."""
+    with its certificates and route table. TLS: one per route hostname, with the route's
+    weighted clusters (and in Terminate mode the listener's certificates). Empty
+    ``server_names``: any SNI (or none)."""
 
     server_names: tuple[str, ...]
     sources: tuple[SourceRef, ...]

@@ -14,7 +14,8 @@ What Envoy gets:
 - One Listener per address:port. Plain HTTP: one filter chain, an HTTP connection
   manager with its routes by RDS. HTTPS: ``tls_inspector``, then one filter chain per
   SNI, terminating TLS with certificates by SDS, each with its own RDS route table.
-  TLS passthrough: ``tls_inspector``, one filter chain per SNI with a ``tcp_proxy``.
+  TLS: ``tls_inspector``, one filter chain per SNI with a ``tcp_proxy``, terminating TLS
+  with certificates by SDS in Terminate mode.
 - Connection managers use the peer address as the client address
   (``use_remote_address``) and trust ``xff_num_trusted_hops`` proxies' X-Forwarded-For
   entries (default 0: a client-sent X-Forwarded-For is never believed). They ignore the
@@ -297,20 +298,18 @@ def _filter_chain(listener: L7Listener, chain: FilterChain, l7: L7State) -> dict
     data["name"] = f"{listener.name}/{sni}"
     if chain.route_table is None:
         data["filters"] = [_tcp_proxy(listener, chain)]
-        return data
-    data["filters"] = [_connection_manager(chain.route_table, l7)]
+    else:
+        data["filters"] = [_connection_manager(chain.route_table, l7)]
     if chain.terminates_tls:
+        context: dict[str, Any] = {
+            "tlsCertificateSdsSecretConfigs": [{"name": name, "sdsConfig": _ADS} for name in chain.certificates]
+        }
+        if chain.route_table is not None:
+            # HTTP inside: offer HTTP/2. A terminated TLSRoute carries opaque bytes: no ALPN.
+            context["alpnProtocols"] = ["h2", "http/1.1"]
         data["transportSocket"] = {
             "name": "envoy.transport_sockets.tls",
-            "typedConfig": {
-                "@type": _DOWNSTREAM_TLS,
-                "commonTlsContext": {
-                    "tlsCertificateSdsSecretConfigs": [
-                        {"name": name, "sdsConfig": _ADS} for name in chain.certificates
-                    ],
-                    "alpnProtocols": ["h2", "http/1.1"],
-                },
-            },
+            "typedConfig": {"@type": _DOWNSTREAM_TLS, "commonTlsContext": context},
         }
     return data
 
@@ -339,7 +338,8 @@ def _connection_manager(route_table: str, l7: L7State) -> dict[str, Any]:
 
 
 def _tcp_proxy(listener: L7Listener, chain: FilterChain) -> dict[str, Any]:
-    config: dict[str, Any] = {"@type": _TCP_PROXY, "statPrefix": f"{listener.name}/passthrough"}
+    mode = "terminate" if chain.terminates_tls else "passthrough"
+    config: dict[str, Any] = {"@type": _TCP_PROXY, "statPrefix": f"{listener.name}/{mode}"}
     live = [b for b in chain.passthrough if b.weight > 0]
     if len(live) == 1 or not live:
         config["cluster"] = (live[0].cluster if live else None) or INVALID_BACKEND_CLUSTER

@@ -15,9 +15,11 @@ listener:
 - HTTPS: one filter chain per Gateway listener, matched by SNI = its hostname (none:
   the default chain), with its certificates and its own route table built the same way
   from the routes attached to that listener only.
-- TLS passthrough: one filter chain per effective route hostname (SNI), proxying TCP to
-  the route's weighted backends; an exact SNI beats a wildcard (Envoy's own matching).
-  When two routes claim the same SNI the older one wins.
+- TLS: one filter chain per effective route hostname (SNI), proxying TCP to the route's
+  weighted backends; an exact SNI beats a wildcard (Envoy's own matching). When two
+  routes claim the same SNI the older one wins. Passthrough chains forward the client's
+  TLS stream untouched; Terminate chains end TLS with the listener's certificates and
+  forward what is inside. Both modes, and HTTPS, may share a port (SNI tells them apart).
 
 Backends become clusters of their Service port's endpoints (EndpointSlices; never the
 ClusterIP). An invalid backendRef keeps its weight and answers 500; a rule without any
@@ -193,7 +195,8 @@ class _Clusters:
 
 def build_l7(inputs: Sequence[L7Input], index: SnapshotIndex, options: L7Options) -> L7State:
     clusters = _Clusters(index)
-    certificates: dict[str, Certificate] = {}
+    # Every resolved certificate by name; Envoy gets those a filter chain uses.
+    offered: dict[str, Certificate] = {}
     by_port: dict[tuple[Any, int], list[L7Input]] = defaultdict(list)
     for item in inputs:
         for address in item.addresses:
@@ -221,14 +224,18 @@ def build_l7(inputs: Sequence[L7Input], index: SnapshotIndex, options: L7Options
                 table = _route_table(f"https/{name}/{listener.spec.hostname or '*'}", [item], port, clusters)
                 tables.append(table)
                 resolved = listener.certificates.certificates if listener.certificates else ()
-                for certificate in resolved:
-                    certificates.setdefault(certificate.name, certificate)
+                offered |= {c.name: c for c in resolved if c.name not in offered}
                 chains_by_sni[sni] = FilterChain(
                     sni, (listener_source(listener),), route_table=table.name,
                     certificates=tuple(c.name for c in resolved),
                 )
             else:
-                for sni, chain in _passthrough_chains(item, clusters, options.passthrough_proxy_protocol):
+                resolved = listener.certificates.certificates if listener.certificates else ()
+                offered |= {c.name: c for c in resolved if c.name not in offered}
+                # The PROXY protocol option is for passthrough backends, which cannot see
+                # the client otherwise.
+                proxy_protocol = options.passthrough_proxy_protocol and not resolved
+                for sni, chain in _tls_chains(item, clusters, proxy_protocol, tuple(c.name for c in resolved)):
                     chains_by_sni.setdefault(sni, chain)
         if not chains_by_sni:
             # A TLS listener without routes is still valid and owns its port: Envoy needs
@@ -238,11 +245,12 @@ def build_l7(inputs: Sequence[L7Input], index: SnapshotIndex, options: L7Options
         protocol = L7Protocol.HTTPS if any(c.terminates_tls for c in chains_by_sni.values()) else L7Protocol.TLS
         ordered = tuple(chains_by_sni[sni] for sni in sorted(chains_by_sni, key=_sni_order))
         listeners.append(L7Listener(name, address, port, protocol, ordered, sources))
+    used = {name for listener in listeners for chain in listener.filter_chains for name in chain.certificates}
     return L7State(
         listeners=tuple(listeners),
         route_tables=tuple(tables),
         clusters=tuple(sorted(clusters.by_name.values(), key=lambda c: c.name)),
-        certificates=tuple(sorted(certificates.values(), key=lambda c: c.name)),
+        certificates=tuple(offered[name] for name in sorted(used)),
         xff_num_trusted_hops=options.xff_num_trusted_hops,
         passthrough_proxy_protocol=options.passthrough_proxy_protocol,
     )
@@ -253,9 +261,10 @@ def _sni_order(sni: tuple[str, ...]) -> tuple[Any, ...]:
     return (not sni, _hostname_rank(sni[0]) if sni else (0, 0), sni)
 
 
-def _passthrough_chains(
-    item: L7Input, clusters: _Clusters, proxy_protocol: bool
+def _tls_chains(
+    item: L7Input, clusters: _Clusters, proxy_protocol: bool, certificates: tuple[str, ...]
 ) -> list[tuple[tuple[str, ...], FilterChain]]:
+    """The TLSRoutes' chains on a TLS listener (certificates: Terminate mode)."""
     chains: list[tuple[tuple[str, ...], FilterChain]] = []
     source = listener_source(item.listener)
     for route, resolutions in sorted(item.routes, key=lambda r: age_order(r[0])):
@@ -271,7 +280,8 @@ def _passthrough_chains(
         for hostname in effective_hostnames(item.listener.spec.hostname, route.spec.hostnames):
             sni = () if hostname == "*" else (hostname,)
             chains.append(
-                (sni, FilterChain(sni, (source,), passthrough=backends, passthrough_route=route_source(route)))
+                (sni, FilterChain(sni, (source,), certificates=certificates, passthrough=backends,
+                                  passthrough_route=route_source(route)))
             )
     return chains
 

@@ -41,9 +41,10 @@ class ListenerView:
     invalid_kinds: tuple[RouteGroupKind, ...]
     # Why the allowedRoutes namespace selector cannot be evaluated, if it cannot.
     selector_problem: str | None
-    # Why the listener's tls stanza cannot be served (e.g. a TLS listener in Terminate mode).
+    # Why the listener's tls stanza cannot be served (e.g. HTTPS in Passthrough mode).
     tls_problem: str | None = None
-    # HTTPS (Terminate) only: the certificates, or why they cannot be had.
+    # Listeners that terminate TLS (HTTPS, TLS in Terminate mode): the certificates, or
+    # why they cannot be had.
     certificates: CertificateResolution | None = None
 
     @property
@@ -99,9 +100,12 @@ def view_listener(gateway: Gateway, listener: Listener, index: SnapshotIndex) ->
     mode = listener.tls.mode if listener.tls else None
     tls_problem = None
     certificates = None
-    if listener.protocol == "TLS" and mode != "Passthrough":
-        # TLSRouteModeTerminate is an Extended feature we do not claim.
-        tls_problem = "TLS listeners support only tls.mode Passthrough"
+    if listener.protocol == "TLS":
+        if mode is None:
+            tls_problem = "TLS listeners need tls.mode (Passthrough or Terminate)"
+        elif mode == "Terminate":
+            # TLSRouteModeTerminate: Envoy terminates TLS and proxies the TCP stream inside.
+            certificates = resolve_certificates(gateway, listener, index)
     elif listener.protocol == "HTTPS":
         if mode == "Passthrough":
             tls_problem = "HTTPS listeners terminate TLS: tls.mode Passthrough needs protocol TLS"

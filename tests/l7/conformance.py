@@ -73,6 +73,7 @@ CA_SIGNED: dict[tuple[str, str], list[str]] = {
     (INFRA, "tls-passthrough-checks-certificate"): ["abc.example.com"],
     (APP, "tls-passthrough-checks-certificate"): ["abc.example.com"],
     (INFRA, "tls-checks-certificate"): ["abc.example.com", "other.example.com"],
+    (INFRA, "tls-terminate-checks-certificate"): ["tls.example.com"],
 }
 
 

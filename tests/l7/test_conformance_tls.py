@@ -65,7 +65,8 @@ def https_sender(replay: conf.Replay, port: int, trust: certs.KeyPair, served: c
 
 def rejected(replay: conf.Replay, gateway: str, sni: str, port: int = 443) -> str | None:
     """Upstream's MakeTLSConnectionAndExpectEventuallyConnectionRejection: within 30 s a
-    TLS dial with this SNI is closed or reset (never a handshake, nor an alert)."""
+    TLS dial with this SNI is reset (its isConnectionRejected: ECONNRESET only; never a
+    handshake, an alert or a bare close)."""
     net = replay.agent.net
     outcome: dict = {}
 
@@ -74,9 +75,12 @@ def rejected(replay: conf.Replay, gateway: str, sni: str, port: int = 443) -> st
         done = net.run(net.client.ns, net.python_argv("lab.tlsclient", "--addr", replay.addresses[gateway],
                                                       "--port", port, "--sni", sni))
         outcome = json.loads(done.stdout.strip().splitlines()[-1])
-        return outcome["tcp"] == "connected" and outcome["tls"] in ("closed", "reset")
+        return outcome["tcp"] == "connected" and outcome["tls"] == "reset"
 
-    return None if wait_for(dial, timeout=30, interval=1) else f"{gateway} SNI {sni}: {outcome}"
+    if wait_for(dial, timeout=30, interval=1):
+        print(f"  {gateway} SNI {sni}: {outcome['tls']}")
+        return None
+    return f"{gateway} SNI {sni}: {outcome}"
 
 
 def programmed(replay: conf.Replay, *gateways: str) -> list[str]:
@@ -160,7 +164,11 @@ def test_gateway_secret(replay, name, manifest, check):
 
 # -- TLS passthrough with traffic ----------------------------------------------------------
 
-def tcp_echo_check(pair: certs.KeyPair, backend: str):
+def tcp_echo_check(pair: certs.KeyPair, backend: str, backend_tls: bool = True):
+    """The TCP echo answered through the gateway: the handshake presented pair's
+    certificate; backend_tls: the backend itself ended the client's TLS (passthrough) and
+    saw its SNI, else it got plain bytes (Terminate)."""
+
     def check(request: dict, answer: dict) -> str | None:
         if "error" in answer:
             return f"{answer['stage']}: {answer['error']}"
@@ -168,12 +176,15 @@ def tcp_echo_check(pair: certs.KeyPair, backend: str):
         if why:
             return why
         test = answer.get("test") or {}
-        if (answer["greeting"], answer["ping"], answer["isTLS"]) != ("Gateway API Test TCP Server", "PONG", "true"):
+        said = (answer["greeting"], answer["ping"], answer["isTLS"])
+        if said != ("Gateway API Test TCP Server", "PONG", "true" if backend_tls else "false"):
             return f"echo said {answer['greeting']!r}, {answer['ping']!r}, IS_TLS {answer['isTLS']!r}"
         if test.get("pod", "").rpartition("-")[0] != backend or test.get("namespace") != INFRA:
             return f"answered by {test.get('namespace')}/{test.get('pod')}, want {INFRA}/{backend}-*"
-        if not test.get("isTLS") or test.get("tls", {}).get("serverName") != request["sni"]:
+        if backend_tls and (not test.get("isTLS") or test.get("tls", {}).get("serverName") != request["sni"]):
             return f"the backend saw {test.get('tls')}, want TLS with SNI {request['sni']}"
+        if not backend_tls and (test.get("isTLS") or "tls" in test):
+            return f"the backend saw TLS {test.get('tls')}, want plain bytes"
         return None
 
     return check
@@ -191,6 +202,47 @@ def test_tlsroute_simple_same_namespace(replay):
                "trust": replay.certificates.ca.certificate.decode(), "protocol": "tcp-echo"}
     problems += conf.replay_tls(replay.send_tls, [request], tcp_echo_check(pair, "tcp-backend"))
     report("TLSRouteSimpleSameNamespace", problems)
+
+
+@pytest.mark.timeout(600)
+def test_tlsroute_terminate_simple_same_namespace(replay):
+    """TLSRouteTerminateSimpleSameNamespace (Extended: TLSRouteModeTerminate): listener
+    :8443 tls.example.com in Terminate mode (tls-terminate-checks-certificate), route ->
+    tcp-backend:3000: the client's TLS ends at Envoy, whose certificate it gets; the TCP
+    echo answers over plain TCP."""
+    docs = replay.apply("tlsroute-terminate-simple-same-namespace.yaml")
+    problems = programmed(replay, "gateway-tlsroute-terminate") + replay.routes_accepted(docs)
+    pair = replay.certificates.pairs[(INFRA, "tls-terminate-checks-certificate")]
+    request = {"addr": "gateway-tlsroute-terminate", "port": 8443, "sni": "tls.example.com",
+               "trust": replay.certificates.ca.certificate.decode(), "protocol": "tcp-echo"}
+    problems += conf.replay_tls(replay.send_tls, [request], tcp_echo_check(pair, "tcp-backend", backend_tls=False))
+    report("TLSRouteTerminateSimpleSameNamespace", problems)
+
+
+@pytest.mark.timeout(600)
+def test_tlsroute_mixed_termination_same_namespace(replay):
+    """TLSRouteMixedTerminationSameNamespace (Extended: TLSRouteModeTerminate,
+    TLSRouteModeMixed): Terminate tls.example.com and Passthrough abc.example.com on :8883,
+    both Accepted with one route each; tls.example.com reaches tcp-backend:3000 in plain
+    text through Envoy's TLS, abc.example.com tcp-backend:8443 with the backend's own."""
+    gateway = "gateway-tlsroute-mixed-termination"
+    docs = replay.apply("tlsroute-mixed-termination-same-namespace.yaml")
+    problems = programmed(replay, gateway) + replay.routes_accepted(docs)
+    for name in ("tls-terminate", "tls-passthrough"):
+        s = listener_status(replay.agent.objects(), gateway, name)
+        expect_equal(problems, f"{name} Accepted", s["conditions"].get("Accepted"), ("True", "Accepted"))
+        if "TLSRoute" not in s["kinds"]:
+            problems.append(f"{name} supportedKinds {s['kinds']}")
+        expect_equal(problems, f"{name} attachedRoutes", s["attached"], 1)
+    trust = replay.certificates.ca.certificate.decode()
+    terminated = {"addr": gateway, "port": 8883, "sni": "tls.example.com", "trust": trust, "protocol": "tcp-echo"}
+    passed = {"addr": gateway, "port": 8883, "sni": "abc.example.com", "trust": trust, "protocol": "tcp-echo"}
+    checks = {"tls.example.com": tcp_echo_check(replay.certificates.pairs[(INFRA, "tls-terminate-checks-certificate")],
+                                                "tcp-backend", backend_tls=False),
+              "abc.example.com": tcp_echo_check(replay.certificates.pairs[(INFRA, "tls-passthrough-checks-certificate")],
+                                                "tcp-backend")}
+    problems += conf.replay_tls(replay.send_tls, [terminated, passed], lambda r, a: checks[r["sni"]](r, a))
+    report("TLSRouteMixedTerminationSameNamespace", problems)
 
 
 INTERSECTION = [
@@ -274,14 +326,22 @@ def check_tls_passthrough_supported_kinds(objects) -> list[str]:
     return p
 
 
-def check_tls_terminate_not_supported(objects) -> list[str]:
-    p: list[str] = []
-    gateway = "gateway-tlsroute-terminate-unsupported"
-    for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
-        s = listener_status(objects, gateway, entry["name"])
-        expect_equal(p, "Accepted", s["conditions"].get("Accepted"), ("False", "UnsupportedValue"))
-        expect_equal(p, "attachedRoutes", s["attached"], 0)
-    return p
+def check_tls_terminate_listener(gateway: str):
+    """TLSRouteListenerTerminateSupportedKinds: a Terminate listener is Accepted, takes
+    TLSRoute, 0 attached. TLSRouteListenerTerminateNotSupported passes trivially upstream
+    once TLSRouteModeTerminate is claimed; its listener is checked the same way here."""
+
+    def check(objects) -> list[str]:
+        p: list[str] = []
+        for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
+            s = listener_status(objects, gateway, entry["name"])
+            expect_equal(p, "Accepted", s["conditions"].get("Accepted"), ("True", "Accepted"))
+            if "TLSRoute" not in s["kinds"]:
+                p.append(f"supportedKinds {s['kinds']}")
+            expect_equal(p, "attachedRoutes", s["attached"], 0)
+        return p
+
+    return check
 
 
 def check_tls_invalid_reference_grant(objects) -> list[str]:
@@ -299,7 +359,9 @@ TLS_STATUS_CASES = [
     ("TLSRouteListenerPassthroughSupportedKinds", "tlsroute-listener-passthrough-supported-kinds.yaml",
      check_tls_passthrough_supported_kinds),
     ("TLSRouteListenerTerminateNotSupported", "tlsroute-listener-terminate-not-supported.yaml",
-     check_tls_terminate_not_supported),
+     check_tls_terminate_listener("gateway-tlsroute-terminate-unsupported")),
+    ("TLSRouteListenerTerminateSupportedKinds", "tlsroute-listener-terminate-supported-kinds.yaml",
+     check_tls_terminate_listener("gateway-tlsroute-terminate-supported")),
     ("TLSRouteInvalidReferenceGrant", "tlsroute-invalid-reference-grant.yaml", check_tls_invalid_reference_grant),
 ]
 
