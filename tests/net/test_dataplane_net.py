@@ -7,8 +7,6 @@ Each backend answers with its name and the source address it saw."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from ctl.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
                                  Service, WeightedEndpoint)
 
 from lab import netlab
+from lab.requirements import missing
 from .agent import service_to_json
 
 pytestmark = pytest.mark.net
@@ -35,17 +34,7 @@ TOLERANCE = 0.05
 
 
 def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, veth, BPF)"
-    if not os.path.ismount("/sys/fs/bpf"):
-        return "needs bpffs mounted at /sys/fs/bpf (scripts/setup.sh mounts it)"
-    if shutil.which("ethtool") is None:
-        return "needs ethtool (scripts/setup.sh installs it)"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return "needs bcc (python3-bpfcc, linked into the venv by scripts/setup.sh)"
-    return None
+    return missing(why_root="network namespaces, veth, BPF", tools=("ethtool",))
 
 
 class Gateway:
