@@ -72,3 +72,33 @@ def sh(*argv, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
     return subprocess.run([str(a) for a in argv], **kw)
+
+
+def grouped_bars(target: Path, title: str, unit: str, groups: list[str], series: dict[str, dict[str, dict]],
+                 colors: dict[str, str], fmt: Callable[[float], str]) -> Path:
+    """One PNG of bars grouped by `groups` (x labels), one bar per series in each group:
+    series label -> group label -> a row's stats (median with p25-p75 as its whisker)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    width = 0.8 / max(len(series), 1)
+    for i, (label, by_group) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        placed = [(j + offset, by_group[g]) for j, g in enumerate(groups) if g in by_group]
+        ys = [s["median"] for _, s in placed]
+        bars = ax.bar([x for x, _ in placed], ys, width,
+                      yerr=[[s["median"] - s["p25"] for _, s in placed], [s["p75"] - s["median"] for _, s in placed]],
+                      capsize=3, label=label, color=colors.get(label))
+        ax.bar_label(bars, labels=[fmt(y) for y in ys], fontsize=7, padding=2)
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.set_ylabel(unit)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target

@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import main_for, rerun, row, summary
+from .common import grouped_bars, main_for, rerun, row, summary
 
 PART = "l7"
 TITLE = "L7 through a gateway namespace: xdp-gateway's Envoy handoff vs plain Envoy vs nginx"
@@ -594,43 +594,21 @@ def markdown(result: dict) -> str:
 
 
 def charts(result: dict, outdir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    colors = {"xdpgw": "#2b7bba", "envoy": "#8e44ad", "nginx": "#27ae60"}
+    colors = {PATH_LABELS[p]: c for p, c in {"xdpgw": "#2b7bba", "envoy": "#8e44ad", "nginx": "#27ae60"}.items()}
     written = []
     for metric, (title, unit, _) in METRICS.items():
         rows = [r for r in result["rows"] if r["metric"] == metric]
         if not rows:
             continue
         workloads = [w for w in WORKLOADS if any(r["workload"] == w for r in rows)]
-        paths = [p for p in PATHS if any(r["path"] == p for r in rows)]
-        width = 0.8 / len(paths)
-        fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        for i, path in enumerate(paths):
-            xs, ys, lo, hi = [], [], [], []
-            for j, workload in enumerate(workloads):
-                r = next((x for x in rows if x["path"] == path and x["workload"] == workload), None)
-                if r is None:
-                    continue
-                xs.append(j + (i - (len(paths) - 1) / 2) * width)
-                ys.append(r["median"])
-                lo.append(r["median"] - r["p25"])
-                hi.append(r["p75"] - r["median"])
-            bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=PATH_LABELS[path], color=colors[path])
-            ax.bar_label(bars, labels=[_fmt(y, unit) for y in ys], fontsize=7, padding=2)
-        ax.set_xticks(range(len(workloads)), [WORKLOAD_LABELS[w] for w in workloads], fontsize=8)
-        ax.set_ylabel(unit)
-        ax.set_title(f"L7 {title} (median of rounds)", fontsize=10)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        target = outdir / f"l7_{metric}.png"
-        fig.savefig(target, dpi=110)
-        plt.close(fig)
-        written.append(target)
+        series: dict[str, dict[str, dict]] = {}
+        for path in PATHS:
+            for r in rows:
+                if r["path"] == path:
+                    series.setdefault(PATH_LABELS[path], {})[WORKLOAD_LABELS[r["workload"]]] = r
+        written.append(grouped_bars(outdir / f"l7_{metric}.png", f"L7 {title} (median of rounds)", unit,
+                                    [WORKLOAD_LABELS[w] for w in workloads], series, colors,
+                                    lambda y, unit=unit: _fmt(y, unit)))
     return written
 
 

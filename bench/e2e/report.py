@@ -8,7 +8,7 @@ import re
 import statistics
 from pathlib import Path
 
-from ..common import rerun
+from ..common import grouped_bars, rerun
 from .settings import (
     ATTEMPTS, BULK_VIP_PORT, CPS_BE_PORT, CPS_VIP_PORT, ENVOY_CONCURRENCY, LATENCY_CPU,
     PART, PATH_LABELS, PATHS, ROW_METRICS, RR_VIP_PORT, UDP_FLOWS, UDP_PAYLOAD,
@@ -337,45 +337,22 @@ def _fmt(value: float, unit: str) -> str:
 
 
 def charts(result: dict, outdir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    written = []
+    colors = {PATH_LABELS[p]: c for p, c in {"xdp": "#2b7bba", "tc": "#7fb3d5", "nft": "#e67e22", "envoy": "#8e44ad",
+                                             "xdp-dnat": "#b0b0b0"}.items() if p in PATH_LABELS}
     by_metric: dict[str, list] = {}
     for r in result["rows"]:
         by_metric.setdefault(ROW_METRICS[r["metric_key"]][0], []).append(r)
-    colors = {"xdp": "#2b7bba", "tc": "#7fb3d5", "nft": "#e67e22", "envoy": "#8e44ad", "xdp-dnat": "#b0b0b0"}
+    written = []
     for metric, rows in by_metric.items():
-        fig, ax = plt.subplots(figsize=(6.4, 3.8))
         keys = list(dict.fromkeys(r["metric_key"] for r in rows))
-        paths = list(dict.fromkeys(r["path"] for r in rows))
-        width = 0.8 / len(paths)
-        for i, path in enumerate(paths):
-            xs, ys, lo, hi = [], [], [], []
-            for j, key in enumerate(keys):
-                r = next((x for x in rows if x["path"] == path and x["metric_key"] == key), None)
-                if r is None:
-                    continue
-                xs.append(j + (i - (len(paths) - 1) / 2) * width)
-                ys.append(r["median"])
-                lo.append(r["median"] - r["p25"])
-                hi.append(r["p75"] - r["median"])
-            bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=PATH_LABELS[path],
-                          color=colors.get(path))
-            ax.bar_label(bars, labels=[_fmt(y, rows[0]["unit"]) for y in ys], fontsize=7, padding=2)
-        ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels([ROW_METRICS[k][1] for k in keys], fontsize=8)
-        ax.set_ylabel(rows[0]["unit"])
-        ax.set_title(f"e2e: {metric} (median, p25-p75)", fontsize=10)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = outdir / f"e2e_{metric.replace('-', '_')}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        series: dict[str, dict[str, dict]] = {}
+        for r in rows:
+            series.setdefault(PATH_LABELS[r["path"]], {})[ROW_METRICS[r["metric_key"]][1]] = r
+        unit = rows[0]["unit"]
+        written.append(grouped_bars(outdir / f"e2e_{metric.replace('-', '_')}.png",
+                                    f"e2e: {metric} (median, p25-p75)", unit,
+                                    [ROW_METRICS[k][1] for k in keys], series, colors,
+                                    lambda y, unit=unit: _fmt(y, unit)))
     return written
 
 
