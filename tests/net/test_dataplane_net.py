@@ -24,6 +24,7 @@ from ctl.model import (DesiredState, Endpoint, FrontendKey, NatMode, Protocol,
                                  Service, WeightedEndpoint)
 
 from lab import netlab
+from lab.client import share_mismatches
 from lab.requirements import missing
 from .agent import service_to_json
 
@@ -128,11 +129,8 @@ def xdp_gw(gw):
 
 def assert_split(counts: dict, weights, total: int):
     shares = {f"be{i}": w / sum(weights) for i, w in enumerate(weights)}
-    for name, share in shares.items():
-        got = counts.get(name, 0) / total
-        assert abs(got - share) <= TOLERANCE, f"{name}: {got:.3f} of traffic, want {share:.3f} ±{TOLERANCE}"
-        if share == 0:
-            assert counts.get(name, 0) == 0, f"{name} has weight 0 but got traffic"
+    mismatches = share_mismatches({"counts": counts}, shares, total, TOLERANCE, backends=tuple(shares))
+    assert not mismatches, f"{mismatches}; {counts}"
 
 
 def tcp_spread(net, addr, count=CONNECTIONS):
