@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     # A restarted process has no table or digest cached (older versions kept a memo).
     if hasattr(planner, "_digests"):
         planner._digests.clear()
-    planner._build_table.cache_clear()
+    if hasattr(planner, "_TABLE_CACHE"):
+        planner._TABLE_CACHE.clear()
+    else:  # older versions memoised builds with lru_cache
+        planner._build_table.cache_clear()
     wall, cpu = time.perf_counter(), time.process_time()
     again = planner.plan(translation.desired, actual, config, limits)
     print(json.dumps({"code": planner.__file__, "services": len(translation.desired.services),

@@ -9,7 +9,7 @@
 #endif
 
 /* Capacity, from ctl/capacity.py (their one source); the loader always passes them:
- *   MAGLEV_SIZE   slots in every service's Maglev table; prime
+ *   MAGLEV_SIZE   most slots in a service's Maglev table (each has its own size); prime
  *   MAX_SERVICES  service ids index svc_stats, so they are bounded by this
  *   MAX_BACKENDS  backend ids index be_stats; id 0 is the reject share in a Maglev table
  *   CT_SIZE       conntrack capacity (LRU: the least recently used flow goes first) */

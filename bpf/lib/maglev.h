@@ -10,23 +10,23 @@
  * service has no table. */
 static __always_inline int maglev_pick(__u32 service_id, __u32 hash, __u32 *backend_id)
 {
-	__u32 slot = hash % MAGLEV_SIZE;
-	__u32 zero = 0;
-	struct maglev_table *value;
+	__u32 zero = 0, slot;
+	__u32 *size, *id;
 	void *table;
 
 	table = maglev_outer.lookup(&service_id);
 	if (!table)
 		return -1;
-	value = bpf_map_lookup_elem(table, &zero);
-	if (!value)
+	size = bpf_map_lookup_elem(table, &zero);
+	if (!size || *size == 0)
 		return -1;
-	/* The verifier does not derive a bound from the modulo; hide the slot from the
-	 * compiler so that it keeps the explicit check. */
-	asm volatile("" : "+r"(slot));
-	if (slot >= MAGLEV_SIZE)
+	/* Slots start at element 1; the lookup checks the index against the inner map's
+	 * own max_entries, so a wrong size word can only miss, never read out of bounds. */
+	slot = hash % *size + 1;
+	id = bpf_map_lookup_elem(table, &slot);
+	if (!id)
 		return -1;
-	*backend_id = value->slots[slot];
+	*backend_id = *id;
 	return 0;
 }
 

@@ -18,19 +18,19 @@ BPF_TABLE_PINNED("hash", struct vip_key, __u32, vips, MAX_SERVICES, PIN_DIR "/vi
 BPF_TABLE_PINNED("hash", __u32, struct backend, backends, MAX_BACKENDS,
 		 PIN_DIR "/backends_v1");
 
-/* service id -> that service's Maglev table. The inner map is an array of ONE element
- * whose value is the whole table, so writing a table is one copy into the kernel, not
- * one update per slot. Swapping the inner map is one update, so no packet ever sees a
- * half-written table. */
-struct maglev_table {
-	__u32 slots[MAGLEV_SIZE];
-};
-/* The template every inner map must match. Pinned so that the control plane creates its
- * inner maps like it, type information included (some kernels compare that too). */
-BPF_TABLE_PINNED("array", __u32, struct maglev_table, maglev_inner, 1,
-		 PIN_DIR "/maglev_template_v1");
+/* service id -> that service's Maglev table: an array of u32 whose element 0 is the
+ * table's size (prime) and elements 1..size its slots (backend ids). Each service has
+ * its own size (ctl/dataplane/maglev.py: table_size), which BPF_F_INNER_MAP allows: inner
+ * maps may then differ in max_entries (the template's is the cap, --maglev-size + 1).
+ * BPF_F_MMAPABLE lets the agent write a new table with one copy into its pages instead
+ * of one update per slot. Swapping the inner map is one update, so no packet ever sees a
+ * half-written table, and size and slots always come from the same table.
+ * The template is pinned so that the control plane creates its inner maps like it, type
+ * information included (some kernels compare that too). */
+BPF_TABLE_PINNED("array", __u32, __u32, maglev_inner, MAGLEV_SIZE + 1,
+		 PIN_DIR "/maglev_template_v2", BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 BPF_TABLE_PINNED("hash_of_maps$maglev_inner", __u32, int, maglev_outer, MAX_SERVICES,
-		 PIN_DIR "/maglev_v2");
+		 PIN_DIR "/maglev_v3");
 
 /* Conntrack, forward (client -> frontend) and reverse (backend -> NAT address). */
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_fwd, CT_SIZE,

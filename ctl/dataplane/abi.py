@@ -209,9 +209,9 @@ CONTROL_MAPS: dict[str, tuple[str, type, type]] = {
 }
 WEIGHT_SCALE = 1000
 
-# The pinned template of the Maglev inner maps (one element: the whole table, whose size
-# is a start-up option, so it has no fixed mirror type here).
-MAGLEV_TEMPLATE_FILE = "maglev_template_v1"
+# The pinned template of the Maglev inner maps (u32 array of --maglev-size + 1 entries:
+# a table's size, then its slots; each inner map has its own size, see bpf/lib/maps.h).
+MAGLEV_TEMPLATE_FILE = "maglev_template_v2"
 
 # Pinned maps: C name -> (file name under the pin directory, key type, value type).
 # The file names carry the layout version; see bpf/lib/maps.h.
@@ -219,7 +219,7 @@ PINNED_MAPS: dict[str, tuple[str, type, type]] = {
     "frontends": ("frontends_v2", FrontendKey, Frontend),
     "vips": ("vips_v1", VipKey, u32),
     "backends": ("backends_v1", u32, Backend),
-    "maglev_outer": ("maglev_v2", u32, u32),
+    "maglev_outer": ("maglev_v3", u32, u32),
     "ct_fwd": ("ct_fwd_v2", CtKey, CtEntry),
     "ct_rev": ("ct_rev_v2", CtKey, NatEntry),
     "config": ("config_v2", u32, Config),

@@ -27,6 +27,9 @@ MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_HASH_OF_MAPS = 13
 
+BPF_F_MMAPABLE = 1 << 10
+BPF_F_INNER_MAP = 1 << 12
+
 
 class _MapInfo(ctypes.Structure):
     _fields_ = [
@@ -170,7 +173,7 @@ def map_shape(fd: int) -> MapShape:
 
 
 @contextmanager
-def map_maker(template: MapShape) -> Iterator[Callable[[str], int]]:
+def map_maker(template: MapShape) -> Iterator[Callable[..., int]]:
     """A function that creates maps exactly like `template`, type information included.
     Some kernels (Debian's 6.1) refuse an inner map that lacks the template's BTF even
     when every size matches: their check also compares fields BTF sets (timer_off)."""
@@ -182,9 +185,12 @@ def map_maker(template: MapShape) -> Iterator[Callable[[str], int]]:
         opts.btf_key_type_id = template.btf_key_type_id
         opts.btf_value_type_id = template.btf_value_type_id
 
-    def make(name: str) -> int:
+    def make(name: str, max_entries: int | None = None) -> int:
+        """max_entries may differ from the template's where its flags say so
+        (BPF_F_INNER_MAP)."""
+        entries = template.max_entries if max_entries is None else max_entries
         return _check(_lib().bpf_map_create(template.type, name.encode()[:15], template.key_size,
-                                            template.value_size, template.max_entries, ctypes.byref(opts)),
+                                            template.value_size, entries, ctypes.byref(opts)),
                       f"creating map {name}")
     try:
         yield make
@@ -201,9 +207,12 @@ def map_fd_by_id(map_id: int) -> int:
     return _check(_lib().bpf_map_get_fd_by_id(map_id), f"opening map id {map_id}")
 
 
-def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int) -> int:
+def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int,
+               flags: int = 0) -> int:
+    opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=flags)
     return _check(
-        _lib().bpf_map_create(map_type, name.encode()[:15], key_size, value_size, max_entries, None),
+        _lib().bpf_map_create(map_type, name.encode()[:15], key_size, value_size, max_entries,
+                              ctypes.byref(opts)),
         f"creating map {name}",
     )
 

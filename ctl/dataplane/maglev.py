@@ -66,7 +66,29 @@ _ROUNDS_PER_BACKEND = 4
 # memory at a few MB however skewed the weights are.
 _WINDOW_BUDGET = 1 << 19
 
+# Rows (backends, over all tables) filled together in one pass of build_tables.
+_ROWS_PER_FILL = 2048
+
 _U32_MAX = 2**32 - 1
+
+# The sizes a service's table is built at: the largest prime below each power of two, so
+# that a table and its size word fit the pages of the kernel's array (bpf/lib/maps.h),
+# and a service's size (a new size moves nearly all of its slots) changes only when its
+# backend count crosses a doubling.
+TABLE_SIZES = (127, 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
+               262139, 524287)
+# Slots per backend that keep every share within 1% of its weight (one slot in a hundred)
+# and leave room for Maglev's minimal disruption.
+SLOTS_PER_BACKEND = 100
+
+
+def table_size(backends: int, cap: int = DEFAULT_SIZE) -> int:
+    """The size of a table over `backends` entries: the smallest of TABLE_SIZES with at
+    least SLOTS_PER_BACKEND slots per entry, but never more than `cap` (--maglev-size,
+    itself prime). Building and holding 16,381 slots for a service of 8 backends would
+    cost 16x the work and memory for no better balance."""
+    wanted = SLOTS_PER_BACKEND * max(1, backends)
+    return min(next((size for size in TABLE_SIZES if size >= wanted), cap), cap)
 
 
 @dataclass(frozen=True)
@@ -91,6 +113,45 @@ def build_table(
     order of ``backends``. Raises ValueError on bad input or when no backend has weight,
     because "nothing to choose" is the caller's decision (drop or reject), not ours.
     """
+    return build_tables([(backends, size)], seed)[0]
+
+
+def build_tables(
+    requests: Sequence[tuple[Sequence[MaglevBackend], int]], seed: int = 0
+) -> list[np.ndarray]:
+    """build_table for many (backends, size) at once, each table the same as built alone.
+
+    Tables of the same shape (size, backends placed, rounds) are filled together, one
+    numpy call per step for all of them: a small table costs a few dozen numpy calls per
+    round whatever its size, so a thousand services of 8 backends are built in about the
+    calls one of them needs.
+    """
+    prepared = [_prepare(backends, size, seed) for backends, size in requests]
+    tables: list[np.ndarray | None] = [None] * len(prepared)
+    shapes: dict[tuple[int, int, int], list[int]] = {}
+    for index, (ids, offsets, skips, quotas, size) in enumerate(prepared):
+        if len(quotas) == 1:  # common for small services, and nothing to contend with
+            tables[index] = np.full(size, ids[0], dtype=np.uint32)
+        else:
+            shapes.setdefault((size, len(quotas), _rounds(quotas)), []).append(index)
+    for (size, rows, rounds), same_shape in shapes.items():
+        # Chunks bound the candidate matrices (rows x window) of one pass.
+        per_chunk = max(1, _ROWS_PER_FILL // rows)
+        for start in range(0, len(same_shape), per_chunk):
+            chunk = same_shape[start:start + per_chunk]
+            owners = _fill(np.stack([prepared[i][1] for i in chunk]),
+                           np.stack([prepared[i][2] for i in chunk]),
+                           np.stack([prepared[i][3] for i in chunk]), size, rounds)
+            for index, owner_rows in zip(chunk, owners):
+                tables[index] = prepared[index][0][owner_rows]
+    return tables
+
+
+def _prepare(
+    backends: Sequence[MaglevBackend], size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """A table's rows (backends that get slots) in priority order: their ids, permutation
+    offsets and skips, and quotas."""
     _validate(backends, size, seed)
     # Sorted by key first, so nothing below can depend on the order the caller used.
     eligible = sorted((b for b in backends if b.weight > 0), key=lambda b: b.key)
@@ -107,8 +168,7 @@ def build_table(
     quotas = _apportion(weights, size)
     # A positive but tiny weight can round to no slot; such a backend sits out.
     placed = np.flatnonzero(quotas)
-    owner_rows = _fill(offsets[order][placed], skips[order][placed], quotas[placed], size)
-    return ids[placed][owner_rows]
+    return ids[placed], offsets[order][placed], skips[order][placed], quotas[placed], size
 
 
 def slot_shares(table: np.ndarray) -> dict[int, int]:
@@ -190,31 +250,41 @@ def _apportion(weights: np.ndarray, size: int) -> np.ndarray:
     return quotas
 
 
-def _fill(
-    offsets: np.ndarray, skips: np.ndarray, quotas: np.ndarray, size: int
-) -> np.ndarray:
-    """Run the paced Maglev fill; return, per slot, the row (input index) that owns it.
+def _rounds(quotas: np.ndarray) -> int:
+    return int(min(quotas.max(), _MAX_ROUNDS, _ROUNDS_PER_BACKEND * len(quotas)))
 
-    Rows are in priority order, the tie-break after virtual time. Requires
-    ``quotas.sum() == size`` and every quota > 0.
+
+def _fill(
+    offsets: np.ndarray, skips: np.ndarray, quotas: np.ndarray, size: int, rounds: int
+) -> np.ndarray:
+    """Run the paced Maglev fill of several tables at once; return, per table and slot,
+    the row (input index) that owns it.
+
+    Arguments are (tables x rows), rows in priority order, the tie-break after virtual
+    time. Requires every table's quotas to sum to ``size``, every quota > 0 and
+    ``rounds == _rounds(quotas)`` for every table. Tables never interact: each keeps its
+    own free slots and its own window sizes, exactly as if it were filled alone; they
+    only share the numpy calls.
     """
-    rows = len(quotas)
-    if rows == 1:  # common for small services, and nothing to contend with
-        return np.zeros(size, dtype=np.int64)
-    owner = np.full(size, -1, dtype=np.int64)
-    is_free = np.ones(size, dtype=bool)
-    free_count = size
+    tables, rows = quotas.shape
+    # Rows and slots of all tables side by side: row g is row g % rows of table g // rows,
+    # slot s of table t is cell t * size + s.
+    offsets, skips, quotas = offsets.ravel(), skips.ravel(), quotas.ravel()
+    table_of_row = np.repeat(np.arange(tables, dtype=np.int64), rows)
+    cell_base = table_of_row * size
+    owner = np.full(tables * size, -1, dtype=np.int64)
+    is_free = np.ones(tables * size, dtype=bool)
+    free_count = np.full(tables, size, dtype=np.int64)
     # Each row's position in its own permutation. Every slot before it is taken, and slots
     # are never freed during a build, so the walk never looks back. It also means a window
     # running past the permutation's end only wraps onto taken slots: no bounds mask needed.
-    cursor = np.zeros(rows, dtype=np.int64)
+    cursor = np.zeros(tables * rows, dtype=np.int64)
     # Slot arithmetic in the narrowest unsigned type where start + step * skip (< size**2)
     # cannot overflow; remainder via floor division, which numpy runs several times faster
     # than integer % (it divides by a constant with multiplications).
     word = np.uint32 if size * size <= 2**32 else np.uint64
     word_skips = skips.astype(word)
-    rounds = int(min(quotas.max(), _MAX_ROUNDS, _ROUNDS_PER_BACKEND * rows))
-    claimed = np.zeros(rows, dtype=np.int64)
+    claimed = np.zeros(tables * rows, dtype=np.int64)
 
     for r in range(rounds):
         # Claims due by the end of round r. The k-th claim of a row is due at virtual time
@@ -226,52 +296,66 @@ def _fill(
         active = np.flatnonzero(owed)
         while active.size:
             want = owed[active]
-            most = int(want.max())
+            table = table_of_row[active]
+            # Per table (active is sorted, so each table's rows are one run): the most
+            # claims one of its rows owes, and how many of its rows are active.
+            run_starts = np.flatnonzero(np.r_[True, table[1:] != table[:-1]])
+            run_tables = table[run_starts]
+            most = np.zeros(tables, dtype=np.int64)
+            most[run_tables] = np.maximum.reduceat(want, run_starts)
+            active_rows = np.zeros(tables, dtype=np.int64)
+            active_rows[run_tables] = np.diff(np.r_[run_starts, active.size])
             # Expected walk to find n free slots is n * size / free_count; look a bit
             # further so most rows finish in one pass, within the memory budget.
-            width = int(1.5 * most * size / free_count) + 4
-            width = max(1, min(width, size, _WINDOW_BUDGET // active.size))
+            width = (1.5 * most[run_tables] * size / free_count[run_tables]).astype(np.int64) + 4
+            width = np.maximum(1, np.minimum(np.minimum(width, size),
+                                             _WINDOW_BUDGET // active_rows[run_tables]))
+            table_width = np.zeros(tables, dtype=np.int64)
+            table_width[run_tables] = width
+            row_width = table_width[table]
+            widest = int(width.max())
 
             start = ((offsets[active] + cursor[active] * skips[active]) % size).astype(word)
-            raw = start[:, None] + np.arange(width, dtype=word) * word_skips[active, None]
-            slots = raw - (raw // size) * size
-            candidate = is_free[slots]
+            raw = start[:, None] + np.arange(widest, dtype=word) * word_skips[active, None]
+            slots = (raw - (raw // size) * size).astype(np.int64)
+            cells = slots + cell_base[active, None]
+            # A row sees only its own table's window; beyond it, as if out of sight.
+            candidate = is_free[cells] & (np.arange(widest) < row_width[:, None])
 
             # Each row proposes its first `want` free slots, in its preference order. Every
             # proposal gets taken by someone, so afterwards the row's first free slot is
             # the first candidate it did not propose: its cursor can jump right there.
-            if most == 1:  # the common case with many backends: skip the cumsum
-                found = candidate.any(axis=1)
-                first_free = candidate.argmax(axis=1)
-                cursor[active] += np.where(found, first_free + 1, width)
-                proposal_row = np.flatnonzero(found)
-                proposal_slot = slots[proposal_row, first_free[proposal_row]]
-                proposal_rank = np.zeros(proposal_row.size, dtype=np.int64)
-            else:
-                rank = np.cumsum(candidate, axis=1)
-                beyond = rank > want[:, None]
-                cursor[active] += np.where(beyond[:, -1], beyond.argmax(axis=1), width)
-                proposal_row, proposal_col = np.nonzero(candidate & ~beyond)
-                proposal_slot = slots[proposal_row, proposal_col]
-                proposal_rank = rank[proposal_row, proposal_col] - 1
+            # (Where a table's rows owe one claim each, the cursor moves just past the
+            # proposal instead; both are valid, and each table keeps the rule it would
+            # follow alone, as the windows, and so the placement, depend on it.)
+            rank = np.cumsum(candidate, axis=1)
+            beyond = rank > want[:, None]
+            single = most[table] == 1
+            found = candidate.any(axis=1)
+            after_proposal = np.where(found, candidate.argmax(axis=1) + 1, row_width)
+            at_next_free = np.where(beyond[:, -1], beyond.argmax(axis=1), row_width)
+            cursor[active] += np.where(single, after_proposal, at_next_free)
+            proposal_row, proposal_col = np.nonzero(candidate & ~beyond)
+            proposal_cell = cells[proposal_row, proposal_col]
+            proposal_rank = rank[proposal_row, proposal_col] - 1
             proposal_row = active[proposal_row]
             # A contested slot goes to the proposal due earliest in virtual time (the claim
             # index over the quota), then to the higher-priority row. Deciding by time, not
             # just by priority, makes a round behave like the finer Maglev turns it batches.
             made = due - owed
             when = (made[proposal_row] + proposal_rank) / quotas[proposal_row]
-            order = np.lexsort((proposal_row, when, proposal_slot))
-            ordered_slot = proposal_slot[order]
+            order = np.lexsort((proposal_row, when, proposal_cell))
+            ordered_cell = proposal_cell[order]
             first = np.ones(order.size, dtype=bool)
-            first[1:] = ordered_slot[1:] != ordered_slot[:-1]
-            won_slot = ordered_slot[first]
+            first[1:] = ordered_cell[1:] != ordered_cell[:-1]
+            won_cell = ordered_cell[first]
             won_row = proposal_row[order[first]]
 
-            owner[won_slot] = won_row
-            is_free[won_slot] = False
-            free_count -= won_slot.size
-            owed -= np.bincount(won_row, minlength=rows)
+            owner[won_cell] = won_row % rows
+            is_free[won_cell] = False
+            free_count -= np.bincount(table_of_row[won_row], minlength=tables)
+            owed -= np.bincount(won_row, minlength=tables * rows)
             active = active[owed[active] > 0]
 
-    assert free_count == 0, "quotas must sum to the table size"
-    return owner
+    assert not free_count.any(), "quotas must sum to the table size"
+    return owner.reshape(tables, size)

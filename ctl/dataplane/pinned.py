@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -120,17 +121,11 @@ class PinnedMaps:
         bpfsys.map_update(self._fds[name], ctypes.c_uint32(index), zeros)
 
     # -- Maglev tables (map-in-map) --------------------------------------------------
-    # An inner map is an array of one element whose value is the whole table (u32 slots):
-    # the kernel takes or gives the table in one copy.
+    # An inner map is a u32 array: element 0 the table's size, then its slots. It is
+    # mmapable, so a table goes in (and comes out) with one copy, not one syscall per slot.
     def table_size(self, service_id: int) -> int | None:
-        inner_id = self.get("maglev_outer", service_id)
-        if inner_id is None:
-            return None
-        fd = bpfsys.map_fd_by_id(inner_id)
-        try:
-            return bpfsys.map_info(fd).value_size // 4
-        finally:
-            os.close(fd)
+        slots = self.read_table(service_id)
+        return None if slots is None else len(slots)
 
     def read_table(self, service_id: int) -> list[int] | None:
         inner_id = self.get("maglev_outer", service_id)
@@ -138,12 +133,14 @@ class PinnedMaps:
             return None
         fd = bpfsys.map_fd_by_id(inner_id)
         try:
-            slots = (ctypes.c_uint32 * (bpfsys.map_info(fd).value_size // 4))()
-            if not bpfsys.map_lookup(fd, ctypes.c_uint32(0), slots):
-                return None
-            return list(slots)
+            entries = bpfsys.map_info(fd).max_entries
+            with mmap.mmap(fd, entries * _ELEMENT_BYTES, mmap.MAP_SHARED, mmap.PROT_READ) as view:
+                words = np.frombuffer(view.read(entries * _ELEMENT_BYTES), dtype=np.uint32)
         finally:
             os.close(fd)
+        table = words[::_ELEMENT_BYTES // 4]
+        size = int(table[0])
+        return table[1:1 + size].tolist() if 0 < size < entries else None
 
     def swap_table(self, service_id: int, slots, digest: int) -> None:
         """Builds a whole new inner map, then points the service at it in one update:
@@ -165,13 +162,14 @@ class PinnedMaps:
             try:
                 with bpfsys.map_maker(template) as make_inner:
                     for service_id, slots, _ in chunk:
-                        values = _u32_array(slots)
-                        if ctypes.sizeof(values) != template.value_size:
-                            raise ValueError(f"service {service_id}: a Maglev table of {len(values)} slots, "
-                                             f"the pinned template holds {template.value_size // 4}")
-                        fds[made] = make_inner(f"xg_maglev_{service_id}")
+                        entries = len(slots) + 1
+                        if entries > template.max_entries:
+                            raise ValueError(f"service {service_id}: a Maglev table of {len(slots)} slots, "
+                                             f"the pinned template allows at most {template.max_entries - 1}")
+                        fds[made] = make_inner(f"xg_maglev_{service_id}", entries)
                         made += 1
-                        bpfsys.map_update(fds[made - 1], ctypes.c_uint32(0), values)
+                        with mmap.mmap(fds[made - 1], entries * _ELEMENT_BYTES) as view:
+                            view.write(_table_memory(slots))
                 bpfsys.map_update_batch(self._fds["maglev_outer"], ids, fds, count)
             finally:
                 for fd in fds[:made]:
@@ -201,10 +199,18 @@ class PinnedMaps:
 _SWAP_CHUNK = 256
 
 
-def _u32_array(slots) -> ctypes.Array:
-    """A table's slots as a C array of u32, copied in one go (not slot by slot)."""
-    values = np.ascontiguousarray(slots, dtype=np.uint32)
-    return (ctypes.c_uint32 * len(values)).from_buffer_copy(values)
+# The kernel lays an array's elements out 8 bytes apart (value sizes round up to 8), and
+# that is what mmap shows: a u32 element is 4 bytes of value and 4 of padding.
+_ELEMENT_BYTES = 8
+
+
+def _table_memory(slots) -> bytes:
+    """An inner map's memory: the table's size, then its slots, one element each."""
+    slots = np.asarray(slots, dtype=np.uint32)
+    words = np.zeros((slots.size + 1, _ELEMENT_BYTES // 4), dtype=np.uint32)
+    words[0, 0] = slots.size
+    words[1:, 0] = slots
+    return words.tobytes()
 
 
 def _open_or_create_control_map(pin_dir: Path, name: str, create: bool) -> int:

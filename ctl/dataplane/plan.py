@@ -10,16 +10,16 @@ go before the tables and backends they used.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
 from ctl.capacity import Capacity
 
 from .abi import SNAT_MAX_ADDRS, WEIGHT_SCALE
-from .maglev import PLACEMENT_VERSION, MaglevBackend, build_table
+from .maglev import PLACEMENT_VERSION, MaglevBackend, build_tables, table_size
 from ctl.model import DesiredState, Endpoint, FrontendKey, IPAddress, NatMode, Service, address_order
 
 
@@ -183,16 +183,22 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
         backend_id = backend_ids[endpoint]
         if actual.backends.get(backend_id) != endpoint:
             ops.append(PutBackend(backend_id, endpoint, fresh=backend_id not in actual.backends))
+    stale: list[tuple[int, Members, int, int]] = []
     for key, service in sorted(services.items()):
         service_id = service_ids[key]
         members = table_members(service, backend_ids)
+        size = service_table_size(service, members, limits.maglev_size)
         written = actual.table_digests.get(service_id) if service_id in actual.tables else None
         # Only a table whose inputs differ from those of the one in the kernel is built:
         # an unchanged service costs a hash of its members, not a Maglev fill, also in a
         # freshly restarted agent.
-        if table_digest(members, limits.maglev_size, config.hash_seed) != written:
-            slots, digest = _build(members, limits.maglev_size, config.hash_seed)
-            ops.append(PutTable(service_id, slots, digest))
+        digest = table_digest(members, size, config.hash_seed)
+        if digest != written:
+            stale.append((service_id, members, size, digest))
+    # All at once: build_tables fills tables of one shape together.
+    built = _build_tables([(members, size) for _, members, size, _ in stale], config.hash_seed)
+    ops += [PutTable(service_id, slots, digest)
+            for (service_id, _, _, digest), slots in zip(stale, built)]
     for key, service in sorted(services.items()):
         record = FrontendRecord(service_ids[key], service.nat,
                                 service.snat_addresses if service.nat is NatMode.SNAT else ())
@@ -227,11 +233,13 @@ def maglev_key(endpoint: Endpoint) -> bytes:
 REJECT_KEY = b"reject"
 
 
-def table_for(service: Service, backend_ids: Mapping[Endpoint, int], size: int,
+def table_for(service: Service, backend_ids: Mapping[Endpoint, int], cap: int,
               seed: int) -> tuple[np.ndarray, int]:
-    """The service's Maglev table and a digest of its content. A service whose weights
-    are all zero gets a table of the reject share: new flows are refused, not lost."""
-    return _build(table_members(service, backend_ids), size, seed)
+    """The service's Maglev table (at its size, at most `cap`) and the digest of its
+    inputs. A service whose weights are all zero gets a table of the reject share: new
+    flows are refused, not lost."""
+    members = table_members(service, backend_ids)
+    return _build(members, service_table_size(service, members, cap), seed)
 
 
 Members = tuple[tuple[bytes, int, float], ...]
@@ -248,6 +256,14 @@ def table_members(service: Service, backend_ids: Mapping[Endpoint, int]) -> Memb
     return tuple(sorted(members))
 
 
+def service_table_size(service: Service, members: Members, cap: int) -> int:
+    """The service's table size: sized by every backend it lists, drained (weight 0) ones
+    included, so that draining a backend and bringing it back keeps the size, and with it
+    Maglev's minimal disruption."""
+    has_reject = any(key == REJECT_KEY for key, _, _ in members)
+    return table_size(len(service.backends) + has_reject, cap)
+
+
 def table_digest(members: Members, size: int, seed: int) -> int:
     """Identifies a table by what it is a pure function of: its members, the size, the
     seed and the placement version. Stored beside each table in the kernel, so that a
@@ -258,16 +274,31 @@ def table_digest(members: Members, size: int, seed: int) -> int:
 
 
 def _build(members: Members, size: int, seed: int) -> tuple[np.ndarray, int]:
-    return _build_table(members, size, seed), table_digest(members, size, seed)
+    return _build_tables([(members, size)], seed)[0], table_digest(members, size, seed)
 
 
-# Tables themselves are kept only for a few services (e.g. several addresses of one
-# Gateway share one table); the digests are what save the rebuilds.
-@lru_cache(maxsize=64)
-def _build_table(members: Members, size: int, seed: int) -> np.ndarray:
-    slots = build_table([MaglevBackend(k, i, w) for k, i, w in members], size=size, seed=seed)
-    slots.setflags(write=False)
-    return slots
+# Tables themselves are kept only for a few services (several addresses of one Gateway
+# share one table; an edit that is undone gets its old table back); the digests are
+# what save the rebuilds.
+_TABLE_CACHE: OrderedDict[tuple[Members, int, int], np.ndarray] = OrderedDict()
+_TABLE_CACHE_SIZE = 64
+
+
+def _build_tables(requests: list[tuple[Members, int]], seed: int) -> list[np.ndarray]:
+    """The (read-only) tables of (members, size) requests, in order."""
+    missing = [r for r in dict.fromkeys(requests) if (*r, seed) not in _TABLE_CACHE]
+    built = dict(zip(missing, build_tables(
+        [([MaglevBackend(k, i, w) for k, i, w in members], size) for members, size in missing],
+        seed)))
+    for slots in built.values():
+        slots.setflags(write=False)
+    tables = [built[r] if r in built else _TABLE_CACHE[(*r, seed)] for r in requests]
+    for request, slots in zip(requests, tables):
+        _TABLE_CACHE[(*request, seed)] = slots
+        _TABLE_CACHE.move_to_end((*request, seed))
+    while len(_TABLE_CACHE) > _TABLE_CACHE_SIZE:
+        _TABLE_CACHE.popitem(last=False)
+    return tables
 
 
 def _validate(services: Iterable[Service], limits: Limits) -> None:

@@ -3,9 +3,11 @@ with a message that names the map, instead of being reused blindly."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -57,10 +59,29 @@ def test_inner_maps_are_made_like_the_pinned_template(pin_dir):
                 os.close(template_fd)
                 os.close(inner_fd)
             assert template.btf_id != 0, "bcc created the template with type information"
-            assert inner == template
-            with pytest.raises(ValueError, match="a Maglev table of 5 slots, the pinned template holds"):
-                maps.swap_table(8, [1] * 5, digest=2)
-            assert maps.get("maglev_outer", 8) is None
+            # Alike in all but max_entries, which BPF_F_INNER_MAP lets each table choose.
+            assert inner == replace(template, max_entries=TEST_SPEC_SIZES["maglev_size"] + 1)
+            assert template.flags == bpfsys.BPF_F_INNER_MAP | bpfsys.BPF_F_MMAPABLE
+            maps.swap_table(8, [2] * 126 + [3], digest=2)
+            assert maps.read_table(8) == [2] * 126 + [3]
+            # What the programs see (element by element, not through mmap): the size
+            # word, then the slots.
+            small_fd = bpfsys.map_fd_by_id(maps.get("maglev_outer", 8))
+            try:
+                seen = []
+                for index in (0, 1, 127):
+                    value = ctypes.c_uint32()
+                    assert bpfsys.map_lookup(small_fd, ctypes.c_uint32(index), value)
+                    seen.append(value.value)
+                assert seen == [127, 2, 3]
+                assert bpfsys.map_shape(small_fd).max_entries == 128
+            finally:
+                os.close(small_fd)
+            cap = TEST_SPEC_SIZES["maglev_size"]
+            with pytest.raises(ValueError, match=f"a Maglev table of {cap + 2} slots, the pinned template "
+                                                 f"allows at most {cap}"):
+                maps.swap_table(9, [1] * (cap + 2), digest=3)
+            assert maps.get("maglev_outer", 9) is None
     finally:
         del programs
 
@@ -68,8 +89,7 @@ def test_inner_maps_are_made_like_the_pinned_template(pin_dir):
 def test_a_template_of_another_size_is_refused(pin_dir):
     programs = compile_programs(DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES))
     del programs
-    (pin_dir / "maglev_v2").unlink()  # no tables to tell the size: only the template can
     other = dict(TEST_SPEC_SIZES, maglev_size=251)
-    with pytest.raises(PinnedMapMismatch, match=r"maglev_template_v1: the pinned Maglev template holds \d+ slots, "
+    with pytest.raises(PinnedMapMismatch, match=r"maglev_template_v2: the pinned Maglev template holds \d+ slots, "
                                                 r"this build expects 251"):
         check_pinned_maps(DataplaneSpec(pin_dir=pin_dir, **other))

@@ -16,10 +16,13 @@ import pytest
 
 from ctl.dataplane.maglev import (
     DEFAULT_SIZE,
+    TABLE_SIZES,
     MaglevBackend,
     build_table,
+    build_tables,
     is_prime,
     slot_shares,
+    table_size,
 )
 
 SIZE = DEFAULT_SIZE
@@ -117,26 +120,29 @@ def test_table_is_pinned_across_processes_and_releases() -> None:
 # --- shares ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("sized", [False, True], ids=["16381", "sized"])
 @pytest.mark.parametrize("count", [1, 2, 3, 10, 50, 100])
-def test_each_backend_gets_its_weight_share(count: int) -> None:
+def test_each_backend_gets_its_weight_share(count: int, sized: bool) -> None:
+    # At the default size and at the size the planner picks for `count` backends.
+    size = table_size(count) if sized else SIZE
     rng = random.Random(count)
     weights = [rng.uniform(0.1, 10.0) for _ in range(count)]
     for drained in range(0, count - 1, 7):  # every 7th, but leave someone with weight
         weights[drained] = 0.0
     backends = [with_weight(b, w) for b, w in zip(make_backends(count), weights)]
 
-    shares = slot_shares(build_table(backends, seed=count))
+    shares = slot_shares(build_table(backends, size=size, seed=count))
 
-    assert sum(shares.values()) == SIZE
+    assert sum(shares.values()) == size
     for backend in backends:
         if backend.weight == 0:
             assert backend.id not in shares, "a weight-0 backend must get no slot"
     for backend_id, wanted in weight_shares(backends).items():
         got = shares.get(backend_id, 0)
-        assert abs(got / SIZE - wanted) <= 0.01
+        assert abs(got / size - wanted) <= 0.01
         # Largest-remainder apportionment is far tighter than the 1% the data path
         # needs: every backend is within one slot of its exact share.
-        assert abs(got - wanted * SIZE) < 1
+        assert abs(got - wanted * size) < 1
 
 
 def test_seventy_thirty_split_with_a_drained_backend() -> None:
@@ -171,37 +177,47 @@ def test_every_slot_is_filled_at_any_prime_size(size: int) -> None:
 # --- minimal disruption ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("sized", [False, True], ids=["16381", "sized"])
 @pytest.mark.parametrize("count", [3, 10, 50, 100])
-def test_removing_a_backend_leaves_the_others_mostly_in_place(count: int) -> None:
+def test_removing_a_backend_leaves_the_others_mostly_in_place(count: int, sized: bool) -> None:
+    # A backend taken out of the table by weight 0 keeps the service's size (the planner
+    # sizes by every backend listed), so both tables have the size for `count`.
+    size = table_size(count) if sized else SIZE
     backends = make_backends(count)
-    before = build_table(backends, seed=count)
+    before = build_table(backends, size=size, seed=count)
     for victim in {0, count // 2, count - 1}:
-        after = build_table(backends[:victim] + backends[victim + 1:], seed=count)
+        after = build_table(backends[:victim] + backends[victim + 1:], size=size, seed=count)
         removed_id = backends[victim].id
         assert removed_id not in slot_shares(after)
         # The removed backend's slots must move; of the rest, Maglev moves only a little.
         assert moved_fraction(before, after, removed_id) <= 1 / count + 0.01
 
 
+@pytest.mark.parametrize("sized", [False, True], ids=["16381", "sized"])
 @pytest.mark.parametrize("count", [3, 10, 50, 100])
-def test_adding_a_backend_leaves_the_others_mostly_in_place(count: int) -> None:
+def test_adding_a_backend_leaves_the_others_mostly_in_place(count: int, sized: bool) -> None:
+    # E.g. a drained backend brought back: the size is that of all count + 1.
+    size = table_size(count + 1) if sized else SIZE
     backends = make_backends(count + 1)
-    before = build_table(backends[:count], seed=count)
-    after = build_table(backends, seed=count)
+    before = build_table(backends[:count], size=size, seed=count)
+    after = build_table(backends, size=size, seed=count)
     added_id = backends[count].id
-    assert abs(slot_shares(after)[added_id] / SIZE - 1 / (count + 1)) <= 0.01
+    assert abs(slot_shares(after)[added_id] / size - 1 / (count + 1)) <= 0.01
     # The added backend takes slots from everyone; of the others, few change owner.
     assert moved_fraction(before, after, added_id) <= 1 / count + 0.01
 
 
+@pytest.mark.parametrize("sized", [False, True], ids=["16381", "sized"])
 @pytest.mark.parametrize("count", [3, 10, 50])
 @pytest.mark.parametrize("new_weight", [0.0, 0.5, 2.0, 5.0])
 def test_changing_one_weight_moves_little_more_than_it_must(
-    count: int, new_weight: float
+    count: int, new_weight: float, sized: bool
 ) -> None:
+    size = table_size(count) if sized else SIZE
     backends = make_backends(count)
     changed = reweighted(backends, count // 2, new_weight)
-    before, after = build_table(backends, seed=9), build_table(changed, seed=9)
+    before = build_table(backends, size=size, seed=9)
+    after = build_table(changed, size=size, seed=9)
 
     # Any table with the new shares must move at least the total share gained by the
     # backends that grew (the total variation between the two share vectors). Maglev
@@ -210,9 +226,45 @@ def test_changing_one_weight_moves_little_more_than_it_must(
     # removing a backend costs (~1-1.5% at these sizes). Allow 3 points over the minimum.
     old, new = slot_shares(before), slot_shares(after)
     gained = [max(0, new.get(i, 0) - old.get(i, 0)) for i in set(old) | set(new)]
-    must_move = sum(gained) / SIZE
+    must_move = sum(gained) / size
     moved = float(np.mean(before != after))
     assert must_move <= moved <= must_move + 0.03
+
+
+# --- sizes and batches -------------------------------------------------------------------
+
+
+def test_table_size_gives_each_backend_a_hundred_slots_up_to_the_cap() -> None:
+    counts = [0, 1, 2, 3, 5, 6, 8, 10, 11, 40, 41, 81, 82, 1000]
+    assert [table_size(n) for n in counts] == [
+        127, 127, 251, 509, 509, 1021, 1021, 1021, 2039, 4093, 8191, 8191, 16381, 16381]
+    assert table_size(8, cap=251) == 251
+    assert table_size(1000, cap=65521) == 65521
+    assert table_size(10_000, cap=1_000_003) == 1_000_003  # beyond the list: the cap
+    for size in TABLE_SIZES:
+        assert is_prime(size)
+        # The largest prime below a power of two: with the size word, a table of 1021
+        # slots or more fits the kernel array's pages with less than one slot to spare.
+        power = 1 << size.bit_length()
+        assert size + 1 <= power and not any(is_prime(n) for n in range(size + 1, power))
+
+
+def test_tables_built_together_are_the_tables_built_alone() -> None:
+    # build_tables fills tables of one shape in the same numpy calls; each must come out
+    # as if built alone: mixed sizes and counts, one-row tables, skewed and tiny weights.
+    rng = random.Random(11)
+    requests = []
+    for t in range(60):
+        count = rng.choice([1, 2, 3, 8, 8, 8, 30])
+        weights = rng.choice([[1.0] * count, [rng.uniform(0.01, 10) for _ in range(count)],
+                              [rng.choice([0.0, 1e-4, 1.0, 50.0]) for _ in range(count)]])
+        weights[0] = weights[0] or 1.0
+        backends = [MaglevBackend(f"10.{t}.0.{i + 1}:80/TCP".encode(), i + 1, w)
+                    for i, w in enumerate(weights)]
+        requests.append((backends, rng.choice([7, 127, 251, table_size(count), 2039])))
+    together = build_tables(requests, seed=0xBEEF)
+    for (backends, size), table in zip(requests, together):
+        assert np.array_equal(table, build_table(backends, size=size, seed=0xBEEF))
 
 
 # --- validation --------------------------------------------------------------------------

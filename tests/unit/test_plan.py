@@ -230,3 +230,38 @@ def test_every_snat_address_is_recorded_in_the_frontend():
     result = p.plan(DesiredState((replace(svc(), snat_addresses=two),)), p.ActualState(), CONFIG, LIMITS)
     (fe,) = [op for op in result.ops if isinstance(op, p.PutFrontend)]
     assert fe.record.snat_addresses == two
+
+
+def _table_sizes(result: p.Plan) -> dict[int, int]:
+    return {op.service_id: len(op.slots) for op in result.ops if isinstance(op, p.PutTable)}
+
+
+def test_each_service_gets_a_table_sized_to_its_backends():
+    one = svc(port=80)
+    eight = svc(port=81, backends=tuple((f"10.1.0.{i}", 1) for i in range(1, 9)))
+    result = p.plan(DesiredState((one, eight)), p.ActualState(), CONFIG, p.Limits(maglev_size=16381))
+    assert _table_sizes(result) == {result.service_ids[one.frontend]: 127,
+                                    result.service_ids[eight.frontend]: 1021}
+    # Built together, each table is the one built alone.
+    for service in (one, eight):
+        slots = next(op.slots for op in result.ops if isinstance(op, p.PutTable)
+                     and op.service_id == result.service_ids[service.frontend])
+        assert np.array_equal(slots, p.table_for(service, result.backend_ids, 16381, CONFIG.hash_seed)[0])
+
+
+def test_draining_a_backend_keeps_the_table_size():
+    three = svc(backends=(("10.1.0.1", 1), ("10.1.0.2", 1), ("10.1.0.3", 1)))
+    limits = p.Limits(maglev_size=16381)
+    actual = applied(p.ActualState(), p.plan(DesiredState((three,)), p.ActualState(), CONFIG, limits))
+    drained = replace(three, backends=(*three.backends[:2], replace(three.backends[2], weight=0)))
+    result = p.plan(DesiredState((drained,)), actual, CONFIG, limits)
+    assert list(_table_sizes(result).values()) == [509]
+
+
+def test_a_lower_cap_rebuilds_only_the_tables_above_it():
+    one = svc(port=80)
+    eight = svc(port=81, backends=tuple((f"10.1.0.{i}", 1) for i in range(1, 9)))
+    desired = DesiredState((one, eight))
+    first = p.plan(desired, p.ActualState(), CONFIG, p.Limits(maglev_size=16381))
+    result = p.plan(desired, applied(p.ActualState(), first), CONFIG, p.Limits(maglev_size=509))
+    assert _table_sizes(result) == {result.service_ids[eight.frontend]: 509}
