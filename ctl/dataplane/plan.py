@@ -170,9 +170,12 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
          limits: Limits = Limits()) -> Plan:
     services = desired.by_frontend()
     _validate(services.values(), limits)
-    service_ids = _assign_ids(sorted(services), {k: r.service_id for k, r in actual.frontends.items()},
+    # Sorted by precomputed keys: the models' __lt__ would build two keys per comparison.
+    ordered = sorted(services.items(), key=lambda item: item[0].sort_key())
+    service_ids = _assign_ids([k for k, _ in ordered], {k: r.service_id for k, r in actual.frontends.items()},
                               range(0, limits.max_services), "frontends")
-    wanted_backends = sorted({b.endpoint for s in services.values() for b in s.backends})
+    wanted_backends = sorted({b.endpoint for s in services.values() for b in s.backends},
+                             key=Endpoint.sort_key)
     backend_ids = _assign_ids(wanted_backends, {ep: i for i, ep in actual.backends.items()},
                               range(1, limits.max_backends), "backends")
 
@@ -184,7 +187,7 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
         if actual.backends.get(backend_id) != endpoint:
             ops.append(PutBackend(backend_id, endpoint, fresh=backend_id not in actual.backends))
     stale: list[tuple[int, Members, int, int]] = []
-    for key, service in sorted(services.items()):
+    for key, service in ordered:
         service_id = service_ids[key]
         members = table_members(service, backend_ids)
         size = service_table_size(service, members, limits.maglev_size)
@@ -199,7 +202,7 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
     built = _build_tables([(members, size) for _, members, size, _ in stale], config.hash_seed)
     ops += [PutTable(service_id, slots, digest)
             for (service_id, _, _, digest), slots in zip(stale, built)]
-    for key, service in sorted(services.items()):
+    for key, service in ordered:
         record = FrontendRecord(service_ids[key], service.nat,
                                 service.snat_addresses if service.nat is NatMode.SNAT else ())
         current = actual.frontends.get(key)
@@ -214,7 +217,8 @@ def plan(desired: DesiredState, actual: ActualState, config: DataplaneConfig,
     vips = _count(s.frontend.address for s in services.values())
     ops += [PutVip(a, n) for a, n in sorted(vips.items(), key=lambda item: address_order(item[0]))
             if actual.vips.get(a) != n]
-    ops += [DeleteFrontend(k) for k in sorted(actual.frontends) if k not in services]
+    ops += [DeleteFrontend(k) for k in sorted(actual.frontends, key=FrontendKey.sort_key)
+            if k not in services]
     ops += [DeleteMember(s, b) for s, b in sorted(actual.members) if (s, b) not in members]
     ops += [DeleteOwner(i) for i in sorted(actual.owners) if i not in owners]
     ops += [DeleteVip(a) for a in sorted(actual.vips, key=address_order) if a not in vips]
