@@ -9,8 +9,9 @@ not checked (does the gateway pass the handshake through, or close it?). Prints
 
 batch reads a JSON list of requests {"addr", "port", "sni", "trust" (PEM the server's
 chain must lead to; the trusted certificate may be the server's own), "protocol":
-"https" (GET "path" with "host") | "tcp-echo" (echo-basic's TCP echo: greeting, PING,
-IS_TLS, TEST)} and sends each --repeat times in a row, each on a new connection. Per
+"https" (HTTP/1.1 GET "path" with "host") | "h2" (the same over HTTP/2, ALPN h2) |
+"tcp-echo" (echo-basic's TCP echo: greeting, PING, IS_TLS, TEST)} and sends each
+--repeat times in a row, each on a new connection. Per
 request it prints the list of answers: {"certificate": {"sha256", "dnsNames"}, and for
 https "status", "body", "headers"; for tcp-echo "greeting", "ping", "isTLS", "test"},
 or {"error": ..., "stage": "tcp"|"tls"|"request"} (tls errors named as for a dial). The
@@ -92,6 +93,43 @@ def _https(conn: ssl.SSLSocket, request: dict[str, Any], timeout: float) -> dict
     return {"status": response.status, "body": document, "headers": {k.lower(): v for k, v in response.getheaders()}}
 
 
+def _h2(conn: ssl.SSLSocket, request: dict[str, Any]) -> dict[str, Any]:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    if conn.selected_alpn_protocol() != "h2":
+        raise ValueError(f"ALPN chose {conn.selected_alpn_protocol()!r}, not h2")
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    client.initiate_connection()
+    stream = client.get_next_available_stream_id()
+    client.send_headers(stream, [(":method", "GET"), (":scheme", "https"),
+                                 (":authority", request.get("host") or request["sni"]),
+                                 (":path", request.get("path", "/"))], end_stream=True)
+    conn.sendall(client.data_to_send())
+    status, headers, body = 0, {}, b""
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            raise ConnectionError("closed before the response ended")
+        for event in client.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                headers = dict(event.headers)
+                status = int(headers.pop(":status"))
+            elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream:
+                body += event.data
+                client.acknowledge_received_data(event.flow_controlled_length, stream)
+            elif isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
+                raise ConnectionError(f"stream reset: {event.error_code!r}")
+            elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream:
+                try:
+                    document = json.loads(body) if body else {}
+                except ValueError:
+                    document = {"raw": body.decode(errors="replace")[:200]}
+                return {"status": status, "body": document, "headers": headers, "alpn": "h2"}
+        conn.sendall(client.data_to_send())
+
+
 def _tcp_echo(conn: ssl.SSLSocket) -> dict[str, Any]:
     lines = conn.makefile("rwb")
     greeting = lines.readline().decode().rstrip("\n")
@@ -109,9 +147,9 @@ def exchange(request: dict[str, Any], timeout: float) -> dict[str, Any]:
         sock = socket.create_connection((request["addr"], request["port"]), timeout=timeout)
     except OSError as error:
         return {"stage": "tcp", "error": repr(error)}
-    https = request.get("protocol", "https") == "https"
+    protocol = request.get("protocol", "https")
     try:
-        context = _context(request["trust"], ["http/1.1"] if https else None)
+        context = _context(request["trust"], {"https": ["http/1.1"], "h2": ["h2"]}.get(protocol))
         try:
             conn = context.wrap_socket(sock, server_hostname=request["sni"])
         except OSError as error:
@@ -119,7 +157,9 @@ def exchange(request: dict[str, Any], timeout: float) -> dict[str, Any]:
         with conn:
             answer = {"certificate": _certificate(conn)}
             try:
-                answer |= _https(conn, request, timeout) if https else _tcp_echo(conn)
+                exchanges = {"https": lambda: _https(conn, request, timeout), "h2": lambda: _h2(conn, request),
+                             "tcp-echo": lambda: _tcp_echo(conn)}
+                answer |= exchanges[protocol]()
             except (OSError, http.client.HTTPException, ValueError) as error:
                 answer |= {"stage": "request", "error": repr(error)}
             return answer

@@ -14,7 +14,8 @@ listener:
   listener matching it (every listener hostname has a virtual host, maybe empty: 404).
 - HTTPS: one filter chain per Gateway listener, matched by SNI = its hostname (none:
   the default chain), with its certificates and its own route table built the same way
-  from the routes attached to that listener only.
+  from the routes attached to that listener; the hosts of the port's other HTTPS
+  listeners answer 421 Misdirected Request there.
 - TLS: one filter chain per effective route hostname (SNI), proxying TCP to the route's
   weighted backends; an exact SNI beats a wildcard (Envoy's own matching). When two
   routes claim the same SNI the older one wins. Passthrough chains forward the client's
@@ -81,6 +82,7 @@ from ctl.translate.status import Condition, ObjectStatus, carry_transition_times
 
 H2C_APP_PROTOCOL = "kubernetes.io/h2c"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+MISDIRECTED_REQUEST = 421
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,8 @@ def build_l7(inputs: Sequence[L7Input], index: SnapshotIndex, options: L7Options
                 sni = (listener.spec.hostname,) if listener.spec.hostname else ()
                 if sni in chains_by_sni:
                     continue
-                table = _route_table(f"https/{name}/{listener.spec.hostname or '*'}", [item], port, clusters)
+                https = [i for i in items if i.listener.spec.protocol == "HTTPS"]
+                table = _route_table(f"https/{name}/{listener.spec.hostname or '*'}", https, port, clusters, listener)
                 tables.append(table)
                 resolved = listener.certificates.certificates if listener.certificates else ()
                 offered |= {c.name: c for c in resolved if c.name not in offered}
@@ -297,13 +300,20 @@ class _Entry:
     l7route: L7Route
 
 
-def _route_table(name: str, items: Sequence[L7Input], port: int, clusters: _Clusters) -> RouteTable:
-    """The virtual hosts of the given Gateway listeners (one port, or one HTTPS chain).
+def _route_table(
+    name: str, items: Sequence[L7Input], port: int, clusters: _Clusters, serving: ListenerView | None = None
+) -> RouteTable:
+    """The virtual hosts of the given Gateway listeners (one port).
 
     Listener isolation: a request belongs to the most specific listener whose hostname
     matches its host, and only that listener's routes may serve it. So every listener
     hostname gets a virtual host (empty when the listener has no route: 404), and each
     virtual host holds only the entries of the most specific listener covering it.
+
+    serving: the HTTPS listener whose filter chain (picked by SNI) gets this table, items
+    being every HTTPS listener of the port. A host that belongs to another listener is
+    misdirected: 421, so that a client reusing a connection for another name opens a new
+    one (RFC 9110 15.5.20; GatewayHTTPSListenerDetectMisdirectedRequests).
     """
     entries: list[_Entry] = []
     seen: set[tuple[str, SourceRef]] = set()
@@ -330,7 +340,11 @@ def _route_table(name: str, items: Sequence[L7Input], port: int, clusters: _Clus
             e for general in _covering(hostname) for e in by_hostname.get(general, ()) if e.listener_hostname == owner
         ]
         applicable.sort(key=_precedence)
-        virtual_hosts.append(VirtualHost(hostname, tuple(e.l7route for e in applicable)))
+        routes = tuple(e.l7route for e in applicable)
+        if serving is not None and owner != (serving.spec.hostname or "*"):
+            routes = (L7Route(f"{name}/{hostname}/misdirected", listener_source(serving), RouteMatch(),
+                              direct_status=MISDIRECTED_REQUEST),)
+        virtual_hosts.append(VirtualHost(hostname, routes))
     return RouteTable(name, tuple(virtual_hosts))
 
 

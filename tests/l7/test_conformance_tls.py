@@ -44,18 +44,20 @@ def served_certificate(answer: dict, pair: certs.KeyPair, sni: str) -> str | Non
     return None
 
 
-def https_sender(replay: conf.Replay, port: int, trust: certs.KeyPair, served: certs.KeyPair):
-    """A send_batch for conf.replay: each Expect as an HTTPS GET with SNI = its host,
-    answers failing unless the handshake presented `served`."""
+def https_sender(replay: conf.Replay, port: int, trust: certs.KeyPair, served: certs.KeyPair,
+                 protocol: str = "https", sni: str | None = None):
+    """A send_batch for conf.replay: each Expect as an HTTPS GET (HTTP/1.1, or HTTP/2 for
+    protocol "h2") with SNI = sni or else its host, answers failing unless the handshake
+    presented `served`."""
 
     def send(expects: list[Expect]) -> list[list[dict]]:
-        requests = [{"addr": e.gateway, "port": port, "sni": e.host, "host": e.host, "path": e.path,
-                     "trust": trust.certificate.decode(), "protocol": "https"} for e in expects]
+        requests = [{"addr": e.gateway, "port": port, "sni": sni or e.host, "host": e.host, "path": e.path,
+                     "trust": trust.certificate.decode(), "protocol": protocol} for e in expects]
         answers = replay.send_tls(requests)
-        for expect, tries in zip(expects, answers):
+        for request, tries in zip(requests, answers):
             for i, answer in enumerate(tries):
                 why = (f"{answer['stage']}: {answer['error']}" if "error" in answer
-                       else served_certificate(answer, served, expect.host))
+                       else served_certificate(answer, served, request["sni"]))
                 if why:
                     tries[i] = {"error": why}
         return answers
@@ -107,6 +109,45 @@ def test_https_listener(replay):
                Expect("/", status=404, host="unknown-example.org", gateway=HTTPS_GATEWAY)]
     problems += conf.replay(https_sender(replay, 443, pair, pair), expects)
     report("HTTPRouteHTTPSListener", problems)
+
+
+MISDIRECTED = "/detect-misdirected-requests"
+
+
+def misdirected_case(host: str, backend: int | None = None, status: int = 200) -> Expect:
+    name = f"infra-backend-v{backend}" if backend else None
+    return Expect(MISDIRECTED, name, status=status, host=host, gateway=HTTPS_GATEWAY)
+
+
+# SNI -> what each Host gets on a connection made with it.
+MISDIRECTED_CASES: dict[str, list[Expect]] = {
+    "example.org": [misdirected_case("example.org", 1), misdirected_case("second-example.org", status=421),
+                    misdirected_case("unknown-example.org", status=404)],
+    "second-example.org": [misdirected_case("example.org", status=421),
+                           misdirected_case("unknown-example.org", status=421)],
+    "third-example.wildcard.org": [
+        misdirected_case("third-example.wildcard.org", 3), misdirected_case("fith-example.wildcard.org", 3),
+        *(misdirected_case(h, status=421)
+          for h in ("fourth-example.wildcard.org", "second-example.org", "unknown-example.org"))],
+    "fourth-example.wildcard.org": [misdirected_case("fourth-example.wildcard.org", 1),
+                                    misdirected_case("fith-example.wildcard.org", status=421)],
+    "unknown-example.org": [misdirected_case("example.org", 1)],
+}
+
+
+@pytest.mark.timeout(900)
+def test_https_listener_detect_misdirected_requests(replay):
+    """HTTPRouteHTTPSListenerDetectMisdirectedRequests (Extended:
+    GatewayHTTPSListenerDetectMisdirectedRequests): HTTP/2 over TLS to the base HTTPS
+    Gateway, one route per listener; a Host whose listener is not the one the SNI chose
+    gets 421."""
+    docs = replay.apply("httproute-https-listener-detect-misdirected-requests.yaml")
+    problems = programmed(replay, HTTPS_GATEWAY) + replay.routes_accepted(docs)
+    pair = replay.certificates.pairs[(INFRA, "tls-validity-checks-certificate")]
+    for sni, expects in MISDIRECTED_CASES.items():
+        problems += [f"SNI {sni}: {why}"
+                     for why in conf.replay(https_sender(replay, 443, pair, pair, "h2", sni), expects)]
+    report("HTTPRouteHTTPSListenerDetectMisdirectedRequests", problems)
 
 
 # -- the Gateway's certificate in another namespace, by ReferenceGrant ---------------------
