@@ -66,8 +66,10 @@ _ROUNDS_PER_BACKEND = 4
 # memory at a few MB however skewed the weights are.
 _WINDOW_BUDGET = 1 << 19
 
-# Rows (backends, over all tables) filled together in one pass of build_tables.
-_ROWS_PER_FILL = 2048
+# Rows (backends, over all tables) filled together in one pass of build_tables. Measured
+# on 1,000 tables of 8 backends at 1021 slots: 2048 rows peak at +73 MiB of temporaries,
+# 1024 at +38 MiB for the same CPU, 512 at +22 MiB for 25% more.
+_ROWS_PER_FILL = 1024
 
 _U32_MAX = 2**32 - 1
 
