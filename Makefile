@@ -9,10 +9,12 @@ setup:
 demo: setup
 	$(PYTHON) scripts/demo.py
 
+# Every tier: pure, packet and network first, then the VM tier.
 test: setup
 	$(PYTHON) -m pytest -ra
+	$(MAKE) --no-print-directory vm-test
 
-# VM tier: the gateway in a qemu VM (Debian's kernel, virtio-net, native XDP); see vm-tests/.
+# VM tier alone: the gateway in a qemu VM (Debian's kernel, virtio-net, native XDP); see vm-tests/.
 vm-test: setup
 	bash vm-tests/setup.sh
 	$(PYTHON) -m pytest -ra vm-tests

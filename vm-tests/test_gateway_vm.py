@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from lab.client import share_mismatches
 
 from conftest import FIGURES, REMOTE_GATEWAY, ROOT
 
@@ -46,12 +49,8 @@ def spread(agent, proto: str, addr, port: int, count: int) -> dict:
 
 def assert_shares(report: dict, shares: dict[str, float], count: int) -> None:
     assert report["timeout"] == 0 and report.get("refused", 0) == 0, report
-    for name in ("be0", "be1", "be2"):
-        got = report["counts"].get(name, 0) / count
-        want = shares.get(name, 0.0)
-        assert abs(got - want) <= TOLERANCE, f"{name}: {got:.3f}, want {want:.3f}; {report}"
-        if want == 0:
-            assert report["counts"].get(name, 0) == 0, f"{name} must get no traffic: {report}"
+    mismatches = share_mismatches(report, shares, count, TOLERANCE)
+    assert not mismatches, f"{mismatches}; {report}"
 
 
 def test_guest_runs_debians_kernel_as_provisioned(gateway):
@@ -113,3 +112,33 @@ def test_ipv6_weighted_split(agent):
     vip6 = agent.gw.net.vip6
     assert_shares(spread(agent, "tcp", vip6, 80, 500), {"be0": 0.7, "be1": 0.3}, 500)
     assert_shares(spread(agent, "udp", vip6, 53, 500), {"be0": 0.5, "be1": 0.5}, 500)
+
+
+def test_an_established_connection_survives_an_agent_restart(agent):
+    """The agent stops and a new one starts, this time in dnat mode, while one TCP
+    connection keeps exchanging through the guest's data path: the pinned conntrack
+    entries carry each flow's translation, so neither the restart nor the new mode (which
+    applies to new flows) touches it. One restart serves both scenarios because a start
+    under emulation is a bcc compile of minutes."""
+    agent.replace_config(example_files())
+    session = agent.gw.net.start_tcp_session(agent.gw.net.vip4, 80, "--interval-ms", 100, connect_timeout=60)
+    try:
+        time.sleep(2)
+        agent.stop()
+        time.sleep(2)  # no agent at all: the kernel keeps forwarding
+        agent.nat = "dnat"
+        FIGURES["agent restart"] = f"{agent.start():.0f} s to ready, a live connection exchanging throughout"
+        time.sleep(2)
+    finally:
+        report = session.stop()
+    assert report["errors"] == [] and report["exchanges"] >= 40, report
+    assert report["peer"] not in (None, str(agent.gw.net.client.v4)), f"the connection began in snat mode: {report}"
+
+
+def test_dnat_mode_shows_the_client_address_to_the_backend(agent):
+    assert agent.nat == "dnat", "the restart test before this one started the agent in dnat mode"
+    assert agent.problems() == []
+    report = spread(agent, "tcp", agent.gw.net.vip4, 80, 30)
+    assert report["timeout"] == 0 and report.get("refused", 0) == 0, report
+    peers = {peer for seen in report["seen_peers"].values() for peer in seen}
+    assert peers == {str(agent.gw.net.client.v4)}, report
