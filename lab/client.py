@@ -9,6 +9,8 @@ Modes:
                     --duration passes, SIGTERM arrives or stdin (if a pipe) closes.
                     First prints "connected <backend>" as soon as it was greeted.
   tcp-connect-once  one connection: ok, refused or timeout, and how fast.
+  dns-query         one DNS query (optionally EDNS0, padded); the answer and its size.
+  udp-fragments     one datagram sent as hand-built IP fragments, in a chosen order.
 
 Addresses may be IPv4 or IPv6. Failures are reported, not raised: the exit code is 0
 whenever a report was printed.
@@ -283,21 +285,86 @@ def http_get(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def dns_query(args: argparse.Namespace) -> dict[str, Any]:
-    """One DNS A query over UDP; the answer's addresses, or the error."""
+    """One DNS query over UDP (--type A or TXT; with --bufsize an EDNS0 OPT record
+    advertising that size, with --pad padded by EDNS0 padding to that many bytes): the
+    answer's addresses or TXT strings and its size on the wire, or the error."""
     import dns.message
     import dns.query
+    import dns.rdatatype
 
-    query = dns.message.make_query(args.name, "A")
+    edns = {"use_edns": 0, "payload": args.bufsize} if args.bufsize else {}
+    if args.pad:
+        edns.update(use_edns=0, pad=args.pad)
+    query = dns.message.make_query(args.name, args.type, **edns)
+    report: dict[str, Any] = {"answers": [], "texts": [], "query_size": len(query.to_wire())}
     try:
-        answer = dns.query.udp(query, str(args.addr), port=args.port, timeout=args.timeout)
+        answer, wire = _dns_udp_with_wire(query, str(args.addr), args.port, args.timeout)
     except Exception as e:  # noqa: BLE001 - reported, the test decides
-        return {"answers": [], "error": f"{type(e).__name__}: {e}"}
-    return {"answers": sorted(item.address for rrset in answer.answer for item in rrset), "rcode": answer.rcode()}
+        return {**report, "error": f"{type(e).__name__}: {e}"}
+    for rrset in answer.answer:
+        for item in rrset:
+            if rrset.rdtype == dns.rdatatype.TXT:
+                report["texts"].append(b"".join(item.strings).decode())
+            elif rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                report["answers"].append(item.address)
+    report["answers"].sort()
+    return {**report, "rcode": answer.rcode(), "size": len(wire), "truncated": bool(answer.flags & 0x0200)}
+
+
+def _dns_udp_with_wire(query, addr: str, port: int, timeout: float):
+    """dns.query.udp, keeping the answer's wire form (its size is what is tested)."""
+    import dns.message
+
+    with socket.socket(_family(addr), socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((addr, port))
+        sock.send(query.to_wire())
+        while True:
+            wire = sock.recv(65535)
+            answer = dns.message.from_wire(wire, keyring=None, request_mac=b"")
+            if query.is_response(answer):
+                return answer, wire
+
+
+def udp_fragments(args: argparse.Namespace) -> dict[str, Any]:
+    """One UDP datagram of --size payload bytes, sent as IP fragments built by hand (IPv4,
+    or IPv6 Fragment headers) in the order --order gives (fragment indexes, e.g. "2,0,1";
+    missing indexes are not sent), straight onto --ifname to --gw-mac. The source port
+    is a bound socket's, which then waits for the echo server's answer."""
+    from scapy.layers.inet import IP, UDP, fragment
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
+    from scapy.layers.l2 import Ether
+    from scapy.sendrecv import sendp
+
+    payload = bytes(i % 251 for i in range(args.size))
+    family = _family(args.addr)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(args.timeout)
+        sock.connect((args.addr, args.port))  # picks the source address and port
+        src, sport = sock.getsockname()[:2]
+        udp = UDP(sport=sport, dport=args.port) / payload
+        ident = int.from_bytes(os.urandom(2), "big")
+        if family == socket.AF_INET6:
+            pieces = fragment6(IPv6(src=src, dst=args.addr) / IPv6ExtHdrFragment(id=ident) / udp, 1400)
+        else:
+            pieces = fragment(IP(src=src, dst=args.addr, id=ident) / udp, fragsize=1400)
+        order = [int(i) for i in args.order.split(",")] if args.order else list(range(len(pieces)))
+        for index in order:
+            sendp(Ether(dst=args.gw_mac) / pieces[index], iface=args.ifname, verbose=False)
+        report: dict[str, Any] = {"fragments": len(pieces), "sent": order, "answered": False}
+        try:
+            answer = sock.recv(65535)
+        except OSError as e:
+            return {**report, "error": _outcome(e)}
+    greeting, separator, echoed = answer.partition(UDP_PAYLOAD_SEPARATOR)
+    return {**report, "answered": True, "echoed": bool(separator) and echoed == payload,
+            "answer_size": len(answer), "backend": Greeting.decode(greeting).backend if separator else None}
 
 
 MODES = {
     "http-get": http_get,
     "dns-query": dns_query,
+    "udp-fragments": udp_fragments,
     "tcp-spread": tcp_spread,
     "udp-spread": udp_spread,
     "tcp-session": tcp_session,
@@ -322,6 +389,16 @@ def _parser() -> argparse.ArgumentParser:
             mode.add_argument("--path", default="/")
         if name == "dns-query":
             mode.add_argument("--name", required=True)
+            mode.add_argument("--type", default="A", choices=["A", "AAAA", "TXT"])
+            mode.add_argument("--bufsize", type=int, default=0,
+                              help="EDNS0 UDP payload size to advertise (default: no EDNS)")
+            mode.add_argument("--pad", type=int, default=0,
+                              help="pad the query with EDNS0 padding to this many bytes")
+        if name == "udp-fragments":
+            mode.add_argument("--size", type=int, required=True, help="UDP payload bytes")
+            mode.add_argument("--order", default="", help="fragment indexes to send, in order")
+            mode.add_argument("--ifname", required=True, help="link to send the fragments on")
+            mode.add_argument("--gw-mac", required=True, help="next hop's MAC address")
         if name == "tcp-session":
             mode.add_argument("--interval-ms", type=float, default=50)
             mode.add_argument("--duration", type=float, default=None,

@@ -119,7 +119,8 @@ class PacketLab:
     def reset(self) -> None:
         """Empties every map, so each test starts from a data path that knows nothing."""
         with PinnedMaps.open(self.pin_dir, create_control_maps=True) as maps:
-            for name in ("frontends", "vips", "backends", "maglev_outer", "ct_fwd", "ct_rev", "owners", "members"):
+            for name in ("frontends", "vips", "backends", "maglev_outer", "ct_fwd", "ct_rev", "frags",
+                         "owners", "members"):
                 for key in maps.keys(name):
                     maps.delete(name, key)
             for service_id in maps.table_digests():

@@ -48,6 +48,17 @@ static __always_inline int on_parse_failure(const struct pkt *p, int result)
 	return V_PASS;
 }
 
+/* Counts a translated packet on its flow, and notes the flow in `p` for a first
+ * fragment's frags entry. */
+static __always_inline void count_packet(struct pkt *p, __u32 service_id, __u32 backend_id,
+					 int inbound, int new_flow)
+{
+	p->flow_service = service_id;
+	p->flow_backend = backend_id;
+	p->inbound = inbound;
+	count_flow(service_id, backend_id, p->l3_off + p->l3_len, inbound, new_flow);
+}
+
 /* A flow without a usable conntrack entry: pick a backend and claim the reverse
  * tuple. On success fills `flow` (which holds the backend; the caller inserts it into
  * ct_fwd once the next hop is known) and returns -1; otherwise returns a verdict. */
@@ -187,7 +198,7 @@ static __always_inline int lb_forward(CTX *ctx, struct pkt *p, const struct fron
 		be = &ct->backend;
 		hop = &ct->hop;
 	}
-	count_flow(ct->service_id, ct->backend_id, p->l3_off + p->l3_len, 1, !!s);
+	count_packet(p, ct->service_id, ct->backend_id, 1, !!s);
 	if (nat_rewrite(ctx, p, &ct->nat_addr, ct->nat_port, &be->addr, be->port) < 0)
 		return drop(DROP_WRITE);
 	verdict = fwd_packet(ctx, p, hop, ifindex);
@@ -220,7 +231,7 @@ static __always_inline int lb_reverse(CTX *ctx, struct pkt *p, struct nat_entry 
 			ct->state |= nat->state;
 		}
 	}
-	count_flow(nat->service_id, nat->backend_id, p->l3_off + p->l3_len, 0, 0);
+	count_packet(p, nat->service_id, nat->backend_id, 0, 0);
 	if (!egress && p->ttl <= 1)
 		return pass(PASS_TTL);
 	if (nat_rewrite(ctx, p, &nat->frontend_addr, nat->frontend_port, &nat->client_addr,
@@ -231,33 +242,22 @@ static __always_inline int lb_reverse(CTX *ctx, struct pkt *p, struct nat_entry 
 	return fwd_packet(ctx, p, &nat->hop, ifindex);
 }
 
-static __always_inline void frag_key_of(struct frag_key *k, const struct pkt *p)
+/* A later fragment (IPv4, or IPv6 with a Fragment header): translated like its
+ * datagram's first fragment (addresses only: it has no transport header) and counted
+ * on the same flow, or, untracked (its first lost, or still to come: fragments are not
+ * buffered), dropped and counted when addressed to a frontend. */
+static __always_inline int frag_forward(CTX *ctx, struct pkt *p, struct scratch *s, int egress,
+					__u32 *ifindex)
 {
-	k->saddr = p->tuple.saddr;
-	k->daddr = p->tuple.daddr;
-	k->id = p->ip_id;
-	k->proto = p->tuple.proto;
-	k->family = p->tuple.family;
-}
+	struct frag_entry *to = frags.lookup(&s->frag);
 
-/* A later IPv4 fragment: translated like its datagram's first fragment (addresses
- * only: it has no transport header), or, untracked (lost or still to come first),
- * dropped and counted when addressed to a frontend. */
-static __always_inline int frag_forward(CTX *ctx, struct pkt *p, int egress, __u32 *ifindex)
-{
-	struct scratch *s = scratch_get();
-	struct frag_entry *to;
-
-	if (!s)
-		return V_PASS;
-	frag_key_of(&s->frag, p);
-	to = frags.lookup(&s->frag);
 	if (!to)
 		return on_parse_failure(p, PARSE_FRAGMENT);
 	if (!egress && p->ttl <= 1)
 		return pass(PASS_TTL);
 	if (rewrite_addrs(ctx, p, &to->saddr, &to->daddr) < 0)
 		return drop(DROP_WRITE);
+	count_flow(to->service_id, to->backend_id, p->l3_off + p->l3_len, to->inbound, 0);
 	if (egress)
 		return V_PASS;
 	return fwd_packet(ctx, p, NULL, ifindex);
@@ -292,12 +292,19 @@ static __always_inline int lb_process(CTX *ctx, int egress, __u32 *ifindex)
 {
 	struct pkt p = {};
 	struct config *cfg;
+	struct scratch *s = scratch_get();
 	__u32 zero = 0;
 	int rc;
 
-	rc = parse_packet(ctx, &p);
+	if (!s)
+		return V_PASS;
+	/* Whether this is a first fragment is kept in scratch, not on the stack: the
+	 * verifier's states for whole datagrams and first fragments then agree, and it
+	 * walks the translation once for both. */
+	s->frag_first = 0;
+	rc = parse_packet(ctx, &p, s);
 	if (rc == PARSE_FRAGMENT && p.frag == FRAG_LATER)
-		return frag_forward(ctx, &p, egress, ifindex);
+		return frag_forward(ctx, &p, s, egress, ifindex);
 	if (rc != PARSE_OK)
 		return on_parse_failure(&p, rc);
 	cfg = config.lookup(&zero);
@@ -307,23 +314,19 @@ static __always_inline int lb_process(CTX *ctx, int egress, __u32 *ifindex)
 		rc = icmp_error_nat(ctx, &p, egress, ifindex);
 		return rc < 0 ? V_PASS : rc;
 	}
-	if (p.frag == FRAG_FIRST) {
+	rc = lb_translate(ctx, &p, cfg, egress, ifindex);
+	if (s->frag_first && (!addr_equal(&p.tuple.saddr, &s->frag.saddr) ||
+			      !addr_equal(&p.tuple.daddr, &s->frag.daddr))) {
 		/* Remember how the first fragment was translated, for the later ones. */
-		struct scratch *s = scratch_get();
-
-		if (!s)
-			return V_PASS;
-		frag_key_of(&s->frag, &p);
-		rc = lb_translate(ctx, &p, cfg, egress, ifindex);
-		if (!addr_equal(&p.tuple.saddr, &s->frag.saddr) ||
-		    !addr_equal(&p.tuple.daddr, &s->frag.daddr)) {
-			s->frag_to.saddr = p.tuple.saddr;
-			s->frag_to.daddr = p.tuple.daddr;
-			frags.update(&s->frag, &s->frag_to);
-		}
-		return rc;
+		__builtin_memset(&s->frag_to, 0, sizeof(s->frag_to));
+		s->frag_to.saddr = p.tuple.saddr;
+		s->frag_to.daddr = p.tuple.daddr;
+		s->frag_to.service_id = p.flow_service;
+		s->frag_to.backend_id = p.flow_backend;
+		s->frag_to.inbound = p.inbound;
+		frags.update(&s->frag, &s->frag_to);
 	}
-	return lb_translate(ctx, &p, cfg, egress, ifindex);
+	return rc;
 }
 
 #endif

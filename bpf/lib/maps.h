@@ -40,9 +40,10 @@ BPF_TABLE_PINNED("lru_hash", struct ct_key, struct nat_entry, ct_rev, CT_SIZE,
 
 BPF_TABLE_PINNED("array", __u32, struct config, config, 1, PIN_DIR "/config_v2");
 
-/* IPv4 fragments: (source, destination, IP id, protocol) -> translated addresses. */
+/* IP fragments: (source, destination, IP or Fragment header id, protocol) -> how the
+ * datagram's first fragment was translated. */
 BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_entry, frags, FRAG_SIZE,
-		 PIN_DIR "/frags_v1");
+		 PIN_DIR "/frags_v2");
 
 /* Generation numbers (GEN_*), bumped by the agent; kept apart from config so that the
  * netlink watcher and the reconciler never overwrite each other's writes. */

@@ -7,6 +7,7 @@
 #include "consts.h"
 #include "structs.h"
 #include "ctx.h"
+#include "scratch.h"
 
 #define ETH_HDR_LEN 14
 #define TCP_FLAG_FIN 0x01
@@ -35,13 +36,39 @@ struct pkt {
 	__u8 ttl;             /* TTL or hop limit */
 	__u8 icmp_error;      /* an ICMP(v6) error: the tuple's ports are unset */
 	__u8 have_daddr;
-	__u8 frag;            /* FRAG_NONE, FRAG_FIRST (ports known), FRAG_LATER */
-	__be16 ip_id;         /* IPv4 identification, for fragments */
+	__u8 frag;            /* FRAG_NONE, or FRAG_LATER (no transport header); a first
+			       * fragment is marked in scratch (frag_first), see lb_process */
+	__u8 inbound;         /* set with flow_*: client -> backend (1) or a reply (0) */
+	__u32 flow_service;   /* the flow a translated packet was counted on, for the */
+	__u32 flow_backend;   /* frags entry of a first fragment */
 };
 
+/* The IPv6 Fragment extension header (RFC 8200 4.5). */
+struct ipv6_frag {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;      /* offset in 8-byte units << 3 | M (more fragments) */
+	__be32 id;
+};
+
+#define IP6_MF     0x0001
+#define IP6_OFFSET 0xfff8
+
 #define FRAG_NONE  0
-#define FRAG_FIRST 1
 #define FRAG_LATER 2
+
+/* A fragment: its frags key, from the tuple read so far and the identification, into
+ * scratch, where the first fragment's translation and the later ones' lookup use it. */
+static __always_inline void note_fragment(struct scratch *s, const struct pkt *p, __be32 id)
+{
+	s->frag.saddr = p->tuple.saddr;
+	s->frag.daddr = p->tuple.daddr;
+	s->frag.id = id;
+	s->frag.proto = p->tuple.proto;
+	s->frag.family = p->tuple.family;
+	s->frag.pad[0] = 0;
+	s->frag.pad[1] = 0;
+}
 
 static __always_inline int parse_l4(CTX *ctx, struct pkt *p)
 {
@@ -85,7 +112,7 @@ static __always_inline int parse_l4(CTX *ctx, struct pkt *p)
 	return PARSE_NOT_OURS;
 }
 
-static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p)
+static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p, struct scratch *s)
 {
 	struct iphdr ip;
 	__u32 hdr_len;
@@ -110,19 +137,52 @@ static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p)
 		 * stays right); later ones follow it through the frags map. */
 		int rc;
 
-		p->ip_id = ip.id;
+		note_fragment(s, p, ip.id);
 		if (ip.frag_off & bpf_htons(IP_OFFSET)) {
 			p->frag = FRAG_LATER;
 			return PARSE_FRAGMENT;
 		}
-		p->frag = FRAG_FIRST;
+		s->frag_first = 1;
 		rc = parse_l4(ctx, p);
 		return rc == PARSE_OK && !p->icmp_error ? PARSE_OK : PARSE_FRAGMENT;
 	}
 	return parse_l4(ctx, p);
 }
 
-static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p)
+/* An IPv6 packet whose first extension header is a Fragment header (the only one a
+ * fragmenting host puts before the fragmentable part, short of hop-by-hop options or
+ * routing headers, which we do not walk). As for IPv4: the first fragment carries the
+ * transport header and is handled like a whole datagram; later ones follow it. An
+ * atomic fragment (offset 0, no more fragments: RFC 6946) is a whole datagram. */
+static __always_inline int parse_ipv6_frag(CTX *ctx, struct pkt *p, struct scratch *s,
+					   const struct ipv6hdr *ip6)
+{
+	struct ipv6_frag fh;
+	int rc;
+
+	if (p->l3_len < sizeof(*ip6) + sizeof(fh) ||
+	    ctx_load(ctx, p->l3_off + sizeof(*ip6), &fh, sizeof(fh)) < 0)
+		return PARSE_MALFORMED;
+	__builtin_memcpy(&p->tuple.saddr, &ip6->saddr, 16);
+	p->tuple.proto = fh.nexthdr;
+	p->ttl = ip6->hop_limit;
+	p->l4_off = p->l3_off + sizeof(*ip6) + sizeof(fh);
+	note_fragment(s, p, fh.id);
+	if (fh.frag_off & bpf_htons(IP6_OFFSET)) {
+		p->frag = FRAG_LATER;
+		return PARSE_FRAGMENT;
+	}
+	if (fh.nexthdr == IPPROTO_HOPOPTS || fh.nexthdr == IPPROTO_ROUTING ||
+	    fh.nexthdr == IPPROTO_DSTOPTS)
+		return PARSE_V6_EXT;
+	rc = parse_l4(ctx, p);
+	if (!(fh.frag_off & bpf_htons(IP6_MF)))
+		return rc;
+	s->frag_first = 1;
+	return rc == PARSE_OK && !p->icmp_error ? PARSE_OK : PARSE_FRAGMENT;
+}
+
+static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p, struct scratch *s)
 {
 	struct ipv6hdr ip6;
 
@@ -135,7 +195,7 @@ static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p)
 	if (ip6.version != 6 || !ctx_has(ctx, p->l3_off + p->l3_len))
 		return PARSE_MALFORMED;
 	if (ip6.nexthdr == IPPROTO_FRAGMENT)
-		return PARSE_FRAGMENT;
+		return parse_ipv6_frag(ctx, p, s, &ip6);
 	/* Walking extension headers is not worth its verifier cost for an L4 balancer:
 	 * clients do not send them on TCP/UDP in practice. */
 	if (ip6.nexthdr == IPPROTO_HOPOPTS || ip6.nexthdr == IPPROTO_ROUTING ||
@@ -148,7 +208,9 @@ static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p)
 	return parse_l4(ctx, p);
 }
 
-static __always_inline int parse_packet(CTX *ctx, struct pkt *p)
+/* `s`: the caller's scratch, with frag_first cleared; a fragment leaves its frags key
+ * there, and a first fragment also sets frag_first. */
+static __always_inline int parse_packet(CTX *ctx, struct pkt *p, struct scratch *s)
 {
 	__be16 proto;
 
@@ -156,9 +218,9 @@ static __always_inline int parse_packet(CTX *ctx, struct pkt *p)
 	if (ctx_load(ctx, 12, &proto, sizeof(proto)) < 0)
 		return PARSE_NOT_OURS;
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(ctx, p);
+		return parse_ipv4(ctx, p, s);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(ctx, p);
+		return parse_ipv6(ctx, p, s);
 	return PARSE_NOT_OURS;
 }
 

@@ -117,19 +117,27 @@ struct flow_stats {
 	__u64 rejected;     /* flows answered with RST or datagrams dropped (invalid share) */
 };
 
-/* Key of the frags map: an IPv4 datagram being forwarded in fragments, as it arrives. */
+/* Key of the frags map: a datagram being forwarded in fragments, as it arrives. IPv4:
+ * the header's 16-bit identification (widened as loaded) and protocol; IPv6: the
+ * Fragment header's 32-bit identification and next header. */
 struct frag_key {
 	union addr saddr;
 	union addr daddr;
-	__be16 id;
+	__be32 id;
 	__u8 proto;
 	__u8 family;
+	__u8 pad[2];
 };
 
-/* frags value: the addresses its first fragment was translated to. */
+/* frags value: the addresses its first fragment was translated to, and the flow it was
+ * counted on, so that later fragments are counted there too. */
 struct frag_entry {
 	union addr saddr;
 	union addr daddr;
+	__u32 service_id;
+	__u32 backend_id;
+	__u8 inbound;  /* client -> backend (1) or a reply (0) */
+	__u8 pad[3];
 };
 
 /* Key of the vips map: a frontend address, to recognise our traffic even when its
@@ -154,7 +162,7 @@ _Static_assert(sizeof(struct nat_entry) == 80, "struct nat_entry: ABI size (ct_r
 _Static_assert(sizeof(struct config) == 32, "struct config: ABI size (config_v2 value)");
 _Static_assert(sizeof(struct flow_stats) == 48, "struct flow_stats: ABI size (svc_stats_v1, be_stats_v1 value)");
 _Static_assert(sizeof(struct vip_key) == 20, "struct vip_key: ABI size (vips_v1 key)");
-_Static_assert(sizeof(struct frag_key) == 36, "struct frag_key: ABI size (frags_v1 key)");
-_Static_assert(sizeof(struct frag_entry) == 32, "struct frag_entry: ABI size (frags_v1 value)");
+_Static_assert(sizeof(struct frag_key) == 40, "struct frag_key: ABI size (frags_v2 key)");
+_Static_assert(sizeof(struct frag_entry) == 44, "struct frag_entry: ABI size (frags_v2 value)");
 
 #endif

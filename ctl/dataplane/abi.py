@@ -148,11 +148,12 @@ class FlowStats(ctypes.Structure):
 
 
 class FragKey(ctypes.Structure):
-    _fields_ = [("saddr", Addr), ("daddr", Addr), ("id", u16), ("proto", u8), ("family", u8)]
+    _fields_ = [("saddr", Addr), ("daddr", Addr), ("id", u32), ("proto", u8), ("family", u8), ("pad", u8 * 2)]
 
 
 class FragEntry(ctypes.Structure):
-    _fields_ = [("saddr", Addr), ("daddr", Addr)]
+    _fields_ = [("saddr", Addr), ("daddr", Addr), ("service_id", u32), ("backend_id", u32),
+                ("inbound", u8), ("pad", u8 * 3)]
 
 
 FRAG_SIZE = 8192  # FRAG_SIZE in consts.h
@@ -224,7 +225,7 @@ PINNED_MAPS: dict[str, tuple[str, type, type]] = {
     "ct_rev": ("ct_rev_v2", CtKey, NatEntry),
     "config": ("config_v2", u32, Config),
     "generations": ("generations_v1", u32, u32),
-    "frags": ("frags_v1", FragKey, FragEntry),
+    "frags": ("frags_v2", FragKey, FragEntry),
     "svc_stats": ("svc_stats_v1", u32, FlowStats),
     "be_stats": ("be_stats_v1", u32, FlowStats),
     "reasons": ("reasons_v1", u32, u64),

@@ -388,6 +388,151 @@ def test_conformance_dns_query_through_the_udp_listener(agent):
         dns.wait(timeout=10)
 
 
+# -- IP fragments ---------------------------------------------------------------------------
+BIG_TXT = [f"{i:02d}" + "frag" * 60 + "x" * 5 for i in range(16)]  # 16 strings of 247 bytes
+FRAG_PAYLOAD = {4: 1480, 6: 1448}  # bytes a fragment carries at MTU 1500 (v6: 8-byte header)
+
+
+def fragments_files(net) -> dict[str, str]:
+    """A Gateway on both VIPs with two UDP listeners: DNS (dnsmasq on be0:53) and the
+    lab's UDP echo (be0:5353), through a dual-stack Service of be0 alone."""
+    backend = net.backends[0]
+    docs = [
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: xdp-gateway}\n"
+        "spec: {controllerName: xdp-gateway.io/gateway-controller}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: frag, namespace: default}\n"
+        f"spec:\n  gatewayClassName: xdp-gateway\n  addresses: [{{value: '{net.vip4}'}}, {{value: '{net.vip6}'}}]\n"
+        "  listeners:\n  - {name: dns, protocol: UDP, port: 53}\n  - {name: echo, protocol: UDP, port: 7}\n",
+    ]
+    for listener, port in (("dns", 53), ("echo", 5353)):
+        docs.append(f"apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {{name: {listener}, namespace: default}}\n"
+                    f"spec:\n  parentRefs: [{{name: frag, sectionName: {listener}}}]\n"
+                    f"  rules:\n  - backendRefs: [{{name: be0, port: {port}}}]\n")
+    docs.append("apiVersion: v1\nkind: Service\nmetadata: {name: be0, namespace: default}\nspec:\n"
+                "  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack\n"
+                "  ports: [{name: dns, port: 53, protocol: UDP}, {name: echo, port: 5353, protocol: UDP}]\n")
+    for family, address in (("IPv4", backend.v4), ("IPv6", backend.v6)):
+        docs.append(
+            f"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: be0-{family.lower()}\n"
+            "  namespace: default\n  labels: {kubernetes.io/service-name: be0}\n"
+            f"addressType: {family}\n"
+            "ports: [{name: dns, port: 53, protocol: UDP}, {name: echo, port: 5353, protocol: UDP}]\n"
+            f"endpoints: [{{addresses: ['{address}'], conditions: {{ready: true}}}}]\n")
+    return {"fragments.yaml": "---\n".join(docs)}
+
+
+def kernel_status(agent) -> dict:
+    done = subprocess.run([sys.executable, "-m", "ctl.cli", "status", "--pin-dir", agent.pin_dir, "-o", "json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def backend_counters(status: dict, frontend: str) -> dict:
+    (row,) = next(f for f in status["frontends"] if f["frontend"] == frontend)["backends"]
+    return row
+
+
+def counted_since(before: dict, after: dict, frontend: str) -> dict:
+    """How much the frontend's backend row grew: packets and bytes, both ways."""
+    old, new = backend_counters(before, frontend), backend_counters(after, frontend)
+    return {k: new[k] - old[k] for k in ("packets_in", "bytes_in", "packets_out", "bytes_out")}
+
+
+def fragments_of(udp_payload: int, family: int) -> int:
+    return -(-(udp_payload + 8) // FRAG_PAYLOAD[family])
+
+
+@pytest.fixture
+def dnsmasq_big_txt(agent):
+    """dnsmasq on be0 (both families), with a 4 KB TXT record and EDNS0 up to 4096 bytes:
+    without --edns-packet-max it truncates its answers to 512 bytes."""
+    net, backend = agent.net, agent.net.backends[0]
+    txt = ",".join(BIG_TXT)  # argv, no shell: quotes would be kept as part of the strings
+    dns = net.popen(backend.ns, ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--port=53",
+                                 "--bind-interfaces", f"--listen-address={backend.v4}",
+                                 f"--listen-address={backend.v6}", "--edns-packet-max=4096",
+                                 "--address=/small.frag.example/192.0.2.1", f"--txt-record=big.frag.example,{txt}"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        agent.replace_config(fragments_files(net))
+        yield dns
+    finally:
+        dns.terminate()
+        dns.wait(timeout=10)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_4k_dns_answer_through_the_udp_route_in_fragments(agent, dnsmasq_big_txt, family):
+    """The answer (about 4 KB) leaves dnsmasq in IP fragments; every fragment is
+    translated back to the client, which reassembles it; the data path counts them.
+    Then a query padded to 4 KB: fragments the other way."""
+    net = agent.net
+    addr = net.vip4 if family == 4 else net.vip6
+    frontend = f"{addr}:53/UDP" if family == 4 else f"[{addr}]:53/UDP"
+    deadline = time.monotonic() + 10
+    while True:  # dnsmasq up, the route programmed
+        small = net.run_client("dns-query", "--addr", addr, "--port", 53, "--name", "small.frag.example", "--timeout", 1)
+        if small["answers"] or time.monotonic() > deadline:
+            break
+    assert small["answers"] == ["192.0.2.1"], small
+
+    before = kernel_status(agent)
+    big = net.run_client("dns-query", "--addr", addr, "--port", 53, "--name", "big.frag.example", "--type", "TXT",
+                         "--bufsize", 4096, "--timeout", 5)
+    after = kernel_status(agent)
+    assert "error" not in big and not big["truncated"], big
+    assert big["texts"] == ["".join(BIG_TXT)], big
+    assert 4000 < big["size"] <= 4096, big["size"]
+    counted = counted_since(before, after, frontend)
+    assert counted["packets_in"] == 1 and counted["packets_out"] == fragments_of(big["size"], family) == 3, counted
+    assert counted["bytes_out"] > big["size"], counted
+
+    # A 4 KB query too (EDNS0 padding), so the client -> backend direction is fragmented.
+    before = kernel_status(agent)
+    padded = net.run_client("dns-query", "--addr", addr, "--port", 53, "--name", "big.frag.example", "--type", "TXT",
+                            "--bufsize", 4096, "--pad", 4096, "--timeout", 5)
+    after = kernel_status(agent)
+    assert padded["query_size"] == 4096 and padded["texts"] == ["".join(BIG_TXT)], padded
+    counted = counted_since(before, after, frontend)
+    assert counted["packets_in"] == fragments_of(4096, family) == 3, counted
+    assert counted["packets_out"] == fragments_of(padded["size"], family), counted
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_4k_datagram_to_the_udp_route_in_fragments_in_and_out_of_order(agent, dnsmasq_big_txt, family):
+    """Client -> backend in fragments (hand-built, so their order is ours): in order, and
+    out of order after the first, they reach the echo server whole and its 4 KB answer
+    comes back in fragments too; a later fragment that comes before its first is dropped
+    and counted (DROP_FRAGMENT): fragments are not buffered, so that datagram is lost."""
+    net = agent.net
+    addr = net.vip4 if family == 4 else net.vip6
+    frontend = f"{addr}:7/UDP" if family == 4 else f"[{addr}]:7/UDP"
+    link = json.loads(net.run(net.gw.ns, ["ip", "-j", "link", "show", net.gw.front_ifname]).stdout)
+    send = ("udp-fragments", "--addr", addr, "--port", 7, "--size", 4000, "--ifname", net.client.ifname,
+            "--gw-mac", link[0]["address"], "--timeout", 2)
+
+    before = kernel_status(agent)
+    in_order = net.run_client(*send)
+    after = kernel_status(agent)
+    assert in_order["fragments"] == 3 and in_order["answered"] and in_order["echoed"], in_order
+    assert in_order["backend"] == "be0", in_order
+    counted = counted_since(before, after, frontend)
+    answer_fragments = fragments_of(in_order["answer_size"], family)
+    assert counted["packets_in"] == 3 and counted["packets_out"] == answer_fragments == 3, counted
+
+    shuffled = net.run_client(*send, "--order", "0,2,1")
+    assert shuffled["answered"] and shuffled["echoed"], shuffled
+
+    before = kernel_status(agent)
+    reversed_ = net.run_client(*send, "--order", "2,1,0")
+    after = kernel_status(agent)
+    assert not reversed_["answered"] and reversed_["error"] == "timeout", reversed_
+    dropped = after["drops"].get("DROP_FRAGMENT", 0) - before["drops"].get("DROP_FRAGMENT", 0)
+    assert dropped == 2, (before["drops"], after["drops"])
+    assert counted_since(before, after, frontend)["packets_in"] == 1  # the first, forwarded alone
+
+
 # -- dual stack ---------------------------------------------------------------------------
 def dual_stack_files(net) -> dict[str, str]:
     """A Gateway without spec.addresses (so it takes both --address values), TCP and UDP

@@ -124,9 +124,18 @@ CASES = [
     Case("fragment: not to the vip passes untouched", state(TCP4),
          client_eth() / IP(src=str(CLIENT4), dst="10.99.10.2", frag=185, proto=6) / (b"x" * 64),
          "PASS", reason=Reason.PASS_FRAGMENT),
-    Case("fragment: IPv6 fragment header to the vip", state(TCP6),
-         Ether(src=CLIENT_MAC) / IPv6(src=str(CLIENT6), dst=str(VIP6)) / IPv6ExtHdrFragment(m=1)
-         / TCP(dport=80), "DROP", reason=Reason.DROP_FRAGMENT),
+    Case("fragment: IPv6 first fragment to the vip is balanced like a whole datagram", state(TCP6),
+         Ether(src=CLIENT_MAC) / IPv6(src=str(CLIENT6), dst=str(VIP6)) / IPv6ExtHdrFragment(m=1, id=5)
+         / TCP(sport=CLIENT_PORT, dport=80) / (b"x" * 64), "REDIRECT", to_backend(0, v6=True)),
+    Case("fragment: IPv6 later fragment to the vip, its first unseen: dropped, counted", state(TCP6),
+         Ether(src=CLIENT_MAC) / IPv6(src=str(CLIENT6), dst=str(VIP6)) / IPv6ExtHdrFragment(offset=185, nh=6, id=5)
+         / (b"x" * 64), "DROP", reason=Reason.DROP_FRAGMENT),
+    Case("fragment: IPv6 fragment not to the vip passes untouched", state(TCP6),
+         Ether(src=CLIENT_MAC) / IPv6(src=str(CLIENT6), dst="fd99:10::2") / IPv6ExtHdrFragment(offset=185, nh=6)
+         / (b"x" * 64), "PASS", reason=Reason.PASS_FRAGMENT),
+    Case("fragment: IPv6 atomic fragment (offset 0, no more) is a whole datagram", state(TCP6),
+         Ether(src=CLIENT_MAC) / IPv6(src=str(CLIENT6), dst=str(VIP6)) / IPv6ExtHdrFragment(m=0, id=6)
+         / TCP(sport=CLIENT_PORT, dport=80) / (b"x" * 64), "REDIRECT", to_backend(0, v6=True)),
     Case("ttl 1: handed to the kernel untranslated (it answers time exceeded)", state(TCP4),
          client_eth() / IP(src=str(CLIENT4), dst=str(VIP4), ttl=1) / TCP(dport=80, flags="S"),
          "PASS", reason=Reason.PASS_TTL),
