@@ -15,7 +15,7 @@ from ctl.dataplane.abi import Reason
 from ctl.model import Protocol
 from lab.harness import (CLIENT4, CLIENT6, CLIENT_MAC, GW_BACK4, GW_BACK6, VIP4, VIP6, backend4,
                          backend6, backend_mac)
-from lab.packets import CLIENT_PORT, client_eth, service, state
+from lab.packets import CLIENT_PORT, client_eth, service, state, udp4, udp6
 
 pytestmark = pytest.mark.packet
 ANSWER = bytes(range(256)) * 16  # 4 KiB, as a big DNS answer
@@ -136,3 +136,22 @@ def test_fragments_of_two_datagrams_with_one_id_from_two_clients_stay_apart(plab
     assert plab.xdp(stranger).verdict == "DROP"
     assert plab.reasons()[Reason.DROP_FRAGMENT] == before + 1
     assert plab.xdp(second).verdict == "REDIRECT"
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_reply_fragment_before_its_first_is_left_to_the_kernel_then_followed(plab, family):
+    """Replies are addressed to the SNAT address, not a frontend: a later fragment whose
+    first was not seen cannot be told from the host's own traffic, so it is passed to the
+    kernel and counted (PASS_FRAGMENT); once the first has passed, the rest follow it."""
+    f = FAMILIES[family]
+    plab.program(state(service(vip=f["vip"], port=53, proto=Protocol.UDP, v6=family == 6)))
+    sent = Ether(plab.xdp(bytes(udp4() if family == 4 else udp6())).data)[f["ip"]]
+    first, *later = _fragments(sent.dst, sent.src, 8080, sent[UDP].sport, ANSWER, 555,
+                               Ether(src=backend_mac(0), dst=plab.mac["be0"]))
+    before = plab.reasons()[Reason.PASS_FRAGMENT]
+    assert plab.xdp(later[-1], ingress="be0").verdict == "PASS"
+    assert plab.reasons()[Reason.PASS_FRAGMENT] == before + 1
+    assert plab.xdp(first, ingress="be0").verdict == "REDIRECT"
+    back = [plab.xdp(p, ingress="be0") for p in reversed(later)]
+    assert [b.verdict for b in back] == ["REDIRECT"] * len(later)
+    assert {Ether(b.data)[f["ip"]].dst for b in back} == {str(f["client"])}
