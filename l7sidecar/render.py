@@ -329,7 +329,6 @@ def _connection_manager(route_table: str, l7: L7State) -> dict[str, Any]:
             ],
             "useRemoteAddress": True,
             "xffNumTrustedHops": l7.xff_num_trusted_hops,
-            "stripAnyHostPort": True,
             "normalizePath": True,
             "mergeSlashes": True,
             "upgradeConfigs": [{"upgradeType": "websocket"}],
@@ -360,6 +359,9 @@ def _route_configuration(table: RouteTable) -> Message:
             "name": table.name,
             # Invalid backends point at a cluster that never exists (answered 500).
             "validateClusters": False,
+            # A port in Host plays no part in choosing the virtual host (the spec), yet
+            # the backend sees Host as the client sent it.
+            "ignorePortInHostMatching": True,
             "virtualHosts": [
                 {
                     "name": f"{table.name}/{vh.hostname}",

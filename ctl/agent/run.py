@@ -8,7 +8,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cache
 from ipaddress import ip_address
@@ -24,6 +24,7 @@ from ctl.dataplane.loader import DataplaneSpec, XdpMode
 from ctl.model import IPAddress, NatMode
 from ctl.dataplane.plan import DataplaneConfig
 from ctl.sources import ParseCache, load_directory
+from ctl.sources.generations import GenerationBook
 from ctl.translate import TranslateConfig
 
 from l7sidecar.envoy import RunPaths
@@ -197,11 +198,14 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
         else:
             assert options.config_dir is not None
             parsed = ParseCache()  # an edit re-parses only the files it changed
+            generations = GenerationBook()  # a spec edit bumps metadata.generation, as the API server does
             for _ in changes(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set,
                              settle=options.settle_window):
                 if stop.is_set():
                     break
-                outcome = reconciler.reconcile(load_directory(options.config_dir, parsed))
+                loaded = load_directory(options.config_dir, parsed)
+                snapshot, generations = generations.assign(loaded.snapshot)
+                outcome = reconciler.reconcile(replace(loaded, snapshot=snapshot))
                 metrics.observe(outcome)
                 release_free_memory()
     finally:

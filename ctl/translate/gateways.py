@@ -47,7 +47,8 @@ def class_status(gateway_class: GatewayClass, config: TranslateConfig) -> Object
             gateway_class.generation, config, ConditionType.ACCEPTED, True, Reason.ACCEPTED, "GatewayClass is accepted"
         )
     return ObjectStatus(
-        gateway_class.KIND, "", gateway_class.name, api_version=gateway_class.api_version, conditions=(accepted,)
+        gateway_class.KIND, "", gateway_class.name, api_version=gateway_class.api_version, conditions=(accepted,),
+        generation=gateway_class.generation,
     )
 
 
@@ -91,7 +92,7 @@ def gateway_status(
     addresses = tuple(str(a) for a in view.addresses.addresses) if accepted.status == "True" else ()
     return ObjectStatus(
         gateway.KIND, gateway.namespace, gateway.name, api_version=gateway.api_version,
-        conditions=(accepted, programmed), addresses=addresses, listeners=listeners,
+        conditions=(accepted, programmed), addresses=addresses, listeners=listeners, generation=gateway.generation,
     )
 
 

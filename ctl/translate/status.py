@@ -56,6 +56,9 @@ class ObjectStatus:
     addresses: tuple[str, ...] = ()
     listeners: tuple[ListenerStatus, ...] = ()
     parents: tuple[RouteParentStatus, ...] = ()
+    # The object's metadata.generation, which its conditions' observedGeneration is
+    # compared with (0: not known).
+    generation: int = 0
 
 
 def format_time(moment: datetime) -> str:
@@ -98,7 +101,8 @@ def objects_document(statuses: Iterable[ObjectStatus]) -> list[dict[str, Any]]:
     agent's API and what `gwctl validate` prints."""
     return [
         {"apiVersion": s.api_version, "kind": s.kind,
-         "metadata": {"namespace": s.namespace, "name": s.name} if s.namespace else {"name": s.name},
+         "metadata": {**({"namespace": s.namespace} if s.namespace else {}), "name": s.name,
+                      **({"generation": s.generation} if s.generation else {})},
          "status": status_to_k8s(s)}
         for s in statuses
     ]

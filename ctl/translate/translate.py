@@ -150,7 +150,8 @@ def _route_status(result: _RouteResult, winners: Mapping[ListenerKey, _RouteResu
                 )
         accepted = make(ConditionType.ACCEPTED, outcome.accepted, outcome.reason, message)
         parents.append(RouteParentStatus(outcome.parent_ref, config.controller_name, (accepted, resolved)))
-    return ObjectStatus(route.KIND, route.namespace, route.name, api_version=route.api_version, parents=tuple(parents))
+    return ObjectStatus(route.KIND, route.namespace, route.name, api_version=route.api_version, parents=tuple(parents),
+                        generation=route.generation)
 
 
 def _services(

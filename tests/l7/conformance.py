@@ -44,6 +44,8 @@ PODS: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = {
     ("app-backend-v2", APP): (1, (110,)),
     ("web-backend", WEB): (2, (110,)),
 }
+# Pods with an IPv6 address too (HTTPRouteServiceTypes fills IPv6 EndpointSlices with them).
+DUAL_STACK = {("infra-backend-v1", INFRA)}
 # The gRPC echo pods (lab.echo --grpc), same layout.
 GRPC_PODS: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = {
     ("grpc-infra-backend-v1", INFRA): (0, (120,)),
@@ -102,7 +104,8 @@ def shared_missing() -> str | None:
 
 
 def load(path: Path) -> list[dict]:
-    return [d for d in yaml.safe_load_all(path.read_text().replace("{GATEWAY_CLASS_NAME}", CLASS)) if d]
+    text = path.read_text().replace("{GATEWAY_CLASS_NAME}", CLASS).replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER)
+    return [d for d in yaml.safe_load_all(text) if d]
 
 
 def manifests(test_file: str, addresses: dict[str, IPv4Address], pod_addresses,
@@ -184,6 +187,12 @@ def check_response(expect: Expect, status: int, body: dict, headers: dict[str, s
     # Pods are named <service>-<k>: tls-backend-2-0 is not a tls-backend pod.
     if pod.rpartition("-")[0] != expect.backend or body.get("namespace") != expect.namespace:
         return f"answered by {body.get('namespace')}/{pod}, want {expect.namespace}/{expect.backend}-*"
+    # Upstream compares the request the backend saw with the one sent: path (query
+    # included), method, and the host when the request named one.
+    if body.get("path") != expect.path or body.get("method") != "GET":
+        return f"backend saw {body.get('method')} {body.get('path')}, want GET {expect.path}"
+    if expect.host is not None and body.get("host") != expect.host:
+        return f"backend saw host {body.get('host')!r}, want {expect.host!r}"
     seen = {k.lower(): ",".join(v) for k, v in body.get("headers", {}).items()}
     for name, value in expect.seen_headers.items():
         got = seen.get(name.lower())
@@ -285,8 +294,19 @@ class Replay:
         backend = self.agent.net.backends[index]
         return [str(backend.net4.network_address + o) for o in octets]
 
+    def pod_addresses6(self, key) -> list[str]:
+        """The IPv6 addresses of a Service's pods (DUAL_STACK ones only)."""
+        if key not in DUAL_STACK:
+            return []
+        index, octets = PODS[key]
+        backend = self.agent.net.backends[index]
+        return [str(backend.net6.network_address + o) for o in octets]
+
     def apply(self, test_file: str) -> list[dict]:
-        docs = manifests(test_file, self.addresses, self.pod_addresses, self.certificates.secrets())
+        return self.write(manifests(test_file, self.addresses, self.pod_addresses, self.certificates.secrets()))
+
+    def write(self, docs: list[dict]) -> list[dict]:
+        """The config directory holds exactly these objects once the agent has read them."""
         self.agent.replace_config({"conformance.yaml": dump(docs)}, timeout=120)
         return docs
 
@@ -311,22 +331,17 @@ class Replay:
         return self._client("lab.tlsclient", ["batch", "--repeat", repeat], payload, 300)
 
     def routes_accepted(self, docs: list[dict], names: list[str] | None = None) -> list[str]:
-        """Each route (or those named) has a parent with Accepted=True and RR True."""
-        problems = []
+        """Each route (or those named) is "accepted" as upstream means it: a parent entry
+        per parentRef, with our controllerName, Accepted=True Accepted and ResolvedRefs=True
+        ResolvedRefs, each condition's observedGeneration the route's generation."""
+        problems: list[str] = []
         objects = self.agent.objects()
         for doc in docs:
             if doc.get("kind") not in ("HTTPRoute", "GRPCRoute", "TLSRoute") or (
                     names and doc["metadata"]["name"] not in names):
                 continue
-            route = find(objects, doc["kind"], doc["metadata"]["name"])
-            parents = route["status"].get("parents", [])
-            if not parents:
-                problems.append(f"{doc['metadata']['name']}: no parents")
-            for parent in parents:
-                for kind in ("Accepted", "ResolvedRefs"):
-                    c = condition(parent["conditions"], kind)
-                    if c["status"] != "True":
-                        problems.append(f"{doc['metadata']['name']}: {kind} {c['status']} {c['reason']}")
+            route_must(problems, objects, doc["metadata"]["name"], ("True", "Accepted"), ("True", "ResolvedRefs"),
+                       kind=doc["kind"], parents=len(doc["spec"]["parentRefs"]))
         return problems
 
     def listeners_programmed(self, gateway: str) -> bool:
@@ -357,3 +372,87 @@ def route_parent_conditions(objects, kind, name) -> list[dict[str, tuple[str, st
 def expect_equal(problems: list[str], what: str, got, want) -> None:
     if got != want:
         problems.append(f"{what}: {got!r}, want {want!r}")
+
+
+# -- status checks: conditions by type, status and reason, observedGeneration = generation --
+
+def condition_must(problems: list[str], what: str, conditions: list[dict], kind: str, want: tuple[str, str | None],
+                   generation: int) -> None:
+    """want: (status, reason); a reason of None accepts any."""
+    c = next((c for c in conditions if c["type"] == kind), None)
+    if c is None:
+        problems.append(f"{what}: no {kind} condition")
+        return
+    status, reason = want
+    if c["status"] != status or (reason is not None and c["reason"] != reason):
+        problems.append(f"{what}: {kind} {c['status']} {c['reason']}, want {status} {reason or '(any)'}")
+    if c.get("observedGeneration") != generation:
+        problems.append(f"{what}: {kind} observedGeneration {c.get('observedGeneration')}, generation {generation}")
+
+
+def route_must(problems: list[str], objects, name: str, accepted: tuple[str, str | None],
+               resolved: tuple[str, str | None] | None = None, kind: str = "HTTPRoute", parents: int = 1) -> None:
+    """The route has this many parent entries, each with our controllerName and these
+    conditions (resolved None: ResolvedRefs not checked)."""
+    route = find(objects, kind, name)
+    generation = route["metadata"]["generation"]
+    entries = route["status"].get("parents", [])
+    if len(entries) != parents:
+        problems.append(f"{name}: {len(entries)} parent entries, want {parents}")
+    for entry in entries:
+        where = f"{name} on {entry['parentRef']['name']}"
+        if entry.get("controllerName") != CONTROLLER:
+            problems.append(f"{where}: controllerName {entry.get('controllerName')}")
+        condition_must(problems, where, entry["conditions"], "Accepted", accepted, generation)
+        if resolved is not None:
+            condition_must(problems, where, entry["conditions"], "ResolvedRefs", resolved, generation)
+
+
+def no_parents_must(problems: list[str], objects, name: str, reason: str, resolved_true: bool = False) -> None:
+    """Upstream's "no parents": no parent status, or entries with Accepted=False (this reason)."""
+    route = find(objects, "HTTPRoute", name)
+    generation = route["metadata"]["generation"]
+    for entry in route["status"].get("parents", []):
+        condition_must(problems, name, entry["conditions"], "Accepted", ("False", reason), generation)
+        if resolved_true:
+            condition_must(problems, name, entry["conditions"], "ResolvedRefs", ("True", "ResolvedRefs"), generation)
+
+
+def listeners_must(problems: list[str], objects, gateway: str, want: dict[str, dict]) -> None:
+    """want: listener name -> {"attached": n, "kinds": [...] (must contain), condition type:
+    (status, reason)}. The status must list exactly these listeners."""
+    gw = find(objects, "Gateway", gateway)
+    generation = gw["metadata"]["generation"]
+    entries = {e["name"]: e for e in gw["status"].get("listeners", [])}
+    if sorted(entries) != sorted(want):
+        problems.append(f"{gateway}: listeners {sorted(entries)}, want {sorted(want)}")
+    for name, spec in want.items():
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        if "attached" in spec and entry.get("attachedRoutes") != spec["attached"]:
+            problems.append(f"{gateway}/{name}: attachedRoutes {entry.get('attachedRoutes')}, want {spec['attached']}")
+        kinds = [k["kind"] for k in entry.get("supportedKinds", [])]
+        for kind in spec.get("kinds", ()):
+            if kind not in kinds:
+                problems.append(f"{gateway}/{name}: supportedKinds {kinds} lacks {kind}")
+        for kind, wanted in spec.items():
+            if kind[0].isupper():
+                condition_must(problems, f"{gateway}/{name}", entry["conditions"], kind, wanted, generation)
+
+
+def gateway_must(problems: list[str], objects, gateway: str, want: dict[str, tuple[str, str | None]]) -> None:
+    gw = find(objects, "Gateway", gateway)
+    for kind, wanted in want.items():
+        condition_must(problems, gateway, gw["status"].get("conditions", []), kind, wanted, gw["metadata"]["generation"])
+
+
+def all_conditions_current(obj: dict) -> list[str]:
+    """Every condition of the object (its own, its listeners', its parents') observed its generation."""
+    generation = obj["metadata"]["generation"]
+    status = obj["status"]
+    conditions = [*status.get("conditions", []), *(c for e in status.get("listeners", []) for c in e["conditions"]),
+                  *(c for e in status.get("parents", []) for c in e["conditions"])]
+    stale = [f"{c['type']} observedGeneration {c['observedGeneration']}" for c in conditions
+             if c["observedGeneration"] != generation]
+    return [f"{obj['kind']} {obj['metadata']['name']} generation {generation}: {', '.join(stale)}"] if stale else []

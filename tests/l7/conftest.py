@@ -124,6 +124,10 @@ def _echo_pods(net: netlab.Lab, certificates: conf.SuiteCertificates, pem_dir: P
             address = str(backend.net4.network_address + octet)
             net.run(backend.ns, ["ip", "addr", "add", f"{address}/24", "dev", backend.ifname])
             groups.setdefault(group, []).extend(["--pod", f"{service}-{k}:{namespace}:{address}"])
+            if (service, namespace) in conf.DUAL_STACK:  # the same pod's IPv6 address
+                address6 = str(backend.net6.network_address + octet)
+                net.run(backend.ns, ["ip", "addr", "add", f"{address6}/64", "dev", backend.ifname, "nodad"])
+                groups[group].extend(["--pod", f"{service}-{k}:{namespace}:{address6}"])
 
     for (service, namespace), (index, octets) in conf.PODS.items():
         add((index, "--http", 3000), service, namespace, index, octets)

@@ -13,7 +13,22 @@ import json
 import pytest
 
 from . import conformance as conf
-from .conformance import WEB, Expect, condition, expect_equal, find, gateway_conditions, listener_status
+from .conformance import (
+    APP,
+    INFRA,
+    WEB,
+    Expect,
+    all_conditions_current,
+    condition_must,
+    expect_equal,
+    find,
+    gateway_conditions,
+    gateway_must,
+    listener_status,
+    listeners_must,
+    no_parents_must,
+    route_must,
+)
 from .test_l7_net import wait_for
 
 pytestmark = pytest.mark.net
@@ -26,6 +41,9 @@ def v(n: int, path: str = "/", **kw) -> Expect:
 def not_found(path: str, **kw) -> Expect:
     return Expect(path=path, status=404, **kw)
 
+
+INTERSECTION = "httproute-hostname-intersection"
+INTERSECTION_ALL = "httproute-hostname-intersection-all"
 
 # (upstream test name, manifest file, the expectations)
 CASES: list[tuple[str, str, list[Expect]]] = [
@@ -69,13 +87,102 @@ CASES: list[tuple[str, str, list[Expect]]] = [
                redirect={"scheme": "http", "host": "example.org", "port": (None, 80), "path": "/hostname-redirect"}),
         Expect("/host-and-status", status=301,
                redirect={"scheme": "http", "host": "example.org", "port": (None, 80), "path": "/host-and-status"})]),
+    ("HTTPRouteRequestHeaderModifier", "httproute-request-header-modifier.yaml", [
+        v(1, "/set", headers={"Some-Other-Header": "val"},
+          seen_headers={"Some-Other-Header": "val", "X-Header-Set": "set-overwrites-values"}),
+        v(1, "/set", headers={"Some-Other-Header": "val", "X-Header-Set": "some-other-value"},
+          seen_headers={"Some-Other-Header": "val", "X-Header-Set": "set-overwrites-values"}),
+        v(1, "/add", headers={"Some-Other-Header": "val"},
+          seen_headers={"Some-Other-Header": "val", "X-Header-Add": "add-appends-values"}),
+        v(1, "/add", headers={"Some-Other-Header": "val", "X-Header-Add": "some-other-value"},
+          seen_headers={"Some-Other-Header": "val", "X-Header-Add": "some-other-value,add-appends-values"}),
+        v(1, "/remove", headers={"X-Header-Remove": "val"}, seen_headers={"X-Header-Remove": None}),
+        v(1, "/multiple", headers={"X-Header-Set-2": "set-val-2", "X-Header-Add-2": "add-val-2",
+                                   "X-Header-Remove-2": "remove-val-2", "Another-Header": "another-header-val"},
+          seen_headers={"X-Header-Set-1": "header-set-1", "X-Header-Set-2": "header-set-2",
+                        "X-Header-Add-1": "header-add-1", "X-Header-Add-2": "add-val-2,header-add-2",
+                        "X-Header-Add-3": "header-add-3", "Another-Header": "another-header-val",
+                        "X-Header-Remove-1": None, "X-Header-Remove-2": None}),
+        # The filter names headers canonically; the request sends them in lower case.
+        v(1, "/case-insensitivity", headers={"x-header-set": "original-val-set", "x-header-add": "original-val-add",
+                                             "x-header-remove": "original-val-remove",
+                                             "Another-Header": "another-header-val"},
+          seen_headers={"X-Header-Set": "header-set", "X-Header-Add": "original-val-add,header-add",
+                        "Another-Header": "another-header-val", "X-Header-Remove": None})]),
+    ("HTTPRouteHostnameIntersection", "httproute-hostname-intersection.yaml", [
+        # A port in Host plays no part in matching; the backend sees Host as sent.
+        *[Expect(path, f"infra-backend-v{n}", host=host, gateway=INTERSECTION) for path, n, host in (
+            ("/s1", 1, "very.specific.com"), ("/s1", 1, "very.specific.com:1234"),
+            ("/s2", 2, "foo.wildcard.io"), ("/s2", 2, "bar.wildcard.io"), ("/s2", 2, "foo.bar.wildcard.io"),
+            ("/s3", 3, "very.specific.com"),
+            ("/s4", 1, "foo.anotherwildcard.io"), ("/s4", 1, "bar.anotherwildcard.io"),
+            ("/s4", 1, "foo.bar.anotherwildcard.io"))],
+        *[not_found(path, host=host, gateway=INTERSECTION) for path, host in (
+            ("/s1", "non.matching.com"), ("/s1", "foo.nonmatchingwildcard.io"), ("/s1", "foo.wildcard.io"),
+            ("/non-matching-prefix", "very.specific.com"),
+            ("/s2", "non.matching.com"), ("/s2", "wildcard.io"), ("/s2", "very.specific.com"),
+            ("/non-matching-prefix", "foo.wildcard.io"),
+            ("/s3", "non.matching.com"), ("/s3", "foo.specific.com"), ("/s3", "foo.wildcard.io"),
+            ("/s4", "anotherwildcard.io"), ("/s4", "foo.wildcard.io"), ("/s4", "very.specific.com"),
+            ("/non-matching-prefix", "foo.anotherwildcard.io"),
+            ("/s5", "specific.but.wrong.com"), ("/s5", "wildcard.io"))],
+        *[Expect("/", "infra-backend-v2", host=host, gateway=INTERSECTION_ALL)
+          for host in ("first.com", "sub.first.com", "second.com", "sub.second.com")],
+        not_found("/", host="third.com", gateway=INTERSECTION_ALL),
+        not_found("/", host="sub.third.com", gateway=INTERSECTION_ALL)]),
+    ("HTTPRouteMultipleGateways", "httproute-multiple-gateways.yaml", [
+        v(1, "/shared"), v(1, "/shared", gateway="all-namespaces"), v(2, "/"), v(3, "/", gateway="all-namespaces")]),
+    ("HTTPRouteInvalidBackendRefUnknownKind", "httproute-invalid-backendref-unknown-kind.yaml", [
+        Expect("/v2", status=500)]),
+    ("HTTPRouteInvalidCrossNamespaceBackendRef", "httproute-invalid-cross-namespace-backend-ref.yaml", [
+        Expect("/", status=500)]),
+    ("HTTPRouteInvalidReferenceGrant", "httproute-invalid-reference-grant.yaml", [Expect("/", status=500)]),
+    ("HTTPRoutePartiallyInvalidViaInvalidReferenceGrant", "httproute-partially-invalid-via-invalid-reference-grant.yaml",
+     [Expect("/v2", status=500), Expect("/", "app-backend-v1", namespace=APP)]),
 ]
-# Route status each case must show besides traffic: None = every route accepted with RR True.
+
+
+def refs_unresolved(route: str, reason: str):
+    """Accepted, ResolvedRefs=False with this reason."""
+    return lambda objects: _problems(route_must, objects, route, ("True", "Accepted"), ("False", reason))
+
+
+def _problems(check, *args, **kw) -> list[str]:
+    problems: list[str] = []
+    check(problems, *args, **kw)
+    return problems
+
+
+def check_hostname_intersection(objects) -> list[str]:
+    p: list[str] = []
+    for route in ("specific-host-matches-listener-specific-host", "specific-host-matches-listener-wildcard-host",
+                  "wildcard-host-matches-listener-specific-host", "wildcard-host-matches-listener-wildcard-host",
+                  "httproute-hostname-intersection-all"):
+        route_must(p, objects, route, ("True", "Accepted"), ("True", "ResolvedRefs"))
+    route_must(p, objects, "no-intersecting-hosts", ("False", "NoMatchingListenerHostname"))
+    listeners_must(p, objects, INTERSECTION, {
+        name: {"attached": n, "kinds": ["HTTPRoute"], "Accepted": ("True", None), "ResolvedRefs": ("True", None)}
+        for name, n in (("listener-1", 2), ("listener-2", 1), ("listener-3", 1))})
+    return p
+
+
+# Route status each case must show besides traffic (default: every route accepted, RR True).
 STATUS = {
-    "HTTPRouteInvalidNonExistentBackendRef": ("ResolvedRefs", "False", "BackendNotFound"),
+    "HTTPRouteInvalidNonExistentBackendRef": refs_unresolved("gateway-conformance-infra-test", "BackendNotFound"),
+    "HTTPRouteInvalidBackendRefUnknownKind": refs_unresolved("invalid-backend-ref-unknown-kind", "InvalidKind"),
+    "HTTPRouteInvalidCrossNamespaceBackendRef": refs_unresolved("invalid-cross-namespace-backend-ref", "RefNotPermitted"),
+    "HTTPRouteInvalidReferenceGrant": refs_unresolved("reference-grant", "RefNotPermitted"),
+    "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant": refs_unresolved("invalid-reference-grant", "RefNotPermitted"),
+    "HTTPRouteHostnameIntersection": check_hostname_intersection,
 }
 
 RESULTS: dict[str, str] = {}
+
+
+def record(name: str, problems: list[str]) -> None:
+    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
+    print(f"CONFORMANCE {name}: {RESULTS[name]}")
+    assert not problems, problems
 
 
 @pytest.mark.timeout(900)
@@ -85,20 +192,216 @@ def test_http_core(replay, name, manifest, expects):
     gateways = {e.gateway for e in expects}
     programmed = wait_for(lambda: all(replay.listeners_programmed(g) for g in gateways), timeout=60)
     problems = [] if programmed else [f"listeners of {sorted(gateways)} not Programmed"]
-    if name in STATUS:
-        kind, status, reason = STATUS[name]
-        route = next(d for d in docs if d.get("kind") == "HTTPRoute")
-        parent = find(replay.agent.objects(), "HTTPRoute", route["metadata"]["name"])["status"]["parents"][0]
-        accepted = condition(parent["conditions"], "Accepted")
-        c = condition(parent["conditions"], kind)
-        if accepted["status"] != "True" or (c["status"], c["reason"]) != (status, reason):
-            problems.append(f"route conditions: Accepted {accepted['status']}, {kind} {c['status']} {c['reason']}")
-    else:
-        problems += replay.routes_accepted(docs)
+    problems += STATUS[name](replay.agent.objects()) if name in STATUS else replay.routes_accepted(docs)
     problems += conf.replay(replay.send_batch, expects)
-    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
-    print(f"CONFORMANCE {name}: {RESULTS[name]}")
-    assert not problems, problems
+    record(name, problems)
+
+
+def check_attached_routes(objects) -> list[str]:
+    p: list[str] = []
+    listeners_must(p, objects, "gateway-with-one-attached-route", {
+        "http": {"attached": 1, "kinds": ["HTTPRoute"], "Accepted": ("True", None), "ResolvedRefs": ("True", None)}})
+    listeners_must(p, objects, "gateway-with-two-attached-routes", {
+        "http": {"attached": 2, "kinds": ["HTTPRoute"], "Accepted": ("True", None), "ResolvedRefs": ("True", None)}})
+    for route in ("http-route-1", "http-route-2", "http-route-3"):
+        route_must(p, objects, route, ("True", "Accepted"), ("True", "ResolvedRefs"))
+    route_must(p, objects, "http-route-not-accepted", ("False", "NoMatchingListenerHostname"))
+    listeners_must(p, objects, "unresolved-gateway-with-one-attached-unresolved-route", {
+        "tls": {"attached": 1, "kinds": ["HTTPRoute"], "Programmed": ("False", None), "ResolvedRefs": ("False", None)}})
+    route_must(p, objects, "http-route-4", ("True", "Accepted"), ("False", "BackendNotFound"))
+    return p
+
+
+def check_parent_ref_section_name(objects) -> list[str]:
+    p: list[str] = []
+    no_parents_must(p, objects, "httproute-listener-not-matching-section-name", "NoMatchingParent")
+    listeners_must(p, objects, "same-namespace", {"http": {"attached": 0}})
+    return p
+
+
+def check_cross_namespace_parent_ref(objects) -> list[str]:
+    p: list[str] = []
+    no_parents_must(p, objects, "invalid-cross-namespace-parent-ref", "NotAllowedByListeners", resolved_true=True)
+    listeners_must(p, objects, "same-namespace", {"http": {"attached": 0}})
+    return p
+
+
+HTTP_STATUS_CASES = [
+    ("GatewayWithAttachedRoutes", "gateway-with-attached-routes.yaml", check_attached_routes),
+    ("HTTPRouteInvalidParentRefNotMatchingSectionName", "httproute-invalid-parentref-not-matching-section-name.yaml",
+     check_parent_ref_section_name),
+    ("HTTPRouteInvalidCrossNamespaceParentRef", "httproute-invalid-cross-namespace-parent-ref.yaml",
+     check_cross_namespace_parent_ref),
+]
+
+
+def status_eventually(replay, check, timeout: float = 30.0) -> list[str]:
+    """Upstream polls status until it holds: the problems left after timeout."""
+    wait_for(lambda: not check(replay.agent.objects()), timeout=timeout)
+    return check(replay.agent.objects())
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name,manifest,check", HTTP_STATUS_CASES, ids=[c[0] for c in HTTP_STATUS_CASES])
+def test_http_core_status(replay, name, manifest, check):
+    replay.apply(manifest)
+    record(name, status_eventually(replay, check))
+
+
+def traffic_ready(replay, docs: list[dict], gateways=("same-namespace",)) -> list[str]:
+    programmed = wait_for(lambda: all(replay.listeners_programmed(g) for g in gateways), timeout=60)
+    return [] if programmed else [f"listeners of {list(gateways)} not Programmed"]
+
+
+@pytest.mark.timeout(900)
+def test_http_core_reference_grant(replay):
+    """HTTPRouteReferenceGrant: granted, `/` reaches web-backend; once the test deletes
+    the grant, `/` answers 500."""
+    docs = replay.apply("httproute-reference-grant.yaml")
+    problems = traffic_ready(replay, docs) + replay.routes_accepted(docs)
+    problems += conf.replay(replay.send_batch, [Expect("/", "web-backend", namespace=WEB)])
+    replay.write([d for d in docs if d["kind"] != "ReferenceGrant"])
+    problems += conf.replay(replay.send_batch, [Expect("/", status=500)])
+    record("HTTPRouteReferenceGrant", problems)
+
+
+@pytest.mark.timeout(900)
+def test_http_core_service_types(replay):
+    """HTTPRouteServiceTypes: the test fills the manual EndpointSlices (IPv4 and IPv6) with
+    infra-backend-v1's pod addresses; a cluster's endpoint controller writes the headless
+    Service's slice from its selector (app: infra-backend-v1)."""
+    docs = replay.apply("httproute-service-types.yaml")
+    key = ("infra-backend-v1", INFRA)
+    for doc in docs:
+        if doc["kind"] == "EndpointSlice" and doc["metadata"]["name"].endswith(("-ip4", "-ip6")):
+            addresses = replay.pod_addresses(key) if doc["addressType"] == "IPv4" else replay.pod_addresses6(key)
+            doc["endpoints"] = [{"addresses": [a], "conditions": {"ready": True}} for a in addresses]
+    headless = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "headless")
+    docs.append(conf.endpoint_slice(headless, replay.pod_addresses(key)))
+    replay.write(docs)
+    problems = traffic_ready(replay, docs) + replay.routes_accepted(docs)
+    problems += conf.replay(replay.send_batch, [
+        v(1, "/manual-endpointslices"), v(1, "/headless"), v(1, "/headless-manual-endpointslices")])
+    record("HTTPRouteServiceTypes", problems)
+
+
+def bump(replay, docs: list[dict], kind: str, name: str, edit) -> tuple[int, int, list[dict]]:
+    """Edits one object's spec in the config directory, as a client updates it through the
+    API server; returns its generation before and after, and the documents written."""
+    before = find(replay.agent.objects(), kind, name)["metadata"]["generation"]
+    docs = json.loads(json.dumps(docs))
+    edit(next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)["spec"])
+    replay.write(docs)
+    after = find(replay.agent.objects(), kind, name)["metadata"]["generation"]
+    return before, after, docs
+
+
+@pytest.mark.timeout(600)
+def test_gatewayclass_observed_generation_bump(replay):
+    name = "gatewayclass-observed-generation-bump"
+    docs = replay.apply("gatewayclass-observed-generation-bump.yaml")
+
+    def accepted_and_current(objects) -> list[str]:
+        gc = find(objects, "GatewayClass", name)
+        p: list[str] = []
+        condition_must(p, name, gc["status"]["conditions"], "Accepted", ("True", None), gc["metadata"]["generation"])
+        return p + all_conditions_current(gc)
+
+    problems = status_eventually(replay, accepted_and_current)
+    before, after, _ = bump(replay, docs, "GatewayClass", name, lambda spec: spec.update(description="new"))
+    if after <= before:
+        problems.append(f"generation {before} -> {after} after the spec changed")
+    problems += status_eventually(replay, accepted_and_current)
+    record("GatewayClassObservedGenerationBump", problems)
+
+
+@pytest.mark.timeout(600)
+def test_gateway_observed_generation_bump(replay):
+    name = "gateway-observed-generation-bump"
+    docs = replay.apply("gateway-observed-generation-bump.yaml")
+
+    def accepted_programmed_current(objects) -> list[str]:
+        p: list[str] = []
+        gateway_must(p, objects, name, {"Accepted": ("True", None), "Programmed": ("True", None)})
+        return p + all_conditions_current(find(objects, "Gateway", name))
+
+    problems = status_eventually(replay, accepted_programmed_current)
+    alternate = {"name": "alternate", "port": 80, "protocol": "HTTP", "hostname": "foo.com",
+                 "allowedRoutes": {"namespaces": {"from": "All"}}}
+    before, after, _ = bump(replay, docs, "Gateway", name, lambda spec: spec["listeners"].append(alternate))
+    if after <= before:
+        problems.append(f"generation {before} -> {after} after the spec changed")
+    problems += status_eventually(replay, accepted_programmed_current)
+    record("GatewayObservedGenerationBump", problems)
+
+
+@pytest.mark.timeout(600)
+def test_httproute_observed_generation_bump(replay):
+    """After the backend is patched to infra-backend-v2: accepted, RR True, conditions
+    current. Beyond upstream (which sends no traffic here): `/` then reaches v2."""
+    name = "observed-generation-bump"
+    docs = replay.apply("httproute-observed-generation-bump.yaml")
+
+    def accepted_current(objects) -> list[str]:
+        p: list[str] = []
+        route_must(p, objects, name, ("True", "Accepted"), ("True", "ResolvedRefs"))
+        return p + all_conditions_current(find(objects, "HTTPRoute", name))
+
+    problems = status_eventually(replay, accepted_current) + traffic_ready(replay, docs)
+    problems += conf.replay(replay.send_batch, [v(1)])
+
+    def to_v2(spec: dict) -> None:
+        spec["rules"][0]["backendRefs"][0]["name"] = "infra-backend-v2"
+
+    before, after, _ = bump(replay, docs, "HTTPRoute", name, to_v2)
+    if after <= before:
+        problems.append(f"generation {before} -> {after} after the spec changed")
+    problems += status_eventually(replay, accepted_current)
+    problems += conf.replay(replay.send_batch, [v(2)])
+    record("HTTPRouteObservedGenerationBump", problems)
+
+
+@pytest.mark.timeout(600)
+def test_gateway_modify_listeners(replay):
+    """GatewayModifyListeners: an `http` listener (data.test.com) added beside `https`
+    on one Gateway, the `https` listener removed from another; each time the generation
+    moves, the conditions follow, and the listeners' status is exactly the new set, the
+    route attached to each. Beyond upstream (status only): data.test.com then reaches v1
+    through the added listener."""
+    docs = replay.apply("gateway-modify-listeners.yaml")
+    http_listener = {"kinds": ["HTTPRoute"], "Accepted": ("True", None), "ResolvedRefs": ("True", None),
+                     "attached": 1}
+
+    def current(gateway: str, listeners: dict[str, dict]):
+        def check(objects) -> list[str]:
+            p: list[str] = []
+            gateway_must(p, objects, gateway, {"Accepted": ("True", None)})
+            listeners_must(p, objects, gateway, listeners)
+            return p + all_conditions_current(find(objects, "Gateway", gateway))
+        return check
+
+    problems = status_eventually(replay, current("gateway-add-listener", {"https": http_listener}))
+    problems += status_eventually(replay, current("gateway-remove-listener",
+                                                  {"https": http_listener, "http": http_listener}))
+    added = {"name": "http", "port": 80, "protocol": "HTTP", "hostname": "data.test.com",
+             "allowedRoutes": {"namespaces": {"from": "All"}}}
+    before, after, docs = bump(replay, docs, "Gateway", "gateway-add-listener",
+                               lambda spec: spec["listeners"].append(added))
+    if after <= before:
+        problems.append(f"gateway-add-listener: generation {before} -> {after} after the spec changed")
+    problems += status_eventually(replay, current("gateway-add-listener",
+                                                  {"https": http_listener, "http": http_listener}))
+    problems += traffic_ready(replay, docs, ("gateway-add-listener",))
+    problems += conf.replay(replay.send_batch, [v(1, host="data.test.com", gateway="gateway-add-listener")])
+
+    def remove_https(spec: dict) -> None:
+        spec["listeners"] = [entry for entry in spec["listeners"] if entry["name"] == "http"]
+
+    before, after, docs = bump(replay, docs, "Gateway", "gateway-remove-listener", remove_https)
+    if after <= before:
+        problems.append(f"gateway-remove-listener: generation {before} -> {after} after the spec changed")
+    problems += status_eventually(replay, current("gateway-remove-listener", {"http": http_listener}))
+    record("GatewayModifyListeners", problems)
 
 
 @pytest.mark.timeout(900)
