@@ -168,7 +168,7 @@ def check_hostname_intersection(objects) -> list[str]:
 
 # Route status each case must show besides traffic (default: every route accepted, RR True).
 STATUS = {
-    "HTTPRouteInvalidNonExistentBackendRef": refs_unresolved("gateway-conformance-infra-test", "BackendNotFound"),
+    "HTTPRouteInvalidNonExistentBackendRef": refs_unresolved("invalid-nonexistent-backend-ref", "BackendNotFound"),
     "HTTPRouteInvalidBackendRefUnknownKind": refs_unresolved("invalid-backend-ref-unknown-kind", "InvalidKind"),
     "HTTPRouteInvalidCrossNamespaceBackendRef": refs_unresolved("invalid-cross-namespace-backend-ref", "RefNotPermitted"),
     "HTTPRouteInvalidReferenceGrant": refs_unresolved("reference-grant", "RefNotPermitted"),
