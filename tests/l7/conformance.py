@@ -342,6 +342,12 @@ class Replay:
                 continue
             route_must(problems, objects, doc["metadata"]["name"], ("True", "Accepted"), ("True", "ResolvedRefs"),
                        kind=doc["kind"], parents=len(doc["spec"]["parentRefs"]))
+            # A route outside its Gateway's namespace: the parent entry names that namespace.
+            for entry in find(objects, doc["kind"], doc["metadata"]["name"])["status"].get("parents", []):
+                ref = next((r for r in doc["spec"]["parentRefs"] if r["name"] == entry["parentRef"]["name"]), {})
+                namespace = ref.get("namespace", doc["metadata"]["namespace"])
+                if namespace != doc["metadata"]["namespace"] and entry["parentRef"].get("namespace") != namespace:
+                    problems.append(f"{doc['metadata']['name']}: parentRef {entry['parentRef']} lacks namespace {namespace}")
         return problems
 
     def listeners_programmed(self, gateway: str) -> bool:
