@@ -9,8 +9,9 @@ batch: reads a JSON list of {"url", "host", "headers"} and sends each (a new
 connection each, redirects not followed) --repeat times in a row; prints, per request,
 the list of its answers {"status", "body", "headers"} or {"error"}.
 
-spread: N requests on one keep-alive connection; counts answers per echo pod, status
-codes and failures, and keeps the first answer. stream: requests without pause until
+spread: N requests on one keep-alive connection (or over --parallel ones at once, with
+--jitter a random X-Jitter header each); counts answers per echo pod, status codes and
+failures, and keeps the first answer. stream: requests without pause until
 --duration passes or SIGTERM/SIGINT, alternating between one keep-alive connection and
 a new connection per request; every failure (connection error, timeout, non-200) is
 counted and the first few are described.
@@ -25,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,28 +57,44 @@ def _headers(items: list[str]) -> dict[str, str]:
 
 
 def spread(args: argparse.Namespace) -> dict[str, Any]:
-    conn, path = _connection(args.url, args.timeout)
+    """--count requests over --parallel keep-alive connections at once (each its own
+    thread); with --jitter each carries a random X-Jitter header, as upstream's weight
+    tests send."""
     headers = _headers(args.header)
     pods: Counter[str] = Counter()
     codes: Counter[int] = Counter()
     failures: list[str] = []
-    first: dict[str, Any] | None = None
-    for _ in range(args.count):
-        try:
-            code, document, response_headers = _request(conn, path, headers)
-        except (OSError, http.client.HTTPException) as error:
-            failures.append(repr(error))
-            conn.close()
-            conn, path = _connection(args.url, args.timeout)
-            continue
-        codes[code] += 1
-        if code == 200:
-            pods[document.get("pod", "?")] += 1
-        if first is None:
-            first = {"status": code, "body": document, "headers": response_headers}
-    conn.close()
+    first: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def worker(count: int) -> None:
+        conn, path = _connection(args.url, args.timeout)
+        for _ in range(count):
+            sent = dict(headers, **({"X-Jitter": uuid.uuid4().hex} if args.jitter else {}))
+            try:
+                code, document, response_headers = _request(conn, path, sent)
+            except (OSError, http.client.HTTPException) as error:
+                with lock:
+                    failures.append(repr(error))
+                conn.close()
+                conn, path = _connection(args.url, args.timeout)
+                continue
+            with lock:
+                codes[code] += 1
+                if code == 200:
+                    pods[document.get("pod", "?")] += 1
+                if not first:
+                    first.append({"status": code, "body": document, "headers": response_headers})
+        conn.close()
+
+    shares = [args.count // args.parallel + (1 if i < args.count % args.parallel else 0) for i in range(args.parallel)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in shares if n]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return {"pods": dict(pods), "codes": {str(k): v for k, v in codes.items()}, "failures": failures,
-            "first": first}
+            "first": first[0] if first else None}
 
 
 def stream(args: argparse.Namespace) -> dict[str, Any]:
@@ -150,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "spread":
             mode.add_argument("--count", type=int, default=100)
             mode.add_argument("--header", action="append", default=[], help="name:value (repeat)")
+            mode.add_argument("--parallel", type=int, default=1, help="connections sending at once")
+            mode.add_argument("--jitter", action="store_true", help="a random X-Jitter header on each request")
         else:
             mode.add_argument("--duration", type=float, default=3600)
             mode.add_argument("--interval-ms", type=float, default=0)

@@ -406,7 +406,8 @@ def test_gateway_modify_listeners(replay):
 
 @pytest.mark.timeout(900)
 def test_http_core_weight(replay):
-    """HTTPRouteWeight: 70/30/0 on v1/v2/v3; of 500 requests each share within 5 points."""
+    """HTTPRouteWeight: 70/30/0 on v1/v2/v3; of 500 requests, 10 at a time with a random
+    X-Jitter header, each share within 5 points and v3 none; up to 10 tries."""
     docs = replay.apply("httproute-weight.yaml")
     assert wait_for(lambda: replay.listeners_programmed("same-namespace"), timeout=60)
     assert not replay.routes_accepted(docs)
@@ -415,7 +416,7 @@ def test_http_core_weight(replay):
     for attempt in range(10):
         done = net.run(net.client.ns, net.python_argv(
             "lab.httpclient", "spread", "--url", f"http://{replay.addresses['same-namespace']}/",
-            "--count", 500), timeout=300)
+            "--count", 500, "--parallel", 10, "--jitter"), timeout=300)
         report = json.loads(done.stdout.strip().splitlines()[-1])
         counts = {f"v{n}": sum(c for pod, c in report["pods"].items() if pod.startswith(f"infra-backend-v{n}-"))
                   for n in (1, 2, 3)}
