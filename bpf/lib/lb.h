@@ -246,10 +246,14 @@ static __always_inline int lb_reverse(CTX *ctx, struct pkt *p, struct nat_entry 
  * datagram's first fragment (addresses only: it has no transport header) and counted
  * on the same flow, or, untracked (its first lost, or still to come: fragments are not
  * buffered), dropped and counted when addressed to a frontend. */
-static __always_inline int frag_forward(CTX *ctx, struct pkt *p, struct scratch *s, int egress,
-					__u32 *ifindex)
+static __always_inline int frag_forward(CTX *ctx, struct pkt *p, int egress, __u32 *ifindex)
 {
-	struct frag_entry *to = frags.lookup(&s->frag);
+	struct scratch *s = scratch_get();
+	struct frag_entry *to;
+
+	if (!s)
+		return V_PASS;
+	to = frags.lookup(&s->frag);
 
 	if (!to)
 		return on_parse_failure(p, PARSE_FRAGMENT);
@@ -288,23 +292,36 @@ static __always_inline int lb_translate(CTX *ctx, struct pkt *p, const struct co
 
 /* `egress`: the packet is leaving through tc egress, already routed by the kernel;
  * only replies and ICMP errors are translated there, in place. */
+/* A first fragment was translated: remember how, for the later ones (key: how it
+ * arrived, left in scratch by note_fragment). */
+static __always_inline void frag_remember(const struct pkt *p)
+{
+	struct scratch *s = scratch_get();
+
+	if (!s || (addr_equal(&p->tuple.saddr, &s->frag.saddr) &&
+		   addr_equal(&p->tuple.daddr, &s->frag.daddr)))
+		return; /* not translated (not ours, or handed to the kernel as it was) */
+	__builtin_memset(&s->frag_to, 0, sizeof(s->frag_to));
+	s->frag_to.saddr = p->tuple.saddr;
+	s->frag_to.daddr = p->tuple.daddr;
+	s->frag_to.service_id = p->flow_service;
+	s->frag_to.backend_id = p->flow_backend;
+	s->frag_to.inbound = p->inbound;
+	frags.update(&s->frag, &s->frag_to);
+}
+
+/* `egress`: the packet is leaving through tc egress, already routed by the kernel;
+ * only replies and ICMP errors are translated there, in place. */
 static __always_inline int lb_process(CTX *ctx, int egress, __u32 *ifindex)
 {
 	struct pkt p = {};
 	struct config *cfg;
-	struct scratch *s = scratch_get();
 	__u32 zero = 0;
 	int rc;
 
-	if (!s)
-		return V_PASS;
-	/* Whether this is a first fragment is kept in scratch, not on the stack: the
-	 * verifier's states for whole datagrams and first fragments then agree, and it
-	 * walks the translation once for both. */
-	s->frag_first = 0;
-	rc = parse_packet(ctx, &p, s);
+	rc = parse_packet(ctx, &p);
 	if (rc == PARSE_FRAGMENT && p.frag == FRAG_LATER)
-		return frag_forward(ctx, &p, s, egress, ifindex);
+		return frag_forward(ctx, &p, egress, ifindex);
 	if (rc != PARSE_OK)
 		return on_parse_failure(&p, rc);
 	cfg = config.lookup(&zero);
@@ -314,18 +331,10 @@ static __always_inline int lb_process(CTX *ctx, int egress, __u32 *ifindex)
 		rc = icmp_error_nat(ctx, &p, egress, ifindex);
 		return rc < 0 ? V_PASS : rc;
 	}
+	/* Whole datagrams and first fragments share the one inlined translation. */
 	rc = lb_translate(ctx, &p, cfg, egress, ifindex);
-	if (s->frag_first && (!addr_equal(&p.tuple.saddr, &s->frag.saddr) ||
-			      !addr_equal(&p.tuple.daddr, &s->frag.daddr))) {
-		/* Remember how the first fragment was translated, for the later ones. */
-		__builtin_memset(&s->frag_to, 0, sizeof(s->frag_to));
-		s->frag_to.saddr = p.tuple.saddr;
-		s->frag_to.daddr = p.tuple.daddr;
-		s->frag_to.service_id = p.flow_service;
-		s->frag_to.backend_id = p.flow_backend;
-		s->frag_to.inbound = p.inbound;
-		frags.update(&s->frag, &s->frag_to);
-	}
+	if (p.frag == FRAG_FIRST)
+		frag_remember(&p);
 	return rc;
 }
 

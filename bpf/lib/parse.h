@@ -36,8 +36,7 @@ struct pkt {
 	__u8 ttl;             /* TTL or hop limit */
 	__u8 icmp_error;      /* an ICMP(v6) error: the tuple's ports are unset */
 	__u8 have_daddr;
-	__u8 frag;            /* FRAG_NONE, or FRAG_LATER (no transport header); a first
-			       * fragment is marked in scratch (frag_first), see lb_process */
+	__u8 frag;            /* FRAG_NONE, FRAG_FIRST (ports known), FRAG_LATER */
 	__u8 inbound;         /* set with flow_*: client -> backend (1) or a reply (0) */
 	__u32 flow_service;   /* the flow a translated packet was counted on, for the */
 	__u32 flow_backend;   /* frags entry of a first fragment */
@@ -55,12 +54,20 @@ struct ipv6_frag {
 #define IP6_OFFSET 0xfff8
 
 #define FRAG_NONE  0
+#define FRAG_FIRST 1
 #define FRAG_LATER 2
 
-/* A fragment: its frags key, from the tuple read so far and the identification, into
- * scratch, where the first fragment's translation and the later ones' lookup use it. */
-static __always_inline void note_fragment(struct scratch *s, const struct pkt *p, __be32 id)
+/* A fragment: its frags key (the tuple read so far, and the identification) into
+ * scratch, for the first fragment's frags entry or a later one's lookup. Written here,
+ * on the fragment's own branch, rather than by the caller before translating: a branch
+ * there made the compiler duplicate the translation's start for first fragments, and
+ * the verifier then walked it twice (the XDP program went past its limit). */
+static __always_inline void note_fragment(struct pkt *p, __be32 id)
 {
+	struct scratch *s = scratch_get();
+
+	if (!s)
+		return;
 	s->frag.saddr = p->tuple.saddr;
 	s->frag.daddr = p->tuple.daddr;
 	s->frag.id = id;
@@ -112,7 +119,7 @@ static __always_inline int parse_l4(CTX *ctx, struct pkt *p)
 	return PARSE_NOT_OURS;
 }
 
-static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p, struct scratch *s)
+static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p)
 {
 	struct iphdr ip;
 	__u32 hdr_len;
@@ -137,12 +144,12 @@ static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p, struct scratch *s
 		 * stays right); later ones follow it through the frags map. */
 		int rc;
 
-		note_fragment(s, p, ip.id);
+		note_fragment(p, ip.id);
 		if (ip.frag_off & bpf_htons(IP_OFFSET)) {
 			p->frag = FRAG_LATER;
 			return PARSE_FRAGMENT;
 		}
-		s->frag_first = 1;
+		p->frag = FRAG_FIRST;
 		rc = parse_l4(ctx, p);
 		return rc == PARSE_OK && !p->icmp_error ? PARSE_OK : PARSE_FRAGMENT;
 	}
@@ -154,8 +161,7 @@ static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p, struct scratch *s
  * routing headers, which we do not walk). As for IPv4: the first fragment carries the
  * transport header and is handled like a whole datagram; later ones follow it. An
  * atomic fragment (offset 0, no more fragments: RFC 6946) is a whole datagram. */
-static __always_inline int parse_ipv6_frag(CTX *ctx, struct pkt *p, struct scratch *s,
-					   const struct ipv6hdr *ip6)
+static __always_inline int parse_ipv6_frag(CTX *ctx, struct pkt *p, const struct ipv6hdr *ip6)
 {
 	struct ipv6_frag fh;
 	int rc;
@@ -167,7 +173,7 @@ static __always_inline int parse_ipv6_frag(CTX *ctx, struct pkt *p, struct scrat
 	p->tuple.proto = fh.nexthdr;
 	p->ttl = ip6->hop_limit;
 	p->l4_off = p->l3_off + sizeof(*ip6) + sizeof(fh);
-	note_fragment(s, p, fh.id);
+	note_fragment(p, fh.id);
 	if (fh.frag_off & bpf_htons(IP6_OFFSET)) {
 		p->frag = FRAG_LATER;
 		return PARSE_FRAGMENT;
@@ -178,11 +184,11 @@ static __always_inline int parse_ipv6_frag(CTX *ctx, struct pkt *p, struct scrat
 	rc = parse_l4(ctx, p);
 	if (!(fh.frag_off & bpf_htons(IP6_MF)))
 		return rc;
-	s->frag_first = 1;
+	p->frag = FRAG_FIRST;
 	return rc == PARSE_OK && !p->icmp_error ? PARSE_OK : PARSE_FRAGMENT;
 }
 
-static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p, struct scratch *s)
+static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p)
 {
 	struct ipv6hdr ip6;
 
@@ -195,7 +201,7 @@ static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p, struct scratch *s
 	if (ip6.version != 6 || !ctx_has(ctx, p->l3_off + p->l3_len))
 		return PARSE_MALFORMED;
 	if (ip6.nexthdr == IPPROTO_FRAGMENT)
-		return parse_ipv6_frag(ctx, p, s, &ip6);
+		return parse_ipv6_frag(ctx, p, &ip6);
 	/* Walking extension headers is not worth its verifier cost for an L4 balancer:
 	 * clients do not send them on TCP/UDP in practice. */
 	if (ip6.nexthdr == IPPROTO_HOPOPTS || ip6.nexthdr == IPPROTO_ROUTING ||
@@ -208,9 +214,8 @@ static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p, struct scratch *s
 	return parse_l4(ctx, p);
 }
 
-/* `s`: the caller's scratch, with frag_first cleared; a fragment leaves its frags key
- * there, and a first fragment also sets frag_first. */
-static __always_inline int parse_packet(CTX *ctx, struct pkt *p, struct scratch *s)
+/* A fragment leaves its frags key in scratch (note_fragment). */
+static __always_inline int parse_packet(CTX *ctx, struct pkt *p)
 {
 	__be16 proto;
 
@@ -218,9 +223,9 @@ static __always_inline int parse_packet(CTX *ctx, struct pkt *p, struct scratch 
 	if (ctx_load(ctx, 12, &proto, sizeof(proto)) < 0)
 		return PARSE_NOT_OURS;
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(ctx, p, s);
+		return parse_ipv4(ctx, p);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(ctx, p, s);
+		return parse_ipv6(ctx, p);
 	return PARSE_NOT_OURS;
 }
 

@@ -37,7 +37,7 @@ struct scratch {
 	struct nat_entry nat;                  /* lb_new_flow */
 	struct ct_entry flow;                  /* lb_forward, lb_new_flow */
 	struct ct_key flow_key;                /* lb_forward */
-	struct frag_key frag;                  /* parse_packet, lb_process, frag_forward */
+	struct frag_key frag;                  /* note_fragment, lb_process, frag_forward */
 	struct frag_entry frag_to;             /* lb_process */
 	struct ct_key reply_key;               /* lb_new_flow, lb_forward */
 	struct ct_key quoted;                  /* icmp_error_nat */
@@ -45,7 +45,6 @@ struct scratch {
 	struct icmp_rewrite rw;                /* icmp_error_nat */
 	struct ipv6hdr rst_ip6;                /* reject_tcp_syn */
 	struct pseudo6 rst_ph6;
-	__u8 frag_first;                       /* parse_packet, lb_process */
 };
 
 BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
