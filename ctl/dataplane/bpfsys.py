@@ -142,10 +142,15 @@ class MapInfo:
     name: str
 
 
-def map_info(fd: int) -> MapInfo:
+def _raw_map_info(fd: int) -> _MapInfo:
     info = _MapInfo()
     size = ctypes.c_uint32(ctypes.sizeof(info))
     _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
+    return info
+
+
+def map_info(fd: int) -> MapInfo:
+    info = _raw_map_info(fd)
     return MapInfo(info.type, info.id, info.key_size, info.value_size, info.max_entries,
                    info.name.decode())
 
@@ -165,9 +170,7 @@ class MapShape:
 
 
 def map_shape(fd: int) -> MapShape:
-    info = _MapInfo()
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
+    info = _raw_map_info(fd)
     return MapShape(info.type, info.key_size, info.value_size, info.max_entries, info.map_flags,
                     info.btf_id, info.btf_key_type_id, info.btf_value_type_id)
 

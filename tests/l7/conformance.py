@@ -201,23 +201,31 @@ def check_response(expect: Expect, status: int, body: dict, headers: dict[str, s
     return None
 
 
-def replay(send_batch, expects: list[Expect], timeout: float = 30.0) -> list[str]:
+def until_held(send_batch, items: list, check, describe, timeout: float = 30.0) -> list[str]:
     """Upstream's rule: each expectation holds 3 times in a row within 30 s. send_batch
-    sends every request 3 times and returns the answers; returns the failures left."""
+    sends every item 3 times and returns the answers; check(item, answer) says why an
+    answer is wrong (or None); returns the failures left, described by describe(item)."""
     deadline = time.monotonic() + timeout
     while True:
-        answers = send_batch(expects)
         failures = []
-        for expect, tries in zip(expects, answers):
-            for answer in tries:
-                why = (f"request failed: {answer['error']}" if "error" in answer else
-                       check_response(expect, answer["status"], answer["body"], answer["headers"]))
-                if why:
-                    failures.append(f"{expect.host or ''}{expect.path} {expect.headers or ''}: {why}")
-                    break
+        for item, tries in zip(items, send_batch(items)):
+            why = next((w for w in (check(item, answer) for answer in tries) if w), None)
+            if why:
+                failures.append(f"{describe(item)}: {why}")
         if not failures or time.monotonic() > deadline:
             return failures
         time.sleep(1)
+
+
+def _check_http(expect: Expect, answer: dict) -> str | None:
+    if "error" in answer:
+        return f"request failed: {answer['error']}"
+    return check_response(expect, answer["status"], answer["body"], answer["headers"])
+
+
+def replay(send_batch, expects: list[Expect], timeout: float = 30.0) -> list[str]:
+    return until_held(send_batch, expects, _check_http,
+                      lambda x: f"{x.host or ''}{x.path} {x.headers or ''}", timeout)
 
 
 @dataclass(frozen=True)
@@ -246,36 +254,13 @@ def check_grpc(expect: GrpcExpect, answer: dict) -> str | None:
 
 
 def replay_grpc(send_batch, expects: list[GrpcExpect], timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        answers = send_batch(expects)
-        failures = []
-        for expect, tries in zip(expects, answers):
-            for answer in tries:
-                why = check_grpc(expect, answer)
-                if why:
-                    failures.append(f"{expect.authority or ''} {expect.method} {expect.metadata or ''}: {why}")
-                    break
-        if not failures or time.monotonic() > deadline:
-            return failures
-        time.sleep(1)
+    return until_held(send_batch, expects, check_grpc,
+                      lambda x: f"{x.authority or ''} {x.method} {x.metadata or ''}", timeout)
 
 
 def replay_tls(send_batch, requests: list[dict], check, timeout: float = 30.0) -> list[str]:
     """The same rule for TLS exchanges: check(request, answer) -> None or why not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answers = send_batch(requests)
-        failures = []
-        for request, tries in zip(requests, answers):
-            for answer in tries:
-                why = check(request, answer)
-                if why:
-                    failures.append(f"{request['addr']} SNI {request['sni']}: {why}")
-                    break
-        if not failures or time.monotonic() > deadline:
-            return failures
-        time.sleep(1)
+    return until_held(send_batch, requests, check, lambda x: f"{x['addr']} SNI {x['sni']}", timeout)
 
 
 # -- the replay: an agent serving the lab, and the clients ---------------------------------
