@@ -22,6 +22,7 @@ every network namespace, so the caller subtracts its own readings from ours.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import struct
@@ -122,10 +123,14 @@ def breakdown(args: argparse.Namespace) -> dict:
     dconfig = DataplaneConfig()
     out: dict = {}
 
+    cpu: dict[str, float] = {}
+    out["cpu"] = cpu  # CPU seconds per step: steadier than wall time on a shared machine
+
     def timed(name: str, fn):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         value = fn()
         out[name] = time.perf_counter() - started
+        cpu[name] = time.process_time() - started_cpu
         return value
 
     # As the agent loads: with its parse cache, where this version of ctl has one.
@@ -135,11 +140,26 @@ def breakdown(args: argparse.Namespace) -> dict:
     def load_directory(path):
         return ctl.sources.load_directory(path, cache) if cache is not None else ctl.sources.load_directory(path)
 
-    loaded = timed("load", lambda: load_directory(config_dir))
-    if loaded.problems:
-        raise SystemExit(f"problems in {config_dir}: {loaded.problems[:3]}")
-    translation = timed("translate", lambda: translate(loaded.snapshot, tconfig))
-    first = timed("plan", lambda: plan(translation.desired, ActualState(), dconfig, limits))
+    # As the agent pauses the garbage collector around a reconcile, where this version
+    # of ctl does (--plain-gc: as before it did); "gc"/"edit_gc" time the pass after.
+    try:
+        from ctl.agent.heap import Collector
+    except ImportError:
+        Collector = None
+    collector = Collector() if Collector is not None and not args.plain_gc else None
+    out["gc_paused"] = collector is not None
+
+    def paused():
+        return collector.paused() if collector is not None else contextlib.nullcontext()
+
+    with paused():
+        loaded = timed("load", lambda: load_directory(config_dir))
+        if loaded.problems:
+            raise SystemExit(f"problems in {config_dir}: {loaded.problems[:3]}")
+        translation = timed("translate", lambda: translate(loaded.snapshot, tconfig))
+        first = timed("plan", lambda: plan(translation.desired, ActualState(), dconfig, limits))
+        settling, settling_cpu = time.perf_counter(), time.process_time()
+    out["gc"], cpu["gc"] = time.perf_counter() - settling, time.process_time() - settling_cpu
     out["services"] = len(translation.desired.services)
     out["ops"] = len(first.ops)
 
@@ -156,18 +176,22 @@ def breakdown(args: argparse.Namespace) -> dict:
         members={(op.service_id, op.backend_id): op.weight_milli for op in first.ops
                  if type(op).__name__ == "PutMember"},
     )
-    same = timed("plan_unchanged", lambda: plan(translation.desired, actual, dconfig, limits))
+    with paused():
+        same = timed("plan_unchanged", lambda: plan(translation.desired, actual, dconfig, limits))
     out["ops_unchanged"] = len(same.ops)
     if args.edit_file:
         path = config_dir / args.edit_file
         original = path.read_text()
-        try:
-            path.write_text(original.replace(args.edit_from, args.edit_to, 1))
-            loaded2 = timed("edit_load", lambda: load_directory(config_dir))
-        finally:
-            path.write_text(original)
-        translation2 = timed("edit_translate", lambda: translate(loaded2.snapshot, replace(tconfig), translation.statuses))
-        edited = timed("edit_plan", lambda: plan(translation2.desired, actual, dconfig, limits))
+        with paused():
+            try:
+                path.write_text(original.replace(args.edit_from, args.edit_to, 1))
+                loaded2 = timed("edit_load", lambda: load_directory(config_dir))
+            finally:
+                path.write_text(original)
+            translation2 = timed("edit_translate", lambda: translate(loaded2.snapshot, replace(tconfig), translation.statuses))
+            edited = timed("edit_plan", lambda: plan(translation2.desired, actual, dconfig, limits))
+            settling, settling_cpu = time.perf_counter(), time.process_time()
+        out["edit_gc"], cpu["edit_gc"] = time.perf_counter() - settling, time.process_time() - settling_cpu
         out["edit_ops"] = len(edited.ops)
     out["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -193,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     split.add_argument("--max-services", type=int, default=16384)
     split.add_argument("--max-backends", type=int, default=131072)
     split.add_argument("--edit-file", help="file to edit for the second pass")
+    split.add_argument("--plain-gc", action="store_true",
+                       help="leave the garbage collector as Python sets it (the agent pauses it)")
     split.add_argument("--edit-from", default="weight: 1}")
     split.add_argument("--edit-to", default="weight: 0}")
     args = parser.parse_args(argv)

@@ -30,6 +30,7 @@ from ctl.translate import TranslateConfig
 from l7sidecar.envoy import RunPaths
 
 from . import datapath_watch
+from .heap import Collector
 from .l7 import L7Runtime, LocalAddresses
 from .metrics import AgentMetrics, DataplaneCollector
 from .reconciler import ReconcileOutcome, Reconciler
@@ -199,13 +200,15 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
             assert options.config_dir is not None
             parsed = ParseCache()  # an edit re-parses only the files it changed
             generations = GenerationBook()  # a spec edit bumps metadata.generation, as the API server does
+            collector = Collector()  # no collector passes over the whole state inside a reconcile
             for _ in changes(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set,
                              settle=options.settle_window):
                 if stop.is_set():
                     break
-                loaded = load_directory(options.config_dir, parsed)
-                snapshot, generations = generations.assign(loaded.snapshot)
-                outcome = reconciler.reconcile(replace(loaded, snapshot=snapshot))
+                with collector.paused():
+                    loaded = load_directory(options.config_dir, parsed)
+                    snapshot, generations = generations.assign(loaded.snapshot)
+                    outcome = reconciler.reconcile(replace(loaded, snapshot=snapshot))
                 metrics.observe(outcome)
                 release_free_memory()
     finally:
