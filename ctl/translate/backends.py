@@ -15,13 +15,12 @@ the data path refuses (TCP RST, UDP drop) instead of silently shifting it onto t
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ctl.api import GATEWAY_GROUP, BackendRef, EndpointPort, Route, Service, ServicePort
+from ctl.api.core import parse_ip_address
 from ctl.model import Endpoint, WeightedEndpoint
 from ctl.translate.conditions import Reason
 from ctl.translate.index import SnapshotIndex
@@ -120,9 +119,6 @@ def draining_endpoints_of(service: Service, port: ServicePort, family: int, inde
     return tuple(e for e in terminating if e not in ready) if ready else ()
 
 
-# Every translation parses every endpoint address again (an edit re-translates all):
-# parsing dominates at 10,000 routes, and the strings rarely change.
-_parse_address = functools.lru_cache(maxsize=1 << 18)(ipaddress.ip_address)
 
 
 def _classified(service: Service, port: ServicePort, family: int,
@@ -141,7 +137,7 @@ def _classified(service: Service, port: ServicePort, family: int,
             is_ready = conditions.ready is not False
             is_serving = conditions.serving if conditions.serving is not None else is_ready
             # Kubernetes consumers use the first address; the rest are fungible copies.
-            address = Endpoint(_parse_address(endpoint.addresses[0]), slice_port.port)
+            address = Endpoint(parse_ip_address(endpoint.addresses[0]), slice_port.port)
             if is_ready:
                 ready.add(address)
             elif is_serving and conditions.terminating:

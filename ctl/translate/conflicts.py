@@ -55,8 +55,13 @@ def find_conflicts(gateways: Sequence[GatewayView]) -> dict[ListenerKey, Conflic
     claimed: dict[tuple[IPAddress, Protocol, int], list[ListenerView]] = defaultdict(list)
     for gateway in gateways:
         candidates = [listener for listener in gateway.listeners if listener.claims_port]
+        # Only listeners on one port and transport can clash: compare within those
+        # groups, not every pair (a Gateway may have 64 listeners).
+        same_port: dict[tuple[Protocol, int], list[ListenerView]] = defaultdict(list)
         for listener in candidates:
-            conflict = _clash_within(listener, candidates)
+            same_port[(listener.transport, listener.spec.port)].append(listener)
+        for listener in candidates:
+            conflict = _clash_within(listener, same_port[(listener.transport, listener.spec.port)])
             if conflict:
                 conflicts[listener.key] = conflict
         for listener in candidates:
