@@ -95,6 +95,16 @@ def parse_documents(text: str, filename: str) -> ParseResult:
         while loader.check_node():
             node = loader.get_node()
             index += 1
+            fast = _plain_document(loader, node) if node is not None else None
+            if fast is not None:
+                document, duplicates = fast
+                if document is None:
+                    continue
+                if _is_list(document):
+                    _take_list(document, duplicates, filename, index, take)
+                else:
+                    take(_parse(document, filename, index, duplicates))
+                continue
             # Before constructing: merge keys (<<) are expanded into the node in place.
             refusal = _alias_problem(node) if node is not None else None
             if refusal is not None:
@@ -114,6 +124,69 @@ def parse_documents(text: str, filename: str) -> ParseResult:
     finally:
         loader.dispose()
     return ParseResult(filename, tuple(objects), tuple(problems), tuple(ignored))
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+# Scalars other than strings, built by the loader's own constructors (YAML 1.1 rules:
+# 0x1F, 1_000, yes/no, ~ ...).
+_SCALAR_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+                          "tag:yaml.org,2002:null"})
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_document(loader: Any, root: Node) -> tuple[Any, tuple[tuple[str, str], ...]] | None:
+    """The document and its duplicate fields in one walk over its nodes, for the
+    documents manifests are made of: no anchors or aliases, no merge keys, no explicit
+    tags beyond the core ones, scalar keys. Anything else returns None and takes the
+    general path (alias checks, PyYAML's constructor), which gives the same result; this
+    one only skips its three separate walks and the constructor's generators."""
+    seen: set[int] = set()
+    duplicates: list[tuple[str, str]] = []
+    constructors = loader.yaml_constructors
+
+    def build(node: Node, path: tuple[str | int, ...]) -> Any:
+        if id(node) in seen:
+            raise _NotPlain  # an alias: shared objects and expansion limits
+        seen.add(id(node))
+        kind, tag = type(node), node.tag
+        if kind is ScalarNode:
+            if tag == _STR_TAG:
+                return node.value
+            if tag in _SCALAR_TAGS:
+                return constructors[tag](loader, node)
+            raise _NotPlain
+        if kind is MappingNode and tag == _MAP_TAG:
+            mapping: dict[Any, Any] = {}
+            lines: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if type(key_node) is not ScalarNode or key_node.tag == _MERGE_TAG:
+                    raise _NotPlain
+                raw = key_node.value
+                line = key_node.start_mark.line + 1
+                if raw in lines:
+                    duplicates.append((format_path((*path, raw)),
+                                       f"duplicate field (line {line}; first set on line {lines[raw]})"))
+                else:
+                    lines[raw] = line
+                key = build(key_node, path)
+                mapping[key] = build(value_node, (*path, raw))
+            return mapping
+        if kind is SequenceNode and tag == _SEQ_TAG:
+            return [build(item, (*path, i)) for i, item in enumerate(node.value)]
+        raise _NotPlain
+
+    try:
+        document = build(root, ())
+    except (_NotPlain, RecursionError):
+        return None
+    if len(seen) > MAX_EXPANDED_NODES:
+        return None  # the general path names the limit
+    return document, tuple(duplicates)
 
 
 def _take_list(document: dict[str, Any], duplicates: tuple[tuple[str, str], ...], filename: str, index: int,

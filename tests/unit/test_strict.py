@@ -423,3 +423,64 @@ def test_objects_an_api_server_accepted_may_carry_fields_newer_than_our_schemas(
     assert isinstance(parse_object(newer, filename="f", index=1, unknown_fields=False), TCPRoute)
     refused = parse_object(newer, filename="f", index=1)
     assert str(refused) == "f: TCPRoute apps/r: spec.rules[0].fieldFromV17: unknown field"
+
+
+# -- the one-walk reading of plain documents ---------------------------------------------------
+
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_EXAMPLES = REPO.parent.parent / "shared" / "gateway-api"
+TRICKY_DOCUMENTS = [
+    ROUTE,
+    ROUTE.replace("weight: 3}", "weight: 3}]\n    backendRefs: [{name: other, port: 80}"),  # duplicate field
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {x: y, x: z}}\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {'1': y, 1: z}}\n",  # same text, other types
+    "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\nspec:\n  ports: [{port: 0x50, name: !!str 8}]\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\nspec:\n  ports: [{port: !!int '80'}]\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: yes, labels: {a: ~, b: null, c: 1.5e3, d: .inf, e: 1_0}}\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  creationTimestamp: 2024-01-02T03:04:05Z\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, creationTimestamp: !!timestamp 2024-01-02}\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: !!set {x, y}}\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: !custom {x: y}}\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {[x]: y}}\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: !!str {a: b}}\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: app, namespace: apps, labels: &l {app: a}}\n"
+    "spec:\n  selector: *l\n  ports: [{name: tcp, port: 80}]\n",
+    "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: &m {name: a, labels: {x: y}}}\n"
+    "- apiVersion: v1\n  kind: Namespace\n  metadata:\n    <<: *m\n    name: b\n",
+    "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a, name: b}}\n",
+    "~\n---\n42\n---\n[a, b]\n---\n---\nkind: Namespace\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: &m {name: a, x: *m}\n",
+    "[" * 2000 + "]" * 2000 + "\n",
+]
+
+
+def _corpus() -> list[tuple[str, str]]:
+    texts = [(f"tricky-{i}.yaml", text) for i, text in enumerate(TRICKY_DOCUMENTS)]
+    for root in (REPO / "examples", REPO / "tests", REPO / "deploy", SHARED_EXAMPLES):
+        texts += [(str(path), path.read_text(errors="replace")) for path in sorted(root.rglob("*.yaml"))]
+    return texts
+
+
+def test_plain_documents_read_in_one_walk_give_what_the_general_path_gives(monkeypatch) -> None:
+    """Every manifest in the repository and the upstream examples, and documents chosen
+    to leave the one-walk path (aliases, merge keys, tags, odd keys), parse to the same
+    objects and problems whether or not plain documents take that path."""
+    from ctl.sources import documents
+
+    corpus = _corpus()
+    assert len(corpus) > 300
+    one_walk = documents._plain_document
+    outcomes = []
+
+    def counted(loader, node):
+        result = one_walk(loader, node)
+        outcomes.append(result is not None)
+        return result
+
+    monkeypatch.setattr(documents, "_plain_document", counted)
+    fast = [parse_documents(text, name) for name, text in corpus]
+    assert outcomes.count(True) > 1000 and outcomes.count(False) >= 8  # both paths were taken
+    monkeypatch.setattr(documents, "_plain_document", lambda loader, node: None)
+    general = [parse_documents(text, name) for name, text in corpus]
+    assert fast == general
