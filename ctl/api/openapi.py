@@ -14,10 +14,13 @@ from __future__ import annotations
 import copy
 import ipaddress
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
+
+from ctl.api.schemacheck import Check, compile_check
 
 _FORMATS = jsonschema.FormatChecker(formats=())
 
@@ -55,9 +58,20 @@ def to_json_schema(node: Any) -> Any:
     return converted
 
 
-def validator_for(openapi: dict[str, Any]) -> jsonschema.Draft7Validator:
+@dataclass(frozen=True)
+class SchemaValidator:
+    """jsonschema's validator, which explains violations, and the compiled yes/no check
+    that spares asking it about valid objects (None where the schema is not compiled)."""
+
+    explain: jsonschema.Draft7Validator
+    accepts: Check | None
+
+
+def validator_for(openapi: dict[str, Any]) -> SchemaValidator:
     """A validator for the schema; build it once per schema, it is not cheap."""
-    return jsonschema.Draft7Validator(to_json_schema(openapi), format_checker=_FORMATS)
+    schema = to_json_schema(openapi)
+    return SchemaValidator(jsonschema.Draft7Validator(schema, format_checker=_FORMATS),
+                           compile_check(schema, _FORMATS))
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -97,9 +111,11 @@ def format_path(parts: Iterable[str | int]) -> str:
     return text
 
 
-def schema_problems(validator: jsonschema.Draft7Validator, instance: Any) -> list[tuple[str, str]]:
+def schema_problems(validator: SchemaValidator, instance: Any) -> list[tuple[str, str]]:
     """Every schema violation as (field path, message), in document order."""
-    errors = sorted(validator.iter_errors(instance), key=_document_order)
+    if validator.accepts is not None and validator.accepts(instance):
+        return []
+    errors = sorted(validator.explain.iter_errors(instance), key=_document_order)
     return [_describe(error) for error in errors]
 
 

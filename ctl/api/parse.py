@@ -61,7 +61,7 @@ Problem = tuple[str, str]
 class _CompiledSchema:
     channel: str
     openapi: dict[str, Any]
-    validator: jsonschema.Draft7Validator
+    validator: openapi.SchemaValidator
     rules: frozenset[str]
     # The schema strict field validation compares against (metadata as ObjectMeta).
     fields: dict[str, Any]
