@@ -140,16 +140,16 @@ class _NotPlain(Exception):
 
 
 def _plain_document(loader: Any, root: Node) -> tuple[Any, tuple[tuple[str, str], ...]] | None:
-    """The document and its duplicate fields in one walk over its nodes, for the
+    """The document (and its duplicate fields: none) in one walk over its nodes, for the
     documents manifests are made of: no anchors or aliases, no merge keys, no explicit
-    tags beyond the core ones, scalar keys. Anything else returns None and takes the
-    general path (alias checks, PyYAML's constructor), which gives the same result; this
-    one only skips its three separate walks and the constructor's generators."""
+    tags beyond the core ones, string keys, no field set twice. Anything else returns
+    None and takes the general path (alias and duplicate checks, PyYAML's constructor),
+    which gives the same result; this one only skips its three separate walks and the
+    constructor's generators."""
     seen: set[int] = set()
-    duplicates: list[tuple[str, str]] = []
     constructors = loader.yaml_constructors
 
-    def build(node: Node, path: tuple[str | int, ...]) -> Any:
+    def build(node: Node) -> Any:
         if id(node) in seen:
             raise _NotPlain  # an alias: shared objects and expansion limits
         seen.add(id(node))
@@ -162,31 +162,28 @@ def _plain_document(loader: Any, root: Node) -> tuple[Any, tuple[tuple[str, str]
             raise _NotPlain
         if kind is MappingNode and tag == _MAP_TAG:
             mapping: dict[Any, Any] = {}
-            lines: dict[str, int] = {}
-            for key_node, value_node in node.value:
-                if type(key_node) is not ScalarNode or key_node.tag == _MERGE_TAG:
+            pairs = node.value
+            for key_node, value_node in pairs:
+                # String keys only (not merge keys, numbers...): then a field set twice
+                # shows as a shorter mapping.
+                if type(key_node) is not ScalarNode or key_node.tag != _STR_TAG or id(key_node) in seen:
                     raise _NotPlain
-                raw = key_node.value
-                line = key_node.start_mark.line + 1
-                if raw in lines:
-                    duplicates.append((format_path((*path, raw)),
-                                       f"duplicate field (line {line}; first set on line {lines[raw]})"))
-                else:
-                    lines[raw] = line
-                key = build(key_node, path)
-                mapping[key] = build(value_node, (*path, raw))
+                seen.add(id(key_node))
+                mapping[key_node.value] = build(value_node)
+            if len(mapping) != len(pairs):
+                raise _NotPlain  # duplicate fields: the general path names them and their lines
             return mapping
         if kind is SequenceNode and tag == _SEQ_TAG:
-            return [build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return [build(item) for item in node.value]
         raise _NotPlain
 
     try:
-        document = build(root, ())
+        document = build(root)
     except (_NotPlain, RecursionError):
         return None
     if len(seen) > MAX_EXPANDED_NODES:
         return None  # the general path names the limit
-    return document, tuple(duplicates)
+    return document, ()
 
 
 def _take_list(document: dict[str, Any], duplicates: tuple[tuple[str, str], ...], filename: str, index: int,
