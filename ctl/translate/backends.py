@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass, replace
 
 from ctl.api import GATEWAY_GROUP, BackendRef, EndpointPort, Route, Service, ServicePort
@@ -170,6 +171,11 @@ def backend_pool(resolutions: Sequence[BackendResolution], family: int, index: S
     When every weight is 0 nothing may receive new flows: the pool then rejects all of
     them (reject weight 1 against zero-weight backends, which only drain).
     """
+    inputs = _pool_inputs(resolutions, family, index)
+    return _POOLS.get(inputs) or _POOLS.put(inputs, _backend_pool(resolutions, family, index))
+
+
+def _backend_pool(resolutions: Sequence[BackendResolution], family: int, index: SnapshotIndex) -> BackendPool:
     weights: dict[Endpoint, float] = defaultdict(float)
     reject = 0.0
     for resolution in resolutions:
@@ -177,15 +183,80 @@ def backend_pool(resolutions: Sequence[BackendResolution], family: int, index: S
         if resolution.failure or resolution.service is None or resolution.port is None:
             reject += weight
             continue
-        endpoints = endpoints_of(resolution.service, resolution.port, family, index)
+        ready, terminating = _classified(resolution.service, resolution.port, family, index)
+        endpoints = ready or terminating
         if not endpoints:
             reject += weight
             continue
         for endpoint in endpoints:
             weights[endpoint] += weight / len(endpoints)
-        for endpoint in draining_endpoints_of(resolution.service, resolution.port, family, index):
-            weights[endpoint] += 0.0  # drains: keeps its flows, gets no new ones
+        if ready:
+            for endpoint in terminating:
+                weights[endpoint] += 0.0  # drains: keeps its flows, gets no new ones
     if reject == 0 and not any(weights.values()):
         reject = 1.0
     return BackendPool(tuple(WeightedEndpoint(e, weights[e]) for e in sorted(weights, key=Endpoint.sort_key)),
                        reject)
+
+
+def _pool_inputs(resolutions: Sequence[BackendResolution], family: int, index: SnapshotIndex) -> tuple[Any, ...]:
+    """Everything a pool is a function of, as the objects themselves: the parsed objects
+    of files that did not change are the same objects from load to load (ParseCache)."""
+    parts: list[Any] = [family]
+    for resolution in resolutions:
+        service = resolution.service
+        slices = index.slices_by_service.get((service.namespace, service.name), ()) if service is not None else ()
+        parts.append((resolution.ref.weight, resolution.failure is not None, service, resolution.port, slices))
+    return tuple(parts)
+
+
+class _IdentityMemo:
+    """Results of a pure function of immutable objects, found again when it is called
+    with the very same objects (compared by identity: pydantic models hash and compare
+    by value, field by field, which would cost what the memo saves). An edit at 10,000
+    routes re-translates every route; this recomputes only the pools whose Service or
+    EndpointSlices changed. Holds what the last two translations used, no more."""
+
+    def __init__(self) -> None:
+        self._current: dict[Any, tuple[Any, Any]] = {}
+        self._previous: dict[Any, tuple[Any, Any]] = {}
+
+    def next_generation(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def get(self, inputs: tuple[Any, ...]) -> Any:
+        key = _identities(inputs)
+        found = self._current.get(key) or self._previous.get(key)
+        if found is None or not _same_objects(found[0], inputs):
+            return None
+        self._current[key] = found
+        return found[1]
+
+    def put(self, inputs: tuple[Any, ...], result: Any) -> Any:
+        self._current[_identities(inputs)] = (inputs, result)  # the inputs stay alive: ids stay theirs
+        return result
+
+
+_VALUES = (int, float, str, type(None))  # compared by value (bool is an int)
+
+
+def _identities(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_identities(item) for item in value)
+    return value if isinstance(value, _VALUES) else id(value)
+
+
+def _same_objects(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same_objects(x, y) for x, y in zip(a, b))
+    if isinstance(a, _VALUES):
+        return type(a) is type(b) and a == b
+    return a is b
+
+
+_POOLS = _IdentityMemo()
+
+
+def new_translation() -> None:
+    """Called once per translation: pools not used since the last one are dropped."""
+    _POOLS.next_generation()

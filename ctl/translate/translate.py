@@ -24,7 +24,7 @@ from ctl.model import DesiredState, FrontendKey, NatMode, Service
 from ctl.l7model import L7State
 from ctl.sources import Snapshot
 from ctl.translate.attachment import ParentOutcome, attach
-from ctl.translate.backends import BackendPool, BackendResolution, backend_pool, resolve_backends
+from ctl.translate.backends import BackendPool, BackendResolution, backend_pool, new_translation, resolve_backends
 from ctl.translate.conditions import ConditionType, Reason
 from ctl.translate.config import TranslateConfig
 from ctl.translate.conflicts import find_conflicts
@@ -57,6 +57,7 @@ def translate(snapshot: Snapshot, config: TranslateConfig, previous: Iterable[Ob
     """``previous`` is the last translation's statuses: an unchanged condition keeps its
     lastTransitionTime."""
     index = SnapshotIndex.of(snapshot)
+    new_translation()
     classes = {c.name: c for c in snapshot.gateway_classes if c.spec.controller_name == config.controller_name}
     gateways = sorted(
         (view_gateway(g, classes[g.spec.gateway_class_name], config, index)
