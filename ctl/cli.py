@@ -6,7 +6,6 @@ stderr with a non-zero exit code."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import sys
 import threading
@@ -145,6 +144,7 @@ def run(
     and keep it in step."""
     from ctl.agent import logs
     from ctl.agent.run import AgentError, AgentOptions, run_agent
+    from ctl.agent.signals import stop_on_signals
     from ctl.model import NatMode
 
     logs.configure(log_level)
@@ -169,8 +169,7 @@ def run(
     if kubeconfig is not None and not kubeconfig.is_file():
         raise fail(f"--kubeconfig {kubeconfig}: no such file", 2)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     try:
         run_agent(options, stop)
     except (AgentError, ValueError, OSError) as error:
