@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import socket
 import socketserver
 import ssl
@@ -35,6 +34,8 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from ctl.agent.signals import stop_on_signals
 
 
 @dataclass(frozen=True)
@@ -298,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     print("ready", flush=True)
     stop.wait()
     for server in servers:

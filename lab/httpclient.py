@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import signal
 import sys
 import threading
 import time
@@ -30,6 +29,8 @@ import uuid
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
+
+from ctl.agent.signals import stop_on_signals
 
 
 def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
@@ -99,8 +100,7 @@ def spread(args: argparse.Namespace) -> dict[str, Any]:
 
 def stream(args: argparse.Namespace) -> dict[str, Any]:
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     deadline = time.monotonic() + args.duration
     keepalive, path = _connection(args.url, args.timeout)
     sent = ok = 0
