@@ -206,6 +206,10 @@ def obj_get(path: str | os.PathLike) -> int:
     return _check(_lib().bpf_obj_get(os.fsencode(path)), f"opening pinned {path}")
 
 
+def obj_pin(fd: int, path: str | os.PathLike) -> None:
+    _check(_lib().bpf_obj_pin(fd, os.fsencode(path)), f"pinning {path}")
+
+
 def map_fd_by_id(map_id: int) -> int:
     return _check(_lib().bpf_map_get_fd_by_id(map_id), f"opening map id {map_id}")
 

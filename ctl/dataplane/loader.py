@@ -12,6 +12,8 @@ import enum
 import errno
 import logging
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +117,26 @@ def check_pinned_maps(spec: DataplaneSpec) -> None:
                 f"{spec.maglev_size}; keep --maglev-size or use another --pin-dir"
             )
     # The tables themselves need no check: each inner map carries its own size.
+
+
+def superseded_pins(names: Iterable[str]) -> list[str]:
+    """The pins among `names` that an older build left: one of our maps under a layout
+    version this build no longer uses (e.g. maglev_v2 once maglev_v3 exists). Nothing
+    reads them any more; a conntrack map among them can hold megabytes of kernel memory."""
+    current = ({file for file, *_ in abi.PINNED_MAPS.values()} | {file for file, *_ in abi.CONTROL_MAPS.values()}
+               | {abi.MAGLEV_TEMPLATE_FILE})
+    ours = {file.rsplit("_v", 1)[0] for file in current}
+    return sorted(name for name in names if name not in current
+                  and (versioned := re.fullmatch(r"(.+)_v\d+", name)) and versioned.group(1) in ours)
+
+
+def remove_superseded_pins(pin_dir: Path) -> list[str]:
+    """Unpins what `superseded_pins` finds in `pin_dir`. Safe while old programs still run:
+    a map lives as long as a program or fd holds it, the pin is only its name."""
+    removed = superseded_pins(entry.name for entry in pin_dir.iterdir()) if pin_dir.is_dir() else []
+    for name in removed:
+        (pin_dir / name).unlink(missing_ok=True)
+    return removed
 
 
 def _size(ctype: type) -> int:

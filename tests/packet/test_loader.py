@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from ctl.dataplane import abi, bpfsys
-from ctl.dataplane.loader import DataplaneSpec, PinnedMapMismatch, check_pinned_maps, compile_programs
+from ctl.dataplane.loader import (DataplaneSpec, PinnedMapMismatch, check_pinned_maps, compile_programs,
+                                  remove_superseded_pins)
 
 from ctl.dataplane.pinned import PinnedMaps
 from lab.harness import TEST_SPEC_SIZES
@@ -93,3 +94,21 @@ def test_a_template_of_another_size_is_refused(pin_dir):
     with pytest.raises(PinnedMapMismatch, match=r"maglev_template_v2: the pinned Maglev template holds \d+ slots, "
                                                 r"this build expects 251"):
         check_pinned_maps(DataplaneSpec(pin_dir=pin_dir, **other))
+
+
+def test_an_upgrade_unpins_the_maps_of_older_layouts_and_nothing_else(pin_dir):
+    """An older build's maps (e.g. maglev_v2 after the move to maglev_v3) are unpinned once
+    the new programs run; this build's maps and files that are not ours stay."""
+    current = ["maglev_v3", "ct_fwd_v2", abi.MAGLEV_TEMPLATE_FILE, "maglev_digest_v1"]
+    older = ["maglev_v2", "maglev_template_v1", "frags_v1", "ct_fwd_v1"]
+    foreign = ["someone_elses_v1", "maglev_backup"]
+    pin_dir.mkdir()
+    for name in current + older + foreign:
+        fd = bpfsys.map_create(bpfsys.MAP_TYPE_ARRAY, name, 4, 4, 1)
+        try:
+            bpfsys.obj_pin(fd, pin_dir / name)
+        finally:
+            os.close(fd)
+    assert remove_superseded_pins(pin_dir) == sorted(older)
+    assert sorted(p.name for p in pin_dir.iterdir()) == sorted(current + foreign)
+    assert remove_superseded_pins(pin_dir) == []
