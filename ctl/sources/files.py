@@ -5,6 +5,7 @@ Everything but the reading itself is in ``documents`` and stays pure.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from ctl.api import ValidationProblem
@@ -43,7 +44,8 @@ def read_manifest(path: Path) -> str | ValidationProblem:
 
 
 class ParseCache:
-    """The parse result of each file of one directory, with the exact text it came from.
+    """The parse result of each file of one directory, with a digest of the exact text
+    it came from (the text itself would be another copy of the whole directory).
 
     parse_documents is a pure function of (text, file name), and its objects are
     immutable, so a file whose text is unchanged since the last load is not parsed and
@@ -52,14 +54,15 @@ class ParseCache:
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, tuple[str, ParseResult]] = {}
+        self._files: dict[str, tuple[bytes, ParseResult]] = {}
 
     def parse(self, text: str, name: str) -> ParseResult:
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         cached = self._files.get(name)
-        if cached is not None and cached[0] == text:
+        if cached is not None and cached[0] == digest:
             return cached[1]
         result = parse_documents(text, name)
-        self._files[name] = (text, result)
+        self._files[name] = (digest, result)
         return result
 
     def keep_only(self, names: set[str]) -> None:

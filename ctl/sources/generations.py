@@ -11,6 +11,7 @@ start again at 1 (or at the file's value) when the agent restarts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from ctl.sources.snapshot import Snapshot
 @dataclass(frozen=True)
 class _Entry:
     parsed: K8sObject  # as read from the file: an unchanged file yields this same object
-    spec: str  # fingerprint of everything but metadata
+    spec: bytes  # fingerprint of everything but metadata
     generation: int
 
 
@@ -59,8 +60,10 @@ class GenerationBook:
         return (Snapshot.of(objects) if renumbered else snapshot), GenerationBook(entries)
 
 
-def _spec_fingerprint(obj: K8sObject) -> str:
-    return json.dumps(obj.model_dump(mode="json", exclude={"metadata"}), sort_keys=True)
+def _spec_fingerprint(obj: K8sObject) -> bytes:
+    # A digest, not the text: the book holds one per object, 10,000s of them.
+    text = json.dumps(obj.model_dump(mode="json", exclude={"metadata"}), sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def _with_generation(obj: K8sObject, generation: int) -> K8sObject:
