@@ -132,9 +132,20 @@ class EndpointConditions(ApiModel):
     terminating: bool | None = None
 
 
+# Every endpoint carries its conditions, and nearly all are {ready: true}: one shared
+# (frozen) instance per distinct value instead of one per endpoint, 80,000 of them at
+# 10,000 routes of 8 backends (about 37 MiB). At most 27 values exist.
+_SHARED_CONDITIONS: dict[EndpointConditions, EndpointConditions] = {}
+
+
 class SliceEndpoint(ApiModel):
     addresses: tuple[str, ...] = Field(min_length=1, max_length=100)
     conditions: EndpointConditions = EndpointConditions()
+
+    @field_validator("conditions")
+    @classmethod
+    def _shared(cls, value: EndpointConditions) -> EndpointConditions:
+        return _SHARED_CONDITIONS.setdefault(value, value)
 
 
 class EndpointPort(ApiModel):
