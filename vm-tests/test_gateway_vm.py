@@ -16,29 +16,15 @@ import pytest
 import yaml
 
 from lab.client import share_mismatches
+from lab.examples import example_files, with_tcp_weights
 
-from conftest import FIGURES, REMOTE_GATEWAY, ROOT
+from conftest import FIGURES, REMOTE_GATEWAY
 
 pytestmark = pytest.mark.vm
-EXAMPLES = ROOT / "examples" / "standalone"
 IPV6 = Path(__file__).resolve().parent / "ipv6.yaml"
 NICS = ("front", "be0", "be1", "be2")
 TOLERANCE = 0.05  # as in the net tier
 XDP_ATTACHED_DRV = 1  # IFLA_XDP_ATTACHED: the program runs in the driver (native mode)
-
-
-def example_files() -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(EXAMPLES.glob("*.yaml"))}
-
-
-def with_tcp_weights(a: int, b: int, c: int) -> dict[str, str]:
-    files = example_files()
-    docs = list(yaml.safe_load_all(files["30-routes.yaml"]))
-    route = next(d for d in docs if d["kind"] == "TCPRoute")
-    for ref, weight in zip(route["spec"]["rules"][0]["backendRefs"], (a, b, c)):
-        ref["weight"] = weight
-    files["30-routes.yaml"] = yaml.safe_dump_all(docs, sort_keys=False)
-    return files
 
 
 def spread(agent, proto: str, addr, port: int, count: int) -> dict:

@@ -24,11 +24,11 @@ from l7sidecar.envoy import RunPaths, stop_envoy
 
 from lab import netlab
 from lab.client import share_mismatches
+from lab.examples import example_files, with_tcp_weights
 from .test_dataplane_net import _missing
 
 pytestmark = pytest.mark.net
 ROOT = netlab.PROJECT_ROOT
-EXAMPLES = ROOT / "examples" / "standalone"
 GOLDEN = ROOT / "tests" / "golden"
 API_PORT = 9480
 TOLERANCE = 0.05
@@ -142,10 +142,6 @@ def agent(tmp_path_factory):
     assert not netlab.leftovers(net.prefix)
 
 
-def example_files() -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(EXAMPLES.glob("*.yaml"))}
-
-
 def spread(agent, proto: str, port: int, count: int = 500, timeout: float = 2.0, addr=None) -> dict:
     mode = "tcp-spread" if proto == "tcp" else "udp-spread"
     return agent.net.run_client(mode, "--addr", addr or agent.net.vip4, "--port", port, "--count", count,
@@ -203,20 +199,9 @@ def test_metrics_count_per_route_and_backend(agent):
 
 
 # -- live edits ---------------------------------------------------------------------------
-def _with_weights(a: int, b: int, c: int) -> dict[str, str]:
-    """The example configuration with the TCPRoute's three weights replaced."""
-    files = example_files()
-    docs = list(yaml.safe_load_all(files["30-routes.yaml"]))
-    tcp_route = next(d for d in docs if d["kind"] == "TCPRoute")
-    for ref, weight in zip(tcp_route["spec"]["rules"][0]["backendRefs"], (a, b, c)):
-        ref["weight"] = weight
-    files["30-routes.yaml"] = yaml.safe_dump_all(docs, sort_keys=False)
-    return files
-
-
 def test_an_edit_is_live_within_a_second(agent):
     agent.replace_config(example_files())
-    files = _with_weights(0, 0, 1)
+    files = with_tcp_weights(0, 0, 1)
     written = time.monotonic()
     for name, text in files.items():
         (agent.config_dir / name).write_text(text)
@@ -226,8 +211,8 @@ def test_an_edit_is_live_within_a_second(agent):
 
 
 def test_an_invalid_edit_is_reported_and_traffic_is_untouched(agent):
-    agent.replace_config(_with_weights(0, 1, 0))
-    bad = _with_weights(0, 1, 0)
+    agent.replace_config(with_tcp_weights(0, 1, 0))
+    bad = with_tcp_weights(0, 1, 0)
     bad["30-routes.yaml"] = bad["30-routes.yaml"].replace("weight: 1\n", "weight: 2000000\n", 1)
     assert "2000000" in bad["30-routes.yaml"]
     agent.replace_config(bad, expect_problems=True)
@@ -241,7 +226,7 @@ def test_an_invalid_edit_is_reported_and_traffic_is_untouched(agent):
 
 def _bad_edit(name: str) -> tuple[dict[str, str], list[str]]:
     """A configuration the API server would refuse, and what its problem must name."""
-    files = _with_weights(0, 1, 0)
+    files = with_tcp_weights(0, 1, 0)
     routes = files["30-routes.yaml"]
     match name:
         case "unknown-field":
@@ -264,9 +249,9 @@ def _bad_edit(name: str) -> tuple[dict[str, str], list[str]]:
 
 @pytest.mark.parametrize("name", ["unknown-field", "misspelt-field", "invalid-name", "duplicate-field", "binary-file"])
 def test_input_refused_by_strict_validation_is_reported_and_traffic_is_untouched(agent, name):
-    agent.replace_config(_with_weights(0, 1, 0))
+    agent.replace_config(with_tcp_weights(0, 1, 0))
     bad, expected = _bad_edit(name)
-    assert bad != _with_weights(0, 1, 0)
+    assert bad != with_tcp_weights(0, 1, 0)
     agent.replace_config(bad, expect_problems=True)
     (problem,) = agent.problems()
     for fragment in expected:
@@ -276,8 +261,8 @@ def test_input_refused_by_strict_validation_is_reported_and_traffic_is_untouched
 
 
 def test_a_kind_the_agent_does_not_read_is_logged_and_does_not_block_an_edit(agent):
-    agent.replace_config(_with_weights(0, 1, 0))
-    files = _with_weights(0, 0, 1)
+    agent.replace_config(with_tcp_weights(0, 1, 0))
+    files = with_tcp_weights(0, 0, 1)
     files["50-widget.yaml"] = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\n"
     agent.replace_config(files)
     assert agent.problems() == []
