@@ -67,6 +67,9 @@ METRICS = {
     # CPU time the proxy's processes used per completed request: less sensitive than
     # requests/s to what else the shared machine runs (softirq time is not included).
     "cpu": ("proxy CPU per request", "µs", False),
+    # Its kernel part (system time: syscalls, and the network stack when it runs in the
+    # proxy's context): tells work in the proxy's own code from work in the path below it.
+    "sys": ("proxy kernel CPU per request", "µs", False),
 }
 
 ROUNDS, QUICK_ROUNDS = 3, 1
@@ -412,20 +415,23 @@ class Bench:
         if workload == "close":
             argv += ["-H", "Connection: close"]
         pids = self.proxy_pids()
-        cpu_before = _process_cpu_seconds(pids)
+        user_before, sys_before = _process_cpu_seconds(pids)
         done = self.lab.run(self.lab.client.ns, [*argv, f"{scheme}://{self.vip}:{port}/"], timeout=seconds + 60)
-        cpu = _process_cpu_seconds(pids) - cpu_before
+        user_after, sys_after = _process_cpu_seconds(pids)
+        cpu, kernel = (user_after - user_before) + (sys_after - sys_before), sys_after - sys_before
         figures = parse_wrk(done.stdout)
-        per_request = cpu * 1e6 / figures["requests"] if figures["requests"] and cpu > 0 else None
-        return {**figures, "cpu": per_request, "cpu_seconds": cpu, "output": done.stdout}
+        per_request = (lambda seconds: seconds * 1e6 / figures["requests"]
+                       if figures["requests"] and cpu > 0 else None)
+        return {**figures, "cpu": per_request(cpu), "sys": per_request(kernel), "cpu_seconds": cpu,
+                "output": done.stdout}
 
 
-def _process_cpu_seconds(roots: list[int]) -> float:
+def _process_cpu_seconds(roots: list[int]) -> tuple[float, float]:
     """User and system CPU seconds of the processes roots and all their descendants."""
     import os
 
     parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+    times: dict[int, tuple[float, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -435,14 +441,14 @@ def _process_cpu_seconds(roots: list[int]) -> float:
         except (OSError, IndexError):
             continue
         parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+        times[int(entry.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
     wanted, frontier = set(), [r for r in roots if r in times]
     while frontier:
         pid = frontier.pop()
         if pid not in wanted:
             wanted.add(pid)
             frontier += [child for child, parent in parents.items() if parent == pid]
-    return sum(times[pid] for pid in wanted)
+    return sum(times[pid][0] for pid in wanted), sum(times[pid][1] for pid in wanted)
 
 
 def _terminate(proc: subprocess.Popen, sig: int, grace: float = 15) -> None:
@@ -553,6 +559,9 @@ def ratio_sentences(result: dict) -> list[str]:
             cpu_ours, cpu_theirs = _figure(result, workload, "xdpgw", "cpu"), _figure(result, workload, peer, "cpu")
             if cpu_ours is not None and cpu_theirs is not None:
                 p99 += f"; proxy CPU {cpu_ours:.0f} µs vs {cpu_theirs:.0f} µs per request ({cpu_ours / cpu_theirs:.2f}×)"
+            sys_ours, sys_theirs = _figure(result, workload, "xdpgw", "sys"), _figure(result, workload, peer, "sys")
+            if sys_ours is not None and sys_theirs is not None:
+                p99 += f", of which in the kernel {sys_ours:.0f} µs vs {sys_theirs:.0f} µs"
             lines.append(f"- {WORKLOAD_LABELS[workload]}, {what}: xdp-gateway {ours:,.0f} requests/s vs "
                          f"{theirs:,.0f} ({ours / theirs:.3f}×, {change:+.1f}%){p99}.")
     return lines

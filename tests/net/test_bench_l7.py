@@ -41,5 +41,5 @@ def test_every_path_serves_every_workload(tmp_path):
     text = l7.markdown(result)
     assert "| xdp-gateway (Envoy via handoff) |" in text and "handoff cost against plain Envoy" in text
     charts = l7.charts(result, tmp_path)
-    assert {c.name for c in charts} == {"l7_rps.png", "l7_p50.png", "l7_p99.png", "l7_cpu.png"}
+    assert {c.name for c in charts} == {"l7_rps.png", "l7_p50.png", "l7_p99.png", "l7_cpu.png", "l7_sys.png"}
     assert all(c.stat().st_size > 0 for c in charts)
