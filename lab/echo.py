@@ -10,9 +10,11 @@ echo-basic does when TLS_SERVER_CERT is set) answers every request with JSON: pa
 the query), host, method, proto, headers (canonical names, lists of values), namespace,
 ingress, service, pod, httpPort, and over TLS what the handshake settled (tls: version,
 serverName, negotiatedProtocol, cipherSuite). It copies the header
-`X-Echo-Set-Header: name:value,name2:value2` into response headers, waits for
-`?delay=<duration>` first, and logs `Echoing back request made to <uri> to client`
-(the mirror tests read that line). With --grpc the pods serve instead the suite's gRPC
+`X-Echo-Set-Header: name:value,name2:value2` into response headers (values of one name
+joined by commas), logs `Echoing back request made to <uri> to client` (the mirror tests
+read that line), then waits for `?delay=<duration>`. Under `/retry/` it simulates a
+flaky backend as echo-basic does: the first `succeedAfter` requests of each `uuid` fail,
+with status `responseCode` when given, else by resetting the connection. With --grpc the pods serve instead the suite's gRPC
 echo service (lab.grpcecho) over h2c on that port. With --tcp they serve instead
 echo-basic's TCP echo (TCP_ECHO_SERVER): plain on --tcp, TLS on --tls; on connect the
 greeting line, then per line `PING` -> `PONG`, `IS_TLS` -> `true`/`false`, `TEST` -> a
@@ -28,6 +30,7 @@ import re
 import socket
 import socketserver
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -90,25 +93,67 @@ def echo_document(pod: Pod, port: int, method: str, uri: str, proto: str,
 
 
 def set_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """X-Echo-Set-Header: name:value,name2:value2 -> headers to add to the response."""
-    out = []
+    """X-Echo-Set-Header: name:value,name2:value2 -> headers to add to the response, in
+    the given case; a name given twice is one header, its values joined by commas (as
+    echo-basic writes them)."""
+    out: dict[str, str] = {}
     for name, value in headers:
         if name.lower() != "x-echo-set-header":
             continue
         for item in value.split(","):
-            if ":" in item:
-                key, _, val = item.partition(":")
-                out.append((key.strip(), val.strip()))
-    return out
+            key, _, val = item.strip().partition(":")
+            if not key:
+                continue
+            out[key] = f"{out[key]},{val.strip()}" if key in out else val
+    return list(out.items())
 
 
-def delay_of(uri: str) -> float:
-    values = parse_qs(urlsplit(uri).query).get("delay")
+def delay_of(uri: str, key: str = "delay") -> float:
+    values = parse_qs(urlsplit(uri).query).get(key)
     return parse_duration(values[0]) if values else 0.0
 
 
+@dataclass(frozen=True)
+class RetryFailure:
+    """What a failing /retry/ attempt does: answer this status, or (None) reset the
+    connection."""
+
+    status: int | None
+    delay: float = 0.0
+
+
+class RetrySimulation:
+    """echo-basic's retry simulator: per `uuid`, the first `succeedAfter` attempts fail
+    (status `responseCode`, else a TCP reset), later ones are echoed. One per pod."""
+
+    def __init__(self) -> None:
+        self._attempts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def attempt(self, uri: str) -> RetryFailure | str | None:
+        """A failure for this attempt, None to echo it, or why the request is invalid."""
+        query = parse_qs(urlsplit(uri).query)
+        request_id = query.get("uuid", [""])[0]
+        if not request_id:
+            return "uuid is required"
+        try:
+            succeed_after = int(query.get("succeedAfter", [""])[0])
+        except ValueError:
+            return "succeedAfter is required"
+        try:
+            status: int | None = int(query.get("responseCode", [""])[0])
+        except ValueError:
+            status = None
+        with self._lock:
+            if self._attempts.get(request_id, 0) >= succeed_after:
+                return None
+            self._attempts[request_id] = self._attempts.get(request_id, 0) + 1
+        return RetryFailure(status, delay_of(uri, "delayRetry"))
+
+
 def _log(pod: Pod, uri: str) -> None:
-    print(json.dumps({"pod": pod.name, "msg": f"Echoing back request made to {uri} to client"}), flush=True)
+    print(json.dumps({"pod": pod.name, "namespace": pod.namespace,
+                      "msg": f"Echoing back request made to {uri} to client"}), flush=True)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -151,6 +196,8 @@ def _family(pod: Pod) -> socket.AddressFamily:
 
 
 def http_server(pod: Pod, port: int, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
+    retries = RetrySimulation()
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -158,23 +205,47 @@ def http_server(pod: Pod, port: int, tls: ssl.SSLContext | None = None) -> Threa
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
+            if urlsplit(self.path).path.startswith("/retry/") and self._failed_attempt():
+                return None
             headers = list(self.headers.items())
+            _log(pod, self.path)
             try:
                 time.sleep(delay_of(self.path))
             except ValueError as error:
-                return self._send(400, str(error).encode(), [])
-            _log(pod, self.path)
+                return self._send(500, json.dumps({"message": str(error)}).encode(), [])
             state = tls_state(self.connection) if isinstance(self.connection, ssl.SSLSocket) else None
             body = json.dumps(echo_document(pod, port, self.command, self.path, self.request_version,
                                             headers, state)).encode()
             self._send(200, body, set_headers(headers))
 
+        def _failed_attempt(self) -> bool:
+            """A /retry/ attempt that must fail has failed (True), or is to be echoed."""
+            try:
+                outcome = retries.attempt(self.path)
+            except ValueError as error:
+                outcome = str(error)
+            if outcome is None:
+                return False
+            if isinstance(outcome, str):
+                self._send(400, outcome.encode(), [])
+                return True
+            time.sleep(outcome.delay)
+            if outcome.status is not None:
+                self._send(outcome.status, b"", [])
+                return True
+            # An abortive close: the proxy sees a reset, not an answer.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return True
+
         def _send(self, code: int, body: bytes, extra: list[tuple[str, str]]) -> None:
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
             for name, value in extra:
                 self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
@@ -188,6 +259,12 @@ def http_server(pod: Pod, port: int, tls: ssl.SSLContext | None = None) -> Threa
         address_family = _family(pod)
         daemon_threads = True
         allow_reuse_address = True
+        request_queue_size = 128  # a proxy opens many connections at once
+
+        def handle_error(self, request, client_address) -> None:
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+            # else: the proxy gave up on a delayed answer (a timeout test): expected
 
     server = Server((pod.address, port), Handler)
     server.tls = tls

@@ -5,9 +5,11 @@ on stdout.
     python -m lab.httpclient stream --url http://10.99.100.1/ [--duration S]
     python -m lab.httpclient batch [--repeat N] < requests.json
 
-batch: reads a JSON list of {"url", "host", "headers"} and sends each (a new
-connection each, redirects not followed) --repeat times in a row; prints, per request,
-the list of its answers {"status", "body", "headers"} or {"error"}.
+batch: reads a JSON list of {"url", "host", "headers", "method" (GET if absent)} and
+sends each (a new connection each, redirects not followed) --repeat times in a row;
+prints, per request, the list of its answers {"status", "body", "headers"} or {"error"}.
+Response headers are keyed by lower-case name, the values of a repeated header joined
+by commas (as Go's client reports them to upstream's suite).
 
 spread: N requests on one keep-alive connection (or over --parallel ones at once, with
 --jitter a random X-Jitter header each); counts answers per echo pod, status codes and
@@ -42,15 +44,20 @@ def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, s
     return conn, path
 
 
-def _request(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> tuple[int, dict, dict]:
-    conn.request("GET", path, headers=headers)
+def _request(conn: http.client.HTTPConnection, path: str, headers: dict[str, str],
+             method: str = "GET") -> tuple[int, dict, dict]:
+    conn.request(method, path, headers=headers)
     response = conn.getresponse()
     body = response.read()
     try:
         document = json.loads(body) if body else {}
     except ValueError:
         document = {"raw": body.decode(errors="replace")[:200]}
-    return response.status, document, {k.lower(): v for k, v in response.getheaders()}
+    joined: dict[str, str] = {}
+    for name, value in response.getheaders():
+        key = name.lower()
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    return response.status, document, joined
 
 
 def _headers(items: list[str]) -> dict[str, str]:
@@ -146,7 +153,7 @@ def batch(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
             if request.get("host"):
                 headers["Host"] = request["host"]
             try:
-                code, document, response_headers = _request(conn, path, headers)
+                code, document, response_headers = _request(conn, path, headers, request.get("method") or "GET")
                 out[i].append({"status": code, "body": document, "headers": response_headers})
             except (OSError, http.client.HTTPException) as error:
                 out[i].append({"error": repr(error)})

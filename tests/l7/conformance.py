@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -152,7 +153,7 @@ class Expect:
     """One request and what must come back (upstream's http.ExpectedResponse, abridged)."""
 
     path: str
-    backend: str | None = None  # pod name prefix that must answer (namespace: namespace)
+    backend: str | None = None  # service whose pod must answer ("": any pod of namespace)
     status: int = 200
     host: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -161,43 +162,78 @@ class Expect:
     # What the backend must have seen: header name -> value (None: absent).
     seen_headers: dict[str, str | None] = field(default_factory=dict)
     redirect: dict[str, object] | None = None  # scheme/host/port/path of Location
+    method: str = "GET"
+    # The request as the backend must see it when a filter changed it (default: as sent).
+    seen_path: str | None = None
+    seen_host: str | None = None
+    # Headers the backend must answer with (upstream's BackendSetResponseHeaders, sent
+    # in X-Echo-Set-Header), and what the client must get: name -> value (None: absent).
+    echo_set: dict[str, str] = field(default_factory=dict)
+    response_headers: dict[str, str | None] = field(default_factory=dict)
+    scheme: str = "http"
+    port: int = 80  # the Gateway listener's
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers sent: the test's, and X-Echo-Set-Header as upstream's suite
+        always sends it (empty when the backend is to set nothing)."""
+        echo_set = ",".join(f"{name}:{value}" for name, value in self.echo_set.items())
+        return {**self.headers, "X-Echo-Set-Header": echo_set}
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Upstream's IsTimeoutError: either code passes where one is expected.
+_TIMEOUT_CODES = (408, 504)
+
+
+def _check_redirect(expect: Expect, location: str) -> str | None:
+    """Upstream's redirect comparison: scheme and path default to the request's, the
+    port, when the test names none, must be the Location scheme's default or absent."""
+    parts = urlsplit(location)
+    want = expect.redirect or {}
+    if parts.scheme != want.get("scheme", expect.scheme):
+        return f"Location {location}: scheme, want {want.get('scheme', expect.scheme)}"
+    if "host" in want and parts.hostname != want["host"]:
+        return f"Location {location}: host, want {want['host']}"
+    ports = want.get("port", (None, _DEFAULT_PORTS.get(parts.scheme)))
+    ports = ports if isinstance(ports, tuple) else (ports,)
+    if parts.port not in ports:
+        return f"Location {location}: port {parts.port}, want one of {ports}"
+    path = want.get("path", urlsplit(expect.path).path)
+    if parts.path != path:
+        return f"Location {location}: path, want {path}"
+    return None
 
 
 def check_response(expect: Expect, status: int, body: dict, headers: dict[str, str]) -> str | None:
     """None when the answer is what the test expects, else why not."""
-    if status != expect.status:
+    if status != expect.status and not (status in _TIMEOUT_CODES and expect.status in _TIMEOUT_CODES):
         return f"status {status}, want {expect.status}"
     if expect.redirect is not None:
-        location = headers.get("location", "")
-        from urllib.parse import urlsplit
-        parts = urlsplit(location)
-        want = expect.redirect
-        if "scheme" in want and parts.scheme != want["scheme"]:
-            return f"Location {location}: scheme"
-        if "host" in want and parts.hostname != want["host"]:
-            return f"Location {location}: host"
-        if "port" in want and parts.port not in want["port"]:
-            return f"Location {location}: port {parts.port}"
-        if "path" in want and parts.path != want["path"]:
-            return f"Location {location}: path"
-        return None
+        return _check_redirect(expect, headers.get("location", ""))
     if expect.backend is None:
         return None
     pod = body.get("pod", "")
     # Pods are named <service>-<k>: tls-backend-2-0 is not a tls-backend pod.
-    if pod.rpartition("-")[0] != expect.backend or body.get("namespace") != expect.namespace:
-        return f"answered by {body.get('namespace')}/{pod}, want {expect.namespace}/{expect.backend}-*"
-    # Upstream compares the request the backend saw with the one sent: path (query
-    # included), method, and the host when the request named one.
-    if body.get("path") != expect.path or body.get("method") != "GET":
-        return f"backend saw {body.get('method')} {body.get('path')}, want GET {expect.path}"
-    if expect.host is not None and body.get("host") != expect.host:
-        return f"backend saw host {body.get('host')!r}, want {expect.host!r}"
+    if (expect.backend and pod.rpartition("-")[0] != expect.backend) or body.get("namespace") != expect.namespace:
+        return f"answered by {body.get('namespace')}/{pod}, want {expect.namespace}/{expect.backend or ''}*"
+    # Upstream compares the request the backend saw with the one sent (or the one the
+    # test says a filter makes of it): path (query included), method, and the host
+    # when the request named one.
+    path = expect.seen_path or expect.path
+    if body.get("path") != path or body.get("method") != expect.method:
+        return f"backend saw {body.get('method')} {body.get('path')}, want {expect.method} {path}"
+    host = expect.seen_host or expect.host
+    if host is not None and body.get("host") != host:
+        return f"backend saw host {body.get('host')!r}, want {host!r}"
     seen = {k.lower(): ",".join(v) for k, v in body.get("headers", {}).items()}
     for name, value in expect.seen_headers.items():
         got = seen.get(name.lower())
         if got != value:
             return f"backend saw {name}: {got!r}, want {value!r}"
+    for name, value in expect.response_headers.items():
+        got = headers.get(name.lower())
+        if got != value:
+            return f"response header {name}: {got!r}, want {value!r}"
     return None
 
 
@@ -269,10 +305,28 @@ class Replay:
     """The running agent (`gwctl run` in the lab's gateway namespace), the address each
     Gateway got, the suite's certificates, and the clients of the client namespace."""
 
-    def __init__(self, agent, certificates: SuiteCertificates) -> None:
+    def __init__(self, agent, certificates: SuiteCertificates, echo_logs: list[list[str]] = ()) -> None:
         self.agent = agent
         self.certificates = certificates
         self.addresses: dict[str, object] = {}
+        # The echo processes' stdout lines, as they come (lab.echo.drain).
+        self.echo_logs = list(echo_logs)
+
+    def echoed(self, service: str, uri: str, namespace: str = INFRA) -> int:
+        """How many requests for uri a pod of service has logged (upstream's mirror tests
+        read the pods' logs for this line)."""
+        wanted = f"Echoing back request made to {uri} to client"
+        count = 0
+        for lines in self.echo_logs:
+            for line in list(lines):
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if (entry.get("msg") == wanted and entry.get("namespace", namespace) == namespace
+                        and entry.get("pod", "").rpartition("-")[0] == service):
+                    count += 1
+        return count
 
     def pod_addresses(self, key) -> list[str]:
         index, octets = (PODS.get(key) or GRPC_PODS.get(key) or TLS_PODS[key][:2])[:2]
@@ -300,10 +354,11 @@ class Replay:
         done = net.run(net.client.ns, net.python_argv(module, *argv), input=json.dumps(payload), timeout=timeout)
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def send_batch(self, expects: list[Expect]) -> list[list[dict]]:
-        requests = [{"url": f"http://{self.addresses[e.gateway]}{e.path}", "host": e.host,
-                     "headers": e.headers} for e in expects]
-        return self._client("lab.httpclient", ["batch", "--repeat", 3], requests, 300)
+    def send_batch(self, expects: list[Expect], repeat: int = 3) -> list[list[dict]]:
+        requests = [{"url": f"http://{self.addresses[e.gateway]}{'' if e.port == 80 else f':{e.port}'}{e.path}",
+                     "host": e.host,
+                     "headers": e.request_headers(), "method": e.method} for e in expects]
+        return self._client("lab.httpclient", ["batch", "--repeat", repeat], requests, 300)
 
     def send_grpc(self, expects: list[GrpcExpect], repeat: int = 3) -> list[list[dict]]:
         calls = [{"target": f"{self.addresses[e.gateway]}:80", "authority": e.authority, "method": e.method,
@@ -339,6 +394,39 @@ class Replay:
         gw = find(self.agent.objects(), "Gateway", gateway)
         return all(condition(entry["conditions"], "Programmed")["status"] == "True"
                    for entry in gw["status"].get("listeners", []))
+
+
+# -- HTTPS requests ------------------------------------------------------------------------
+
+def served_certificate(answer: dict, pair: certs.KeyPair, sni: str) -> str | None:
+    """None when the handshake presented exactly pair's certificate, valid for sni."""
+    served = answer.get("certificate", {})
+    if served.get("sha256") != pair.sha256:
+        return f"served certificate {served.get('sha256', '?')[:16]} (names {served.get('dnsNames')}), not the Secret's"
+    if not certs.matches_hostname(served["dnsNames"], sni):
+        return f"certificate names {served['dnsNames']} do not cover {sni}"
+    return None
+
+
+def https_sender(replay: Replay, port: int, trust: certs.KeyPair, served: certs.KeyPair,
+                 protocol: str = "https", sni: str | None = None):
+    """A send_batch for conf.replay: each Expect as an HTTPS GET (HTTP/1.1, or HTTP/2 for
+    protocol "h2") with SNI = sni or else its host, answers failing unless the handshake
+    presented `served`."""
+
+    def send(expects: list[Expect]) -> list[list[dict]]:
+        requests = [{"addr": e.gateway, "port": port, "sni": sni or e.host, "host": e.host, "path": e.path,
+                     "trust": trust.certificate.decode(), "protocol": protocol} for e in expects]
+        answers = replay.send_tls(requests)
+        for request, tries in zip(requests, answers):
+            for i, answer in enumerate(tries):
+                why = (f"{answer['stage']}: {answer['error']}" if "error" in answer
+                       else served_certificate(answer, served, request["sni"]))
+                if why:
+                    tries[i] = {"error": why}
+        return answers
+
+    return send
 
 
 # -- reading status ----------------------------------------------------------------------

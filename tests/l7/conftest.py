@@ -112,10 +112,10 @@ def envoy_rig(tmp_path: Path) -> Iterator[EnvoyRig]:
         stop_envoy(paths)
 
 
-def _echo_pods(net: netlab.Lab, certificates: conf.SuiteCertificates, pem_dir: Path) -> None:
+def _echo_pods(net: netlab.Lab, certificates: conf.SuiteCertificates, pem_dir: Path) -> list[list[str]]:
     """Starts the echo pods of conf.PODS, GRPC_PODS and TLS_PODS on their addresses in
     the backend namespaces (one process per backend and kind; per Service for TLS, which
-    serves its own certificate)."""
+    serves its own certificate). Returns each process's log lines as they come."""
     groups: dict[tuple, list[str]] = {}
 
     def add(group: tuple, service: str, namespace: str, index: int, octets: tuple[int, ...]) -> None:
@@ -141,11 +141,13 @@ def _echo_pods(net: netlab.Lab, certificates: conf.SuiteCertificates, pem_dir: P
         key.chmod(0o600)
         mode = ("--https", 8443) if kind == "https" else ("--tcp", 3000, "--tls", 8443)
         add((index, *mode, "--cert", cert, "--key", key), service, namespace, index, octets)
+    logs = []
     for (index, *mode), pods in groups.items():
         proc = net.popen(net.backends[index].ns, net.python_argv("lab.echo", *pods, *mode),
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         assert proc.stdout.readline().strip() == b"ready"
-        echo.drain(proc.stdout)
+        logs.append(echo.drain(proc.stdout))
+    return logs
 
 
 @pytest.fixture(scope="package")
@@ -163,13 +165,13 @@ def replay(tmp_path_factory) -> Iterator[conf.Replay]:
     certificates = conf.make_certificates()
     with netlab.lab(backends=3) as net:
         run_paths = RunPaths(Path("/run") / net.prefix)
-        _echo_pods(net, certificates, pem_dir)
+        echo_logs = _echo_pods(net, certificates, pem_dir)
         (config / "conformance.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
                                                                   "metadata": {"name": conf.INFRA}}))
         agent = None
         try:
             agent = L7Agent(net, config, work / "agent.log")
-            yield conf.Replay(agent, certificates)
+            yield conf.Replay(agent, certificates, echo_logs)
         finally:
             try:
                 if agent is not None:

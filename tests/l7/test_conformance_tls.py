@@ -20,7 +20,16 @@ import pytest
 from lab import certs
 
 from . import conformance as conf
-from .conformance import INFRA, WEB, Expect, expect_equal, find, listener_status, route_parent_conditions
+from .conformance import (
+    INFRA,
+    WEB,
+    Expect,
+    expect_equal,
+    find,
+    https_sender,
+    listener_status,
+    route_parent_conditions,
+)
 from .test_l7_net import wait_for
 
 pytestmark = pytest.mark.net
@@ -32,37 +41,6 @@ def report(name: str, problems: list[str]) -> None:
     RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
     print(f"CONFORMANCE {name}: {RESULTS[name]}")
     assert not problems, problems
-
-
-def served_certificate(answer: dict, pair: certs.KeyPair, sni: str) -> str | None:
-    """None when the handshake presented exactly pair's certificate, valid for sni."""
-    served = answer.get("certificate", {})
-    if served.get("sha256") != pair.sha256:
-        return f"served certificate {served.get('sha256', '?')[:16]} (names {served.get('dnsNames')}), not the Secret's"
-    if not certs.matches_hostname(served["dnsNames"], sni):
-        return f"certificate names {served['dnsNames']} do not cover {sni}"
-    return None
-
-
-def https_sender(replay: conf.Replay, port: int, trust: certs.KeyPair, served: certs.KeyPair,
-                 protocol: str = "https", sni: str | None = None):
-    """A send_batch for conf.replay: each Expect as an HTTPS GET (HTTP/1.1, or HTTP/2 for
-    protocol "h2") with SNI = sni or else its host, answers failing unless the handshake
-    presented `served`."""
-
-    def send(expects: list[Expect]) -> list[list[dict]]:
-        requests = [{"addr": e.gateway, "port": port, "sni": sni or e.host, "host": e.host, "path": e.path,
-                     "trust": trust.certificate.decode(), "protocol": protocol} for e in expects]
-        answers = replay.send_tls(requests)
-        for request, tries in zip(requests, answers):
-            for i, answer in enumerate(tries):
-                why = (f"{answer['stage']}: {answer['error']}" if "error" in answer
-                       else served_certificate(answer, served, request["sni"]))
-                if why:
-                    tries[i] = {"error": why}
-        return answers
-
-    return send
 
 
 def rejected(replay: conf.Replay, gateway: str, sni: str, port: int = 443) -> str | None:
