@@ -151,9 +151,16 @@ class RetrySimulation:
         return RetryFailure(status, delay_of(uri, "delayRetry"))
 
 
+_LOG_LOCK = threading.Lock()
+
+
 def _log(pod: Pod, uri: str) -> None:
-    print(json.dumps({"pod": pod.name, "namespace": pod.namespace,
-                      "msg": f"Echoing back request made to {uri} to client"}), flush=True)
+    line = json.dumps({"pod": pod.name, "namespace": pod.namespace,
+                       "msg": f"Echoing back request made to {uri} to client"})
+    # One write per line: print() from concurrent requests can interleave two lines.
+    with _LOG_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -16,6 +16,8 @@ The measured results are printed (`-s`) and summarised in docs/conformance.md.""
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from dataclasses import replace
 from urllib.parse import urlencode
@@ -280,6 +282,43 @@ def test_request_mirror(replay, name, manifest, mirrors, expects):
     problems += conf.replay(replay.send_batch, expects)
     problems += mirrored(replay, expects, mirrors)
     record(name, problems)
+
+
+PERCENT_MIRRORS = [(v(1, "/percent-mirror"), 20), (v(1, "/percent-mirror-fraction"), 50),
+                   (v(1, "/percent-mirror-and-modify-headers", headers=EDITS_SENT, seen_headers=EDITS_SEEN), 35)]
+
+
+@pytest.mark.timeout(1200)
+def test_request_percentage_mirror(replay):
+    """HTTPRouteRequestPercentageMirror: after the request holds, 500 requests (10 at a
+    time) with one request id, all answered by v1; the number v2 logged lies within
+    n·p ± 3·√(n·p·(1−p)); up to 5 tries per case."""
+    docs = replay.apply("httproute-request-percentage-mirror.yaml")
+    problems = ready(replay, docs)
+    problems += conf.replay(replay.send_batch, [e for e, _ in PERCENT_MIRRORS])
+    net, total = replay.agent.net, 500
+    for base, percent in PERCENT_MIRRORS:
+        p = percent / 100
+        low, high = total * p - 3 * math.sqrt(total * p * (1 - p)), total * p + 3 * math.sqrt(total * p * (1 - p))
+        outcome = ""
+        for _ in range(5):
+            expect = with_request_id(base)
+            headers = [arg for name, value in expect.headers.items() for arg in ("--header", f"{name}:{value}")]
+            done = net.run(net.client.ns, net.python_argv(
+                "lab.httpclient", "spread", "--url", f"http://{replay.addresses['same-namespace']}{expect.path}",
+                "--count", total, "--parallel", 10, *headers), timeout=300)
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+            answered = sum(c for pod, c in report["pods"].items() if pod.startswith("infra-backend-v1-"))
+            # The mirror's copies may land a little after the answers.
+            wait_for(lambda: replay.echoed("infra-backend-v2", expect.path) >= low, timeout=10, interval=0.5)
+            count = replay.echoed("infra-backend-v2", expect.path)
+            outcome = f"{base.path}: {answered}/{total} answered by v1, {count} mirrored (want {low:.0f}-{high:.0f})"
+            print(f"  {outcome}")
+            if answered == total and low <= count <= high:
+                break
+        else:
+            problems.append(outcome)
+    record("HTTPRouteRequestPercentageMirror", problems)
 
 
 # -- retries: the echo pods fail on request ----------------------------------------------------

@@ -29,6 +29,7 @@ from .conformance import (
     https_sender,
     listener_status,
     route_parent_conditions,
+    served_certificate,
 )
 from .test_l7_net import wait_for
 
