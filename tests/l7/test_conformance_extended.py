@@ -240,6 +240,24 @@ def test_redirect_port_and_scheme(replay):
     record("HTTPRouteRedirectPortAndScheme", problems)
 
 
+def check_attached_routes_8080(objects) -> list[str]:
+    """Listeners `http-unattached` (:8080) and `http` (:80): exactly these, both Accepted
+    and ResolvedRefs True, HTTPRoute supported, the route (sectionName http) on :80 only."""
+    problems: list[str] = []
+    conf.listeners_must(problems, objects, "gateway-with-two-listeners-and-one-attached-route", {
+        name: {"attached": n, "kinds": ["HTTPRoute"], "Accepted": ("True", None), "ResolvedRefs": ("True", None)}
+        for name, n in (("http-unattached", 0), ("http", 1))})
+    return problems
+
+
+@pytest.mark.timeout(600)
+def test_gateway_with_attached_routes_port_8080(replay):
+    """GatewayWithAttachedRoutesWithPort8080 (GatewayPort8080): status only, polled until it holds."""
+    replay.apply("gateway-with-attached-routes-with-port-8080.yaml")
+    wait_for(lambda: not check_attached_routes_8080(replay.agent.objects()), timeout=30)
+    record("GatewayWithAttachedRoutesWithPort8080", check_attached_routes_8080(replay.agent.objects()))
+
+
 # -- mirrors: the mirrored request shows up in the mirror pods' logs --------------------------
 
 REQUEST_ID = "gateway-api-conformance-request-id"
