@@ -43,7 +43,13 @@ class Endpoint:
         return (address_order(self.address), self.port)
 
     def __hash__(self) -> int:
-        # ipaddress hashes through hex(); planning 10,000 routes hashes endpoints ~10^5 times.
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        # ipaddress hashes through hex(); planning 10,000 routes hashes endpoints ~10^6
+        # times, about ten times each: computed once (cached_property writes the
+        # instance's __dict__ directly, which a frozen dataclass allows).
         return hash((int(self.address), self.port))
 
     def __lt__(self, other: object) -> bool:
@@ -52,6 +58,11 @@ class Endpoint:
         return self.sort_key() < other.sort_key()
 
     def __str__(self) -> str:
+        return self._text
+
+    @functools.cached_property
+    def _text(self) -> str:
+        # The Maglev key of every backend of every table the planner considers.
         host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
         return f"{host}:{self.port}"
 
@@ -67,6 +78,10 @@ class FrontendKey:
         return (address_order(self.address), self.port, int(self.protocol))
 
     def __hash__(self) -> int:
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
         return hash((int(self.address), self.port, int(self.protocol)))
 
     def __lt__(self, other: object) -> bool:

@@ -9,6 +9,7 @@ go before the tables and backends they used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -268,6 +269,7 @@ def service_table_size(service: Service, members: Members, cap: int) -> int:
     return table_size(len(service.backends) + has_reject, cap)
 
 
+@functools.lru_cache(maxsize=1 << 15)  # the members tuple hashes in C; the digest costs more
 def table_digest(members: Members, size: int, seed: int) -> int:
     """Identifies a table by what it is a pure function of: its members, the size, the
     seed and the placement version. Stored beside each table in the kernel, so that a
