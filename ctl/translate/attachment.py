@@ -35,12 +35,9 @@ def attach(route: Route, parent_ref: ParentReference, gateway: GatewayView, inde
     def refuse(reason: Reason, message: str) -> ParentOutcome:
         return ParentOutcome(parent_ref, gateway, False, reason, message)
 
-    selected = [
-        listener
-        for listener in gateway.listeners
-        if (parent_ref.section_name is None or listener.name == parent_ref.section_name)
-        and (parent_ref.port is None or listener.spec.port == parent_ref.port)
-    ]
+    named = (gateway.listeners if parent_ref.section_name is None
+             else gateway.listeners_by_name.get(parent_ref.section_name, ()))
+    selected = [listener for listener in named if parent_ref.port is None or listener.spec.port == parent_ref.port]
     if not selected:
         return refuse(Reason.NO_MATCHING_PARENT, f"Gateway has no listener {_selection(parent_ref)}")
 

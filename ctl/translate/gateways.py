@@ -3,6 +3,7 @@ conditions of the Gateway and its listeners once routes have been counted."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,6 +35,15 @@ class GatewayView:
     @property
     def acceptable(self) -> bool:
         return self.refusal is None
+
+    @functools.cached_property
+    def listeners_by_name(self) -> dict[str, tuple[ListenerView, ...]]:
+        """For routes that name their listener (sectionName): a Gateway may have 64
+        listeners and 10,000 routes; in Gateway order should a name repeat."""
+        named: dict[str, list[ListenerView]] = {}
+        for listener in self.listeners:
+            named.setdefault(listener.name, []).append(listener)
+        return {name: tuple(listeners) for name, listeners in named.items()}
 
 
 def class_status(gateway_class: GatewayClass, config: TranslateConfig) -> ObjectStatus:

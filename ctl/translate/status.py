@@ -147,11 +147,14 @@ def carry_transition_times(
 
     def carried(scope: tuple[object, ...], conditions: tuple[Condition, ...]) -> tuple[Condition, ...]:
         result = []
-        for condition in conditions:
-            before = earlier.get((*scope, condition.type))
-            if before is not None and (before.status, before.reason) == (condition.status, condition.reason):
-                condition = replace(condition, last_transition_time=before.last_transition_time)
-            result.append(condition)
+        for c in conditions:
+            before = earlier.get((*scope, c.type))
+            if before is not None and (before.status, before.reason) == (c.status, c.reason):
+                # The constructor, not dataclasses.replace: this runs for every
+                # condition of every object, and replace costs several times more.
+                c = Condition(c.type, c.status, c.reason, c.message, c.observed_generation,
+                              before.last_transition_time)
+            result.append(c)
         return tuple(result)
 
     out = []
