@@ -14,8 +14,8 @@ serverName, negotiatedProtocol, cipherSuite). It copies the header
 joined by commas), logs `Echoing back request made to <uri> to client` (the mirror tests
 read that line), then waits for `?delay=<duration>`. Under `/retry/` it simulates a
 flaky backend as echo-basic does: the first `succeedAfter` requests of each `uuid` fail,
-with status `responseCode` when given, else by resetting the connection. With --grpc the pods serve instead the suite's gRPC
-echo service (lab.grpcecho) over h2c on that port. With --tcp they serve instead
+with status `responseCode` when given, else by resetting the connection. With --grpc
+the pods serve instead the suite's gRPC echo service (lab.grpcecho) over h2c on that port. With --tcp they serve instead
 echo-basic's TCP echo (TCP_ECHO_SERVER): plain on --tcp, TLS on --tls; on connect the
 greeting line, then per line `PING` -> `PONG`, `IS_TLS` -> `true`/`false`, `TEST` -> a
 JSON line (namespace, pod, tcpport, tlsport, isTLS, tls: version, serverName,
