@@ -484,15 +484,15 @@ def charts(result: dict, outdir: Path) -> list[Path]:
     return [path]
 
 
-if __name__ == "__main__":
-    from .common import main_for
-
-    main_for(PART, run)
-
-
 def _spectre_v2() -> str:
     """The kernel's own account of its Spectre v2 mitigation (retpolines, IBRS...)."""
     try:
         return Path("/sys/devices/system/cpu/vulnerabilities/spectre_v2").read_text().strip()
     except OSError:
         return "unknown"
+
+
+if __name__ == "__main__":
+    from .common import main_for
+
+    main_for(PART, run)
