@@ -13,6 +13,10 @@ measured in turn in the same run (interleaved rounds, the order rotating each ro
            the VIP is assigned to gw's lo for this path
     nginx  Debian's nginx as a reverse proxy (keep-alive upstream pool), private config,
            pid and logs in a temp dir; the VIP on gw's lo as for envoy
+    rendered  attribution: Envoy started as for envoy, but with the very listeners, routes,
+           clusters and certificate xdp-gateway renders for the same Gateway and HTTPRoute,
+           made static (no agent, no xDS, no kernel handoff). xdpgw against rendered is
+           the cost of the handoff and the agent; rendered against envoy that of the config
 
 Workloads, measured with wrk --latency from the client namespace (completed requests,
 never what was sent):
@@ -47,11 +51,12 @@ from .common import grouped_bars, main_for, rerun, row, summary
 PART = "l7"
 TITLE = "L7 through a gateway namespace: xdp-gateway's Envoy handoff vs plain Envoy vs nginx"
 
-PATHS = ("xdpgw", "envoy", "nginx")
+PATHS = ("xdpgw", "envoy", "nginx", "rendered")
 PATH_LABELS = {
     "xdpgw": "xdp-gateway (Envoy via handoff)",
     "envoy": "plain Envoy (static, by hand)",
     "nginx": "nginx reverse proxy",
+    "rendered": "plain Envoy given xdp-gateway's rendered config",
 }
 WORKLOADS = ("keepalive", "close", "https")
 WORKLOAD_LABELS = {
@@ -210,6 +215,7 @@ class Bench:
         self.wait_listening(self.be0.ns, BACKEND_PORT)
         self.write_agent_config()
         self.write_envoy_bootstrap()
+        self.write_rendered_bootstrap()
 
     # -- paths: start, verify, stop --------------------------------------------------------
 
@@ -220,14 +226,15 @@ class Bench:
             self.start_agent()
         else:
             self.lab.run(self.gw.ns, ["ip", "addr", "add", f"{self.vip}/32", "dev", "lo"])
-            if path == "envoy":
+            if path in ("envoy", "rendered"):
                 from l7sidecar.envoy import envoy_binary
 
+                bootstrap = self.envoy_bootstrap if path == "envoy" else self.rendered_bootstrap
                 self.procs[path] = self.lab.popen(
-                    self.gw.ns, [envoy_binary(), "-c", self.envoy_bootstrap, "--disable-hot-restart",
+                    self.gw.ns, [envoy_binary(), "-c", bootstrap, "--disable-hot-restart",
                                  "--log-level", "warn"],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=(self.tmp / "envoy.log").open("w"), start_new_session=True)
+                    stderr=(self.tmp / f"{path}.log").open("w"), start_new_session=True)
             else:
                 proxy_dir = self.tmp / "proxy-nginx"
                 self.procs[path] = self.start_nginx(self.gw.ns, proxy_dir, PROXY_NGINX.format(
@@ -378,6 +385,50 @@ class Bench:
             },
         }, indent=1))
 
+    def write_rendered_bootstrap(self) -> None:
+        """xdp-gateway's own rendering of the agent's config, as static resources: each
+        RDS reference replaced by its route table, each EDS cluster by a STATIC one with
+        the endpoints EDS would send, each SDS certificate by the certificate itself."""
+        from datetime import UTC, datetime
+        from ipaddress import ip_address
+
+        from google.protobuf import json_format
+
+        from ctl.sources import load_directory
+        from ctl.translate import TranslateConfig, translate
+        from l7sidecar import render as l7render
+
+        loaded = load_directory(self.config_dir)
+        translation = translate(loaded.snapshot, TranslateConfig(
+            now=datetime.now(UTC), addresses=(ip_address(self.vip),), snat_addresses=(self.gw.front_v4,)))
+        rendered = l7render.render(translation.l7)
+
+        def of_type(type_url: str) -> dict[str, dict]:
+            return {name: json_format.MessageToDict(message) for name, message in rendered.of_type(type_url).items()}
+
+        routes, endpoints = of_type(l7render.ROUTE_TYPE), of_type(l7render.ENDPOINT_TYPE)
+        secrets = of_type(l7render.SECRET_TYPE)
+        clusters = []
+        for name, cluster in of_type(l7render.CLUSTER_TYPE).items():
+            cluster.pop("edsClusterConfig", None)
+            clusters.append({**cluster, "type": "STATIC", "loadAssignment": endpoints[name]})
+        listeners = list(of_type(l7render.LISTENER_TYPE).values())
+        for listener in listeners:
+            for chain in listener.get("filterChains", []):
+                for network_filter in chain.get("filters", []):
+                    config = network_filter["typedConfig"]
+                    if "rds" in config:
+                        config["routeConfig"] = routes[config.pop("rds")["routeConfigName"]]
+                tls = chain.get("transportSocket", {}).get("typedConfig", {}).get("commonTlsContext")
+                if tls and "tlsCertificateSdsSecretConfigs" in tls:
+                    tls["tlsCertificates"] = [secrets[ref["name"]]["tlsCertificate"]
+                                              for ref in tls.pop("tlsCertificateSdsSecretConfigs")]
+        self.rendered_bootstrap = self.tmp / "rendered.json"
+        self.rendered_bootstrap.write_text(json.dumps({
+            "admin": {"address": {"pipe": {"path": str(self.tmp / "rendered-admin.sock")}}},
+            "staticResources": {"listeners": listeners, "clusters": clusters},
+        }, indent=1))
+
     # -- helpers ---------------------------------------------------------------------------
 
     def start_nginx(self, ns: str, directory: Path, config: str) -> subprocess.Popen:
@@ -397,7 +448,7 @@ class Bench:
 
     def log_tail(self, path: str) -> str:
         log = {"xdpgw": self.tmp / "agent.log", "envoy": self.tmp / "envoy.log",
-               "nginx": self.tmp / "proxy-nginx" / "error.log"}[path]
+               "rendered": self.tmp / "rendered.log", "nginx": self.tmp / "proxy-nginx" / "error.log"}[path]
         return log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
 
     def proxy_pids(self) -> list[int]:
@@ -541,28 +592,34 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:,.0f}" if unit == "requests/s" else f"{value:.2f}"
 
 
+# (path, peer, what the comparison measures)
+COMPARISONS = (
+    ("xdpgw", "envoy", "handoff cost against plain Envoy"),
+    ("xdpgw", "nginx", "against nginx"),
+    ("xdpgw", "rendered", "the handoff and the agent alone (same config, served statically)"),
+    ("rendered", "envoy", "the rendered config alone (static, against the config by hand)"),
+)
+
+
 def ratio_sentences(result: dict) -> list[str]:
     """Each comparison stated from this run's medians, nothing else."""
     lines = []
     for workload in WORKLOADS:
-        ours = _figure(result, workload, "xdpgw", "rps")
-        if not ours:
-            continue
-        for peer, what in (("envoy", "handoff cost against plain Envoy"), ("nginx", "against nginx")):
-            theirs = _figure(result, workload, peer, "rps")
-            if not theirs:
+        for path, peer, what in COMPARISONS:
+            ours, theirs = _figure(result, workload, path, "rps"), _figure(result, workload, peer, "rps")
+            if not ours or not theirs:
                 continue
             change = (ours / theirs - 1) * 100
-            p99_ours, p99_theirs = _figure(result, workload, "xdpgw", "p99"), _figure(result, workload, peer, "p99")
+            p99_ours, p99_theirs = _figure(result, workload, path, "p99"), _figure(result, workload, peer, "p99")
             p99 = (f"; p99 {p99_ours:.2f} ms vs {p99_theirs:.2f} ms"
                    if p99_ours is not None and p99_theirs is not None else "")
-            cpu_ours, cpu_theirs = _figure(result, workload, "xdpgw", "cpu"), _figure(result, workload, peer, "cpu")
+            cpu_ours, cpu_theirs = _figure(result, workload, path, "cpu"), _figure(result, workload, peer, "cpu")
             if cpu_ours is not None and cpu_theirs is not None:
                 p99 += f"; proxy CPU {cpu_ours:.0f} µs vs {cpu_theirs:.0f} µs per request ({cpu_ours / cpu_theirs:.2f}×)"
-            sys_ours, sys_theirs = _figure(result, workload, "xdpgw", "sys"), _figure(result, workload, peer, "sys")
+            sys_ours, sys_theirs = _figure(result, workload, path, "sys"), _figure(result, workload, peer, "sys")
             if sys_ours is not None and sys_theirs is not None:
                 p99 += f", of which in the kernel {sys_ours:.0f} µs vs {sys_theirs:.0f} µs"
-            lines.append(f"- {WORKLOAD_LABELS[workload]}, {what}: xdp-gateway {ours:,.0f} requests/s vs "
+            lines.append(f"- {WORKLOAD_LABELS[workload]}, {what}: {PATH_LABELS[path]} {ours:,.0f} requests/s vs "
                          f"{theirs:,.0f} ({ours / theirs:.3f}×, {change:+.1f}%){p99}.")
     return lines
 
@@ -603,7 +660,8 @@ def markdown(result: dict) -> str:
 
 
 def charts(result: dict, outdir: Path) -> list[Path]:
-    colors = {PATH_LABELS[p]: c for p, c in {"xdpgw": "#2b7bba", "envoy": "#8e44ad", "nginx": "#27ae60"}.items()}
+    colors = {PATH_LABELS[p]: c for p, c in {"xdpgw": "#2b7bba", "envoy": "#8e44ad", "nginx": "#27ae60",
+                                                    "rendered": "#c0392b"}.items()}
     written = []
     for metric, (title, unit, _) in METRICS.items():
         rows = [r for r in result["rows"] if r["metric"] == metric]
