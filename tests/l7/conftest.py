@@ -5,7 +5,6 @@ the conformance modules of this package. All removed even when a test fails."""
 from __future__ import annotations
 
 import http.server
-import shutil
 import socket
 import subprocess
 import threading
@@ -17,14 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctl.dataplane import loader
 from l7sidecar.envoy import EnvoySupervisor, RunPaths, stop_envoy
 from l7sidecar.xds import AdsServer, Feedback
 from lab import echo, netlab
 from tests.net.test_dataplane_net import _missing
 
 from . import conformance as conf
-from .test_l7_net import L7Agent
+from .test_l7_net import l7_agent
 
 
 def free_port() -> int:
@@ -164,22 +162,9 @@ def replay(tmp_path_factory) -> Iterator[conf.Replay]:
     pem_dir.mkdir()
     certificates = conf.make_certificates()
     with netlab.lab(backends=3) as net:
-        run_paths = RunPaths(Path("/run") / net.prefix)
         echo_logs = _echo_pods(net, certificates, pem_dir)
         (config / "conformance.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
                                                                   "metadata": {"name": conf.INFRA}}))
-        agent = None
-        try:
-            agent = L7Agent(net, config, work / "agent.log")
+        with l7_agent(net, config, work / "agent.log") as agent:
             yield conf.Replay(agent, certificates, echo_logs)
-        finally:
-            try:
-                if agent is not None:
-                    agent.stop()
-            finally:
-                stop_envoy(run_paths)
-            shutil.rmtree(run_paths.run_dir, ignore_errors=True)
-            for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
-                loader.detach(ifindex, netns=net.gw.ns)
-            shutil.rmtree(Path(f"/sys/fs/bpf/{net.prefix}"), ignore_errors=True)
     assert not netlab.leftovers(net.prefix)

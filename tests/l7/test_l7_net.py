@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,28 @@ class L7Agent(Agent):
         super().wait_ready(timeout)
 
 
+@contextmanager
+def l7_agent(net: netlab.Lab, config: Path, log: Path) -> Iterator[L7Agent]:
+    """An L7Agent in the lab; on the way out it stops the agent and its Envoy and removes
+    the run directory, the programs and the pins, even when the agent failed to start."""
+    run_paths = RunPaths(Path("/run") / net.prefix)  # the agent's private run directory
+    agent = None
+    try:
+        agent = L7Agent(net, config, log)
+        agent.run_paths = run_paths
+        yield agent
+    finally:
+        try:
+            if agent is not None:
+                agent.stop()
+        finally:
+            stop_envoy(run_paths)
+        shutil.rmtree(run_paths.run_dir, ignore_errors=True)
+        for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
+            loader.detach(ifindex, netns=net.gw.ns)
+        shutil.rmtree(Path(f"/sys/fs/bpf/{net.prefix}"), ignore_errors=True)
+
+
 def pod_address(backend: netlab.Backend, octet: int) -> str:
     return str(backend.net4.network_address + octet)
 
@@ -51,7 +75,6 @@ def l7(tmp_path_factory):
     config.mkdir()
     (config / "base.yaml").write_text(base_config())
     with netlab.lab(backends=2) as net:
-        run_paths = RunPaths(Path("/run") / net.prefix)
         echoes = []
         for service, (index, octets) in PODS.items():
             backend = net.backends[index]
@@ -65,21 +88,8 @@ def l7(tmp_path_factory):
             assert proc.stdout.readline().strip() == b"ready"
             echo.drain(proc.stdout)
             echoes.append(proc)
-        agent = None
-        try:
-            agent = L7Agent(net, config, work / "agent.log")
-            agent.run_paths = run_paths
+        with l7_agent(net, config, work / "agent.log") as agent:
             yield agent
-        finally:
-            try:
-                if agent is not None:
-                    agent.stop()
-            finally:
-                stop_envoy(run_paths)
-            shutil.rmtree(run_paths.run_dir, ignore_errors=True)
-            for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
-                loader.detach(ifindex, netns=net.gw.ns)
-            shutil.rmtree(Path(f"/sys/fs/bpf/{net.prefix}"), ignore_errors=True)
     assert not netlab.leftovers(net.prefix)
 
 
