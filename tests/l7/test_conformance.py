@@ -285,15 +285,16 @@ def test_http_core_service_types(replay):
     record("HTTPRouteServiceTypes", problems)
 
 
-def bump(replay, docs: list[dict], kind: str, name: str, edit) -> tuple[int, int, list[dict]]:
+def bump(replay, docs: list[dict], kind: str, name: str, edit) -> tuple[list[str], list[dict]]:
     """Edits one object's spec in the config directory, as a client updates it through the
-    API server; returns its generation before and after, and the documents written."""
+    API server; returns a problem if its generation did not move, and the documents written."""
     before = find(replay.agent.objects(), kind, name)["metadata"]["generation"]
     docs = json.loads(json.dumps(docs))
     edit(next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)["spec"])
     replay.write(docs)
     after = find(replay.agent.objects(), kind, name)["metadata"]["generation"]
-    return before, after, docs
+    moved = [] if after > before else [f"{name}: generation {before} -> {after} after the spec changed"]
+    return moved, docs
 
 
 @pytest.mark.timeout(600)
@@ -308,9 +309,8 @@ def test_gatewayclass_observed_generation_bump(replay):
         return p + all_conditions_current(gc)
 
     problems = status_eventually(replay, accepted_and_current)
-    before, after, _ = bump(replay, docs, "GatewayClass", name, lambda spec: spec.update(description="new"))
-    if after <= before:
-        problems.append(f"generation {before} -> {after} after the spec changed")
+    moved, _ = bump(replay, docs, "GatewayClass", name, lambda spec: spec.update(description="new"))
+    problems += moved
     problems += status_eventually(replay, accepted_and_current)
     record("GatewayClassObservedGenerationBump", problems)
 
@@ -328,9 +328,8 @@ def test_gateway_observed_generation_bump(replay):
     problems = status_eventually(replay, accepted_programmed_current)
     alternate = {"name": "alternate", "port": 80, "protocol": "HTTP", "hostname": "foo.com",
                  "allowedRoutes": {"namespaces": {"from": "All"}}}
-    before, after, _ = bump(replay, docs, "Gateway", name, lambda spec: spec["listeners"].append(alternate))
-    if after <= before:
-        problems.append(f"generation {before} -> {after} after the spec changed")
+    moved, _ = bump(replay, docs, "Gateway", name, lambda spec: spec["listeners"].append(alternate))
+    problems += moved
     problems += status_eventually(replay, accepted_programmed_current)
     record("GatewayObservedGenerationBump", problems)
 
@@ -353,9 +352,8 @@ def test_httproute_observed_generation_bump(replay):
     def to_v2(spec: dict) -> None:
         spec["rules"][0]["backendRefs"][0]["name"] = "infra-backend-v2"
 
-    before, after, _ = bump(replay, docs, "HTTPRoute", name, to_v2)
-    if after <= before:
-        problems.append(f"generation {before} -> {after} after the spec changed")
+    moved, _ = bump(replay, docs, "HTTPRoute", name, to_v2)
+    problems += moved
     problems += status_eventually(replay, accepted_current)
     problems += conf.replay(replay.send_batch, [v(2)])
     record("HTTPRouteObservedGenerationBump", problems)
@@ -385,10 +383,8 @@ def test_gateway_modify_listeners(replay):
                                                   {"https": http_listener, "http": http_listener}))
     added = {"name": "http", "port": 80, "protocol": "HTTP", "hostname": "data.test.com",
              "allowedRoutes": {"namespaces": {"from": "All"}}}
-    before, after, docs = bump(replay, docs, "Gateway", "gateway-add-listener",
-                               lambda spec: spec["listeners"].append(added))
-    if after <= before:
-        problems.append(f"gateway-add-listener: generation {before} -> {after} after the spec changed")
+    moved, docs = bump(replay, docs, "Gateway", "gateway-add-listener", lambda spec: spec["listeners"].append(added))
+    problems += moved
     problems += status_eventually(replay, current("gateway-add-listener",
                                                   {"https": http_listener, "http": http_listener}))
     problems += traffic_ready(replay, docs, ("gateway-add-listener",))
@@ -397,9 +393,8 @@ def test_gateway_modify_listeners(replay):
     def remove_https(spec: dict) -> None:
         spec["listeners"] = [entry for entry in spec["listeners"] if entry["name"] == "http"]
 
-    before, after, docs = bump(replay, docs, "Gateway", "gateway-remove-listener", remove_https)
-    if after <= before:
-        problems.append(f"gateway-remove-listener: generation {before} -> {after} after the spec changed")
+    moved, docs = bump(replay, docs, "Gateway", "gateway-remove-listener", remove_https)
+    problems += moved
     problems += status_eventually(replay, current("gateway-remove-listener", {"http": http_listener}))
     record("GatewayModifyListeners", problems)
 
