@@ -334,28 +334,15 @@ def check_tls_no_matching_listener(objects) -> list[str]:
     return p
 
 
-def check_tls_passthrough_supported_kinds(objects) -> list[str]:
-    p: list[str] = []
-    gateway = "gateway-tlsroute-passthrough-supported-kind"
-    for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
-        s = listener_status(objects, gateway, entry["name"])
-        expect_equal(p, "ResolvedRefs", s["conditions"].get("ResolvedRefs"), ("False", "InvalidRouteKinds"))
-        if "TLSRoute" not in s["kinds"]:
-            p.append(f"supportedKinds {s['kinds']}")
-        expect_equal(p, "attachedRoutes", s["attached"], 0)
-    return p
-
-
-def check_tls_terminate_listener(gateway: str):
-    """TLSRouteListenerTerminateSupportedKinds: a Terminate listener is Accepted, takes
-    TLSRoute, 0 attached. TLSRouteListenerTerminateNotSupported passes trivially upstream
-    once TLSRouteModeTerminate is claimed; its listener is checked the same way here."""
+def check_tls_listeners(gateway: str, condition: str, want: tuple[str, str]):
+    """Every listener of the gateway: the condition as wanted, TLSRoute among its
+    supported kinds, no route attached."""
 
     def check(objects) -> list[str]:
         p: list[str] = []
         for entry in find(objects, "Gateway", gateway)["status"]["listeners"]:
             s = listener_status(objects, gateway, entry["name"])
-            expect_equal(p, "Accepted", s["conditions"].get("Accepted"), ("True", "Accepted"))
+            expect_equal(p, condition, s["conditions"].get(condition), want)
             if "TLSRoute" not in s["kinds"]:
                 p.append(f"supportedKinds {s['kinds']}")
             expect_equal(p, "attachedRoutes", s["attached"], 0)
@@ -377,11 +364,14 @@ TLS_STATUS_CASES = [
      check_tls_no_matching_hostname),
     ("TLSRouteInvalidNoMatchingListener", "tlsroute-invalid-no-matching-listener.yaml", check_tls_no_matching_listener),
     ("TLSRouteListenerPassthroughSupportedKinds", "tlsroute-listener-passthrough-supported-kinds.yaml",
-     check_tls_passthrough_supported_kinds),
+     check_tls_listeners("gateway-tlsroute-passthrough-supported-kind", "ResolvedRefs", ("False", "InvalidRouteKinds"))),
+    # A Terminate listener is Accepted, takes TLSRoute, 0 attached. TerminateNotSupported
+    # passes trivially upstream once TLSRouteModeTerminate is claimed; its listener is
+    # checked the same way here.
     ("TLSRouteListenerTerminateNotSupported", "tlsroute-listener-terminate-not-supported.yaml",
-     check_tls_terminate_listener("gateway-tlsroute-terminate-unsupported")),
+     check_tls_listeners("gateway-tlsroute-terminate-unsupported", "Accepted", ("True", "Accepted"))),
     ("TLSRouteListenerTerminateSupportedKinds", "tlsroute-listener-terminate-supported-kinds.yaml",
-     check_tls_terminate_listener("gateway-tlsroute-terminate-supported")),
+     check_tls_listeners("gateway-tlsroute-terminate-supported", "Accepted", ("True", "Accepted"))),
     ("TLSRouteInvalidReferenceGrant", "tlsroute-invalid-reference-grant.yaml", check_tls_invalid_reference_grant),
 ]
 
