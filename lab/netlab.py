@@ -92,7 +92,9 @@ def backend_net6(index: int) -> IPv6Network:
 
 
 @dataclass(frozen=True)
-class Client:
+class Host:
+    """A namespace at the far end of a segment from the gateway."""
+
     ns: str
     ifname: str
     ifindex: int  # in ns
@@ -100,8 +102,21 @@ class Client:
     v6: IPv6Address
     net4: IPv4Network
     net6: IPv6Network
-    gw_v4: IPv4Address  # next hop of the default routes
+    gw_v4: IPv4Address  # gw's address on the segment, next hop of the default routes
     gw_v6: IPv6Address
+
+    @classmethod
+    def at(cls, segment: Segment, ifindex: int, **more):
+        """The host at the far end of segment, whose interface there is ifindex."""
+        return cls(ns=segment.far_ns, ifname=segment.far_ifname, ifindex=ifindex,
+                   v4=segment.far_v4.ip, v6=segment.far_v6.ip,
+                   net4=segment.far_v4.network, net6=segment.far_v6.network,
+                   gw_v4=segment.near_v4.ip, gw_v6=segment.near_v6.ip, **more)
+
+
+@dataclass(frozen=True)
+class Client(Host):
+    pass
 
 
 @dataclass(frozen=True)
@@ -114,18 +129,9 @@ class Gateway:
 
 
 @dataclass(frozen=True)
-class Backend:
+class Backend(Host):
     index: int
     name: str  # the name its servers greet with
-    ns: str
-    ifname: str
-    ifindex: int  # in ns
-    v4: IPv4Address
-    v6: IPv6Address
-    net4: IPv4Network
-    net6: IPv6Network
-    gw_v4: IPv4Address  # gw's address on this segment, next hop of the default routes
-    gw_v6: IPv6Address
     gw_ifname: str
     gw_ifindex: int  # in the gateway's namespace
 
@@ -235,7 +241,7 @@ class Lab:
         )
 
         front = Segment.on(CLIENT_NET4, CLIENT_NET6, FRONT_IFNAME, client_ns, UPLINK_IFNAME)
-        gw_front_ifindex, client_ifindex = self._add_segment(gw_ns, front)
+        gw_front_ifindex, client_ifindex = self._add_host_segment(gw_ns, front)
         self.gw = Gateway(
             ns=gw_ns,
             front_ifname=front.near_ifname,
@@ -243,46 +249,24 @@ class Lab:
             front_v4=front.near_v4.ip,
             front_v6=front.near_v6.ip,
         )
-        self.client = Client(
-            ns=client_ns,
-            ifname=front.far_ifname,
-            ifindex=client_ifindex,
-            v4=front.far_v4.ip,
-            v6=front.far_v6.ip,
-            net4=CLIENT_NET4,
-            net6=CLIENT_NET6,
-            gw_v4=front.near_v4.ip,
-            gw_v6=front.near_v6.ip,
-        )
-        self._add_default_routes(client_ns, front.near_v4.ip, front.near_v6.ip)
-        _disable_tx_checksum_offload(client_ns, front.far_ifname)
+        self.client = Client.at(front, client_ifindex)
 
         backends = []
         for index, ns in enumerate(backend_nss):
-            net4, net6 = backend_net4(index), backend_net6(index)
-            segment = Segment.on(net4, net6, backend_name(index), ns, UPLINK_IFNAME)
-            gw_ifindex, backend_ifindex = self._add_segment(gw_ns, segment)
-            # Replies must return through gw, or dnat mode (client address kept) breaks.
-            self._add_default_routes(ns, segment.near_v4.ip, segment.near_v6.ip)
-            _disable_tx_checksum_offload(ns, segment.far_ifname)
-            backends.append(
-                Backend(
-                    index=index,
-                    name=backend_name(index),
-                    ns=ns,
-                    ifname=segment.far_ifname,
-                    ifindex=backend_ifindex,
-                    v4=segment.far_v4.ip,
-                    v6=segment.far_v6.ip,
-                    net4=net4,
-                    net6=net6,
-                    gw_v4=segment.near_v4.ip,
-                    gw_v6=segment.near_v6.ip,
-                    gw_ifname=segment.near_ifname,
-                    gw_ifindex=gw_ifindex,
-                )
-            )
+            segment = Segment.on(backend_net4(index), backend_net6(index), backend_name(index), ns, UPLINK_IFNAME)
+            gw_ifindex, backend_ifindex = self._add_host_segment(gw_ns, segment)
+            backends.append(Backend.at(segment, backend_ifindex, index=index, name=backend_name(index),
+                                       gw_ifname=segment.near_ifname, gw_ifindex=gw_ifindex))
         self.backends = tuple(backends)
+
+    def _add_host_segment(self, gw_ns: str, segment: Segment) -> tuple[int, int]:
+        """A segment from gw to a host that routes everything through gw; returns (gw, host)
+        ifindexes."""
+        indexes = self._add_segment(gw_ns, segment)
+        # Replies must return through gw, or dnat mode (client address kept) breaks.
+        self._add_default_routes(segment.far_ns, segment.near_v4.ip, segment.near_v6.ip)
+        _disable_tx_checksum_offload(segment.far_ns, segment.far_ifname)
+        return indexes
 
     def _add_segment(self, near_ns: str, segment: Segment) -> tuple[int, int]:
         """Create, address and bring up a veth pair; return (near, far) ifindexes."""
