@@ -99,12 +99,16 @@ SYSCTLS = {
     "net.ipv4.tcp_max_syn_backlog": 4096,
 }
 
-BACKEND_NGINX = """\
+
+def nginx_config(tmp: Path, workers: str, connections: int, http: str) -> str:
+    """An nginx.conf in the foreground with every file it writes under tmp; http is the
+    rest of its http block."""
+    return f"""\
 daemon off;
-worker_processes 1;
+worker_processes {workers};
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
-events {{ worker_connections 8192; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     client_body_temp_path {tmp}/body;
@@ -113,29 +117,20 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     keepalive_requests 1000000;
+{http}}}
+"""
+
+
+BACKEND_NGINX_HTTP = """\
     server {{
         listen {address}:{port} backlog=4096;
         location / {{ default_type text/plain; return 200 "ok\\n"; }}
     }}
-}}
 """
 
 # As Ingress NGINX configures it where it matters: worker per core, a keep-alive
 # upstream pool, HTTP/1.1 upstream.
-PROXY_NGINX = """\
-daemon off;
-worker_processes auto;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    keepalive_requests 1000000;
+PROXY_NGINX_HTTP = """\
     upstream backend {{
         server {backend}:{backend_port};
         keepalive 320;
@@ -154,7 +149,6 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         }}
     }}
-}}
 """
 
 
@@ -210,8 +204,8 @@ class Bench:
                         "subjectAltName=DNS:bench.example", "-keyout", self.key, "-out", self.cert],
                        check=True, capture_output=True)
         backend_dir = self.tmp / "backend-nginx"
-        self.procs["backend"] = self.start_nginx(self.be0.ns, backend_dir, BACKEND_NGINX.format(
-            tmp=backend_dir, address=self.be0.v4, port=BACKEND_PORT))
+        self.procs["backend"] = self.start_nginx(self.be0.ns, backend_dir, nginx_config(
+            backend_dir, "1", 8192, BACKEND_NGINX_HTTP.format(address=self.be0.v4, port=BACKEND_PORT)))
         self.wait_listening(self.be0.ns, BACKEND_PORT)
         self.write_agent_config()
         self.write_envoy_bootstrap()
@@ -237,9 +231,10 @@ class Bench:
                     stderr=(self.tmp / f"{path}.log").open("w"), start_new_session=True)
             else:
                 proxy_dir = self.tmp / "proxy-nginx"
-                self.procs[path] = self.start_nginx(self.gw.ns, proxy_dir, PROXY_NGINX.format(
-                    tmp=proxy_dir, backend=self.be0.v4, backend_port=BACKEND_PORT, vip=self.vip,
-                    http_port=HTTP_PORT, https_port=HTTPS_PORT, cert=self.cert, key=self.key))
+                self.procs[path] = self.start_nginx(self.gw.ns, proxy_dir, nginx_config(
+                    proxy_dir, "auto", 16384, PROXY_NGINX_HTTP.format(
+                        backend=self.be0.v4, backend_port=BACKEND_PORT, vip=self.vip, http_port=HTTP_PORT,
+                        https_port=HTTPS_PORT, cert=self.cert, key=self.key)))
         self.verify(path)
 
     def verify(self, path: str, timeout: float = 60) -> None:
