@@ -27,7 +27,8 @@ from ctl.dataplane.pinned import PinnedMaps
 from lab import netlab
 from lab.kubeapi import KubeApi
 
-from ..net.test_agent_net import SCENARIOS, Agent, assert_shares, conformance_files, spread
+from ..net.test_agent_net import (SCENARIOS, Agent, assert_shares, conformance_files,
+                                 dns_answer_through_the_udp_listener, spread)
 from ..net.test_dataplane_net import _missing
 from .test_kube_source import wait_for
 
@@ -310,20 +311,7 @@ def test_conformance_invalid_udp_backends_drop(kube_agent, case):
 
 
 def test_conformance_dns_query_through_the_udp_listener(kube_agent):
-    """UDPRouteSimple: a real DNS server (dnsmasq) behind the gateway's UDP listener."""
     if shutil.which("dnsmasq") is None:
         pytest.skip("needs dnsmasq (scripts/setup.sh installs dnsmasq-base)")
-    net = kube_agent.net
-    dns = net.popen(net.backends[0].ns, ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
-                                         "--port=53", "--bind-interfaces", f"--listen-address={net.backends[0].v4}",
-                                         "--address=/conformance.example/192.0.2.123"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        kube_agent.replace_config(conformance_files("udproute-simple"))
-        answer = wait_for(lambda: (a := net.run_client("dns-query", "--addr", net.vip4, "--port", 5300,
-                                                       "--name", "conformance.example", "--timeout", 1))["answers"] and a,
-                          timeout=10, what="a DNS answer")
-        assert answer["answers"] == ["192.0.2.123"], answer
-    finally:
-        dns.terminate()
-        dns.wait(timeout=10)
+    answer = dns_answer_through_the_udp_listener(kube_agent)
+    assert answer["answers"] == ["192.0.2.123"], answer

@@ -352,8 +352,10 @@ def test_conformance_invalid_udp_backends_drop(agent, case):
     assert report["timeout"] == 10, report
 
 
-def test_conformance_dns_query_through_the_udp_listener(agent):
-    """UDPRouteSimple: a real DNS server (dnsmasq) behind the gateway's UDP listener."""
+def dns_answer_through_the_udp_listener(agent, timeout: float = 10) -> dict:
+    """UDPRouteSimple: a real DNS server (dnsmasq, backend 0, answering conformance.example
+    with 192.0.2.123) behind the gateway's UDP listener; queries through the gateway until
+    one is answered or timeout passes, and returns the last answer."""
     net = agent.net
     dns = net.popen(net.backends[0].ns, ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
                                          "--port=53", "--bind-interfaces", f"--listen-address={net.backends[0].v4}",
@@ -361,16 +363,20 @@ def test_conformance_dns_query_through_the_udp_listener(agent):
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         agent.replace_config(conformance_files("udproute-simple"))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while True:
             answer = net.run_client("dns-query", "--addr", net.vip4, "--port", 5300,
                                     "--name", "conformance.example", "--timeout", 1)
             if answer["answers"] or time.monotonic() > deadline:
-                break
-        assert answer["answers"] == ["192.0.2.123"], answer
+                return answer
     finally:
         dns.terminate()
         dns.wait(timeout=10)
+
+
+def test_conformance_dns_query_through_the_udp_listener(agent):
+    answer = dns_answer_through_the_udp_listener(agent)
+    assert answer["answers"] == ["192.0.2.123"], answer
 
 
 # -- IP fragments ---------------------------------------------------------------------------
