@@ -24,7 +24,7 @@ import yaml
 
 from lab import certs
 
-from .test_l7_net import condition, find
+from .test_l7_net import condition, find, wait_for
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "gateway-api" / "v1.6.1"
 BASE = SHARED / "conformance" / "base-manifests.yaml"
@@ -299,6 +299,16 @@ def replay_tls(send_batch, requests: list[dict], check, timeout: float = 30.0) -
     return until_held(send_batch, requests, check, lambda x: f"{x['addr']} SNI {x['sni']}", timeout)
 
 
+# Each replayed upstream test's outcome, as the CONFORMANCE lines print it.
+RESULTS: dict[str, str] = {}
+
+
+def record(name: str, problems: list[str]) -> None:
+    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
+    print(f"CONFORMANCE {name}: {RESULTS[name]}")
+    assert not problems, problems
+
+
 # -- the replay: an agent serving the lab, and the clients ---------------------------------
 
 class Replay:
@@ -394,6 +404,12 @@ class Replay:
         gw = find(self.agent.objects(), "Gateway", gateway)
         return all(condition(entry["conditions"], "Programmed")["status"] == "True"
                    for entry in gw["status"].get("listeners", []))
+
+    def programmed(self, *gateways: str, timeout: float = 60) -> list[str]:
+        """A problem unless every listener of the gateways is Programmed within timeout."""
+        if wait_for(lambda: all(self.listeners_programmed(g) for g in gateways), timeout=timeout):
+            return []
+        return [f"listeners of {sorted(gateways)} not Programmed"]
 
 
 # -- HTTPS requests ------------------------------------------------------------------------

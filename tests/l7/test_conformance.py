@@ -27,6 +27,7 @@ from .conformance import (
     listener_status,
     listeners_must,
     no_parents_must,
+    record,
     route_must,
 )
 from .test_l7_net import wait_for
@@ -176,22 +177,12 @@ STATUS = {
     "HTTPRouteHostnameIntersection": check_hostname_intersection,
 }
 
-RESULTS: dict[str, str] = {}
-
-
-def record(name: str, problems: list[str]) -> None:
-    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
-    print(f"CONFORMANCE {name}: {RESULTS[name]}")
-    assert not problems, problems
-
-
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name,manifest,expects", CASES, ids=[c[0] for c in CASES])
 def test_http_core(replay, name, manifest, expects):
     docs = replay.apply(manifest)
     gateways = {e.gateway for e in expects}
-    programmed = wait_for(lambda: all(replay.listeners_programmed(g) for g in gateways), timeout=60)
-    problems = [] if programmed else [f"listeners of {sorted(gateways)} not Programmed"]
+    problems = replay.programmed(*gateways)
     problems += STATUS[name](replay.agent.objects()) if name in STATUS else replay.routes_accepted(docs)
     problems += conf.replay(replay.send_batch, expects)
     record(name, problems)
@@ -248,17 +239,12 @@ def test_http_core_status(replay, name, manifest, check):
     record(name, status_eventually(replay, check))
 
 
-def traffic_ready(replay, docs: list[dict], gateways=("same-namespace",)) -> list[str]:
-    programmed = wait_for(lambda: all(replay.listeners_programmed(g) for g in gateways), timeout=60)
-    return [] if programmed else [f"listeners of {list(gateways)} not Programmed"]
-
-
 @pytest.mark.timeout(900)
 def test_http_core_reference_grant(replay):
     """HTTPRouteReferenceGrant: granted, `/` reaches web-backend; once the test deletes
     the grant, `/` answers 500."""
     docs = replay.apply("httproute-reference-grant.yaml")
-    problems = traffic_ready(replay, docs) + replay.routes_accepted(docs)
+    problems = replay.programmed("same-namespace") + replay.routes_accepted(docs)
     problems += conf.replay(replay.send_batch, [Expect("/", "web-backend", namespace=WEB)])
     replay.write([d for d in docs if d["kind"] != "ReferenceGrant"])
     problems += conf.replay(replay.send_batch, [Expect("/", status=500)])
@@ -279,7 +265,7 @@ def test_http_core_service_types(replay):
     headless = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "headless")
     docs.append(conf.endpoint_slice(headless, replay.pod_addresses(key)))
     replay.write(docs)
-    problems = traffic_ready(replay, docs) + replay.routes_accepted(docs)
+    problems = replay.programmed("same-namespace") + replay.routes_accepted(docs)
     problems += conf.replay(replay.send_batch, [
         v(1, "/manual-endpointslices"), v(1, "/headless"), v(1, "/headless-manual-endpointslices")])
     record("HTTPRouteServiceTypes", problems)
@@ -346,7 +332,7 @@ def test_httproute_observed_generation_bump(replay):
         route_must(p, objects, name, ("True", "Accepted"), ("True", "ResolvedRefs"))
         return p + all_conditions_current(find(objects, "HTTPRoute", name))
 
-    problems = status_eventually(replay, accepted_current) + traffic_ready(replay, docs)
+    problems = status_eventually(replay, accepted_current) + replay.programmed("same-namespace")
     problems += conf.replay(replay.send_batch, [v(1)])
 
     def to_v2(spec: dict) -> None:
@@ -387,7 +373,7 @@ def test_gateway_modify_listeners(replay):
     problems += moved
     problems += status_eventually(replay, current("gateway-add-listener",
                                                   {"https": http_listener, "http": http_listener}))
-    problems += traffic_ready(replay, docs, ("gateway-add-listener",))
+    problems += replay.programmed("gateway-add-listener")
     problems += conf.replay(replay.send_batch, [v(1, host="data.test.com", gateway="gateway-add-listener")])
 
     def remove_https(spec: dict) -> None:
@@ -419,8 +405,8 @@ def test_http_core_weight(replay):
               and abs(counts["v2"] / 500 - 0.3) <= 0.05 and counts["v3"] == 0)
         if ok:
             break
-    RESULTS["HTTPRouteWeight"] = "pass" if ok else f"fail: {counts}"
-    print(f"CONFORMANCE HTTPRouteWeight: {RESULTS['HTTPRouteWeight']} {counts}")
+    conf.RESULTS["HTTPRouteWeight"] = "pass" if ok else f"fail: {counts}"
+    print(f"CONFORMANCE HTTPRouteWeight: {conf.RESULTS['HTTPRouteWeight']} {counts}")
     assert ok, counts
 
 
@@ -456,14 +442,11 @@ GRPC_CASES: list[tuple[str, str, list[conf.GrpcExpect]]] = [
 def test_grpc_core(replay, name, manifest, expects):
     docs = replay.apply(manifest)
     gateways = {e.gateway for e in expects}
-    programmed = wait_for(lambda: all(replay.listeners_programmed(gw) for gw in gateways), timeout=60)
-    problems = [] if programmed else [f"listeners of {sorted(gateways)} not Programmed"]
+    problems = replay.programmed(*gateways)
     if name != "GRPCRouteListenerHostnameMatching":  # that test checks listener conditions only
         problems += replay.routes_accepted(docs)
     problems += conf.replay_grpc(replay.send_grpc, expects)
-    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
-    print(f"CONFORMANCE {name}: {RESULTS[name]}")
-    assert not problems, problems
+    record(name, problems)
 
 
 @pytest.mark.timeout(900)
@@ -484,8 +467,8 @@ def test_grpc_core_weight(replay):
               and abs(counts["v2"] / 500 - 0.3) <= 0.05 and counts["v3"] == 0)
         if ok:
             break
-    RESULTS["GRPCRouteWeight"] = "pass" if ok else f"fail: {counts}"
-    print(f"CONFORMANCE GRPCRouteWeight: {RESULTS['GRPCRouteWeight']} {counts}")
+    conf.RESULTS["GRPCRouteWeight"] = "pass" if ok else f"fail: {counts}"
+    print(f"CONFORMANCE GRPCRouteWeight: {conf.RESULTS['GRPCRouteWeight']} {counts}")
     assert ok, counts
 
 

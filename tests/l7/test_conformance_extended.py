@@ -25,19 +25,10 @@ from urllib.parse import urlencode
 import pytest
 
 from . import conformance as conf
-from .conformance import INFRA, Expect, https_sender
+from .conformance import INFRA, Expect, https_sender, record
 from .test_l7_net import wait_for
 
 pytestmark = pytest.mark.net
-
-RESULTS: dict[str, str] = {}
-
-
-def record(name: str, problems: list[str]) -> None:
-    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
-    print(f"CONFORMANCE {name}: {RESULTS[name]}")
-    assert not problems, problems
-
 
 def v(n: int, path: str = "/", **kw) -> Expect:
     return Expect(path=path, backend=f"infra-backend-v{n}", **kw)
@@ -55,9 +46,7 @@ def redirect(sent: str, status: int = 302, **want) -> Expect:
 def ready(replay, docs: list[dict], gateways=("same-namespace",)) -> list[str]:
     """Upstream's GatewayAndHTTPRoutesMustBeAccepted and ResolvedRefs True: listeners
     Programmed, every route of the test accepted with ResolvedRefs True."""
-    programmed = wait_for(lambda: all(replay.listeners_programmed(g) for g in gateways), timeout=60)
-    problems = [] if programmed else [f"listeners of {list(gateways)} not Programmed"]
-    return problems + replay.routes_accepted(docs)
+    return replay.programmed(*gateways) + replay.routes_accepted(docs)
 
 
 # Request header edits the rewrite and mirror manifests pair with their filter.

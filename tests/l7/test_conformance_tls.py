@@ -27,6 +27,7 @@ from .conformance import (
     expect_equal,
     find,
     https_sender,
+    record,
     listener_status,
     route_parent_conditions,
     served_certificate,
@@ -34,15 +35,6 @@ from .conformance import (
 from .test_l7_net import wait_for
 
 pytestmark = pytest.mark.net
-
-RESULTS: dict[str, str] = {}
-
-
-def report(name: str, problems: list[str]) -> None:
-    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
-    print(f"CONFORMANCE {name}: {RESULTS[name]}")
-    assert not problems, problems
-
 
 def rejected(replay: conf.Replay, gateway: str, sni: str, port: int = 443) -> str | None:
     """Upstream's MakeTLSConnectionAndExpectEventuallyConnectionRejection: within 30 s a
@@ -64,12 +56,6 @@ def rejected(replay: conf.Replay, gateway: str, sni: str, port: int = 443) -> st
     return f"{gateway} SNI {sni}: {outcome}"
 
 
-def programmed(replay: conf.Replay, *gateways: str) -> list[str]:
-    if wait_for(lambda: all(replay.listeners_programmed(g) for g in gateways), timeout=60):
-        return []
-    return [f"listeners of {sorted(gateways)} not Programmed"]
-
-
 # -- HTTPS listeners -----------------------------------------------------------------------
 
 HTTPS_GATEWAY = "same-namespace-with-https-listener"
@@ -81,13 +67,13 @@ def test_https_listener(replay):
     tls-validity-checks-certificate, names * and *.org), a route for example.org and one
     attached by sectionName to the second-example.org listener."""
     docs = replay.apply("httproute-https-listener.yaml")
-    problems = programmed(replay, HTTPS_GATEWAY) + replay.routes_accepted(docs)
+    problems = replay.programmed(HTTPS_GATEWAY) + replay.routes_accepted(docs)
     pair = replay.certificates.pairs[(INFRA, "tls-validity-checks-certificate")]
     expects = [Expect("/", "infra-backend-v1", host="example.org", gateway=HTTPS_GATEWAY),
                Expect("/", "infra-backend-v2", host="second-example.org", gateway=HTTPS_GATEWAY),
                Expect("/", status=404, host="unknown-example.org", gateway=HTTPS_GATEWAY)]
     problems += conf.replay(https_sender(replay, 443, pair, pair), expects)
-    report("HTTPRouteHTTPSListener", problems)
+    record("HTTPRouteHTTPSListener", problems)
 
 
 MISDIRECTED = "/detect-misdirected-requests"
@@ -121,12 +107,12 @@ def test_https_listener_detect_misdirected_requests(replay):
     Gateway, one route per listener; a Host whose listener is not the one the SNI chose
     gets 421."""
     docs = replay.apply("httproute-https-listener-detect-misdirected-requests.yaml")
-    problems = programmed(replay, HTTPS_GATEWAY) + replay.routes_accepted(docs)
+    problems = replay.programmed(HTTPS_GATEWAY) + replay.routes_accepted(docs)
     pair = replay.certificates.pairs[(INFRA, "tls-validity-checks-certificate")]
     for sni, expects in MISDIRECTED_CASES.items():
         problems += [f"SNI {sni}: {why}"
                      for why in conf.replay(https_sender(replay, 443, pair, pair, "h2", sni), expects)]
-    report("HTTPRouteHTTPSListenerDetectMisdirectedRequests", problems)
+    record("HTTPRouteHTTPSListenerDetectMisdirectedRequests", problems)
 
 
 # -- the Gateway's certificate in another namespace, by ReferenceGrant ---------------------
@@ -144,7 +130,7 @@ def check_secret_refused(replay: conf.Replay, gateway: str) -> list[str]:
 def check_secret_granted(replay: conf.Replay, gateway: str) -> list[str]:
     """Listener programmed with the certificate; beyond upstream (status only), a TLS
     client gets exactly that certificate and an HTTP answer (404: no route)."""
-    p = programmed(replay, gateway)
+    p = replay.programmed(gateway)
     s = listener_status(replay.agent.objects(), gateway, "https")
     expect_equal(p, "https Programmed", s["conditions"].get("Programmed"), ("True", "Programmed"))
     expect_equal(p, "https ResolvedRefs", s["conditions"].get("ResolvedRefs"), ("True", "ResolvedRefs"))
@@ -179,7 +165,7 @@ def test_gateway_secret(replay, name, manifest, check):
     docs = replay.apply(manifest)
     gateway = next(d["metadata"]["name"] for d in docs if d.get("kind") == "Gateway"
                    and d["metadata"]["name"].startswith("gateway-secret-"))
-    report(name, check(replay, gateway))
+    record(name, check(replay, gateway))
 
 
 # -- TLS passthrough with traffic ----------------------------------------------------------
@@ -216,12 +202,12 @@ def test_tlsroute_simple_same_namespace(replay):
     abc.example.com -> tcp-backend:8443; the TCP echo answers over the client's own TLS
     session (the backend's certificate, signed by the suite's CA), and saw the SNI."""
     docs = replay.apply("tlsroute-simple-same-namespace.yaml")
-    problems = programmed(replay, "gateway-tlsroute") + replay.routes_accepted(docs)
+    problems = replay.programmed("gateway-tlsroute") + replay.routes_accepted(docs)
     pair = replay.certificates.pairs[(INFRA, "tls-passthrough-checks-certificate")]
     request = {"addr": "gateway-tlsroute", "port": 443, "sni": "abc.example.com",
                "trust": replay.certificates.ca.certificate.decode(), "protocol": "tcp-echo"}
     problems += conf.replay_tls(replay.send_tls, [request], tcp_echo_check(pair, "tcp-backend"))
-    report("TLSRouteSimpleSameNamespace", problems)
+    record("TLSRouteSimpleSameNamespace", problems)
 
 
 @pytest.mark.timeout(600)
@@ -231,12 +217,12 @@ def test_tlsroute_terminate_simple_same_namespace(replay):
     tcp-backend:3000: the client's TLS ends at Envoy, whose certificate it gets; the TCP
     echo answers over plain TCP."""
     docs = replay.apply("tlsroute-terminate-simple-same-namespace.yaml")
-    problems = programmed(replay, "gateway-tlsroute-terminate") + replay.routes_accepted(docs)
+    problems = replay.programmed("gateway-tlsroute-terminate") + replay.routes_accepted(docs)
     pair = replay.certificates.pairs[(INFRA, "tls-terminate-checks-certificate")]
     request = {"addr": "gateway-tlsroute-terminate", "port": 8443, "sni": "tls.example.com",
                "trust": replay.certificates.ca.certificate.decode(), "protocol": "tcp-echo"}
     problems += conf.replay_tls(replay.send_tls, [request], tcp_echo_check(pair, "tcp-backend", backend_tls=False))
-    report("TLSRouteTerminateSimpleSameNamespace", problems)
+    record("TLSRouteTerminateSimpleSameNamespace", problems)
 
 
 @pytest.mark.timeout(600)
@@ -247,7 +233,7 @@ def test_tlsroute_mixed_termination_same_namespace(replay):
     text through Envoy's TLS, abc.example.com tcp-backend:8443 with the backend's own."""
     gateway = "gateway-tlsroute-mixed-termination"
     docs = replay.apply("tlsroute-mixed-termination-same-namespace.yaml")
-    problems = programmed(replay, gateway) + replay.routes_accepted(docs)
+    problems = replay.programmed(gateway) + replay.routes_accepted(docs)
     for name in ("tls-terminate", "tls-passthrough"):
         s = listener_status(replay.agent.objects(), gateway, name)
         expect_equal(problems, f"{name} Accepted", s["conditions"].get("Accepted"), ("True", "Accepted"))
@@ -262,7 +248,7 @@ def test_tlsroute_mixed_termination_same_namespace(replay):
               "abc.example.com": tcp_echo_check(replay.certificates.pairs[(INFRA, "tls-passthrough-checks-certificate")],
                                                 "tcp-backend")}
     problems += conf.replay_tls(replay.send_tls, [terminated, passed], lambda r, a: checks[r["sni"]](r, a))
-    report("TLSRouteMixedTerminationSameNamespace", problems)
+    record("TLSRouteMixedTerminationSameNamespace", problems)
 
 
 INTERSECTION = [
@@ -284,7 +270,7 @@ def test_tlsroute_hostname_intersection(replay):
     backends' own): abc.example.com -> tls-backend, other.example.com -> tls-backend-2
     (not on the first), a name outside the intersections -> closed or reset."""
     docs = replay.apply("tlsroute-hostname-intersection.yaml")
-    problems = programmed(replay, *(g for g, *_ in INTERSECTION))
+    problems = replay.programmed(*(g for g, *_ in INTERSECTION))
     for gateway, routes, _, _ in INTERSECTION:
         problems += replay.routes_accepted(docs, routes)
         for route in routes:
@@ -301,7 +287,7 @@ def test_tlsroute_hostname_intersection(replay):
         why = rejected(replay, gateway, refused)
         if why:
             problems.append(why)
-    report("TLSRouteHostnameIntersection", problems)
+    record("TLSRouteHostnameIntersection", problems)
 # -- TLSRoute tests whose assertions are status only ---------------------------------------
 
 def no_parents(p: list[str], objects, name: str, reason: str) -> None:
@@ -381,9 +367,7 @@ TLS_STATUS_CASES = [
 def test_tls_core_status(replay, name, manifest, check):
     replay.apply(manifest)
     problems = check(replay.agent.objects())
-    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
-    print(f"CONFORMANCE {name}: {RESULTS[name]}")
-    assert not problems, problems
+    record(name, problems)
 
 
 TLS_INVALID_BACKEND_CASES = [
@@ -402,8 +386,7 @@ def test_tls_core_invalid_backend(replay, name, manifest, gateway, route, reason
     Gateway (its listener programmed in Envoy) is closed or reset."""
     replay.apply(manifest)
     problems: list[str] = []
-    if not wait_for(lambda: replay.listeners_programmed(gateway), timeout=60):
-        problems.append(f"listeners of {gateway} not Programmed")
+    problems += replay.programmed(gateway)
     for parent in route_parent_conditions(replay.agent.objects(), "TLSRoute", route) or [{}]:
         expect_equal(problems, "Accepted", parent.get("Accepted"), ("True", "Accepted"))
         expect_equal(problems, "ResolvedRefs", parent.get("ResolvedRefs"), ("False", reason))
@@ -413,6 +396,4 @@ def test_tls_core_invalid_backend(replay, name, manifest, gateway, route, reason
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     if outcome["tcp"] != "connected" or outcome["tls"] not in ("closed", "reset"):
         problems.append(f"TLS dial: {outcome}")
-    RESULTS[name] = "pass" if not problems else "fail: " + "; ".join(problems[:3])
-    print(f"CONFORMANCE {name}: {RESULTS[name]}")
-    assert not problems, problems
+    record(name, problems)
