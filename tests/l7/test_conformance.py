@@ -177,6 +177,7 @@ STATUS = {
     "HTTPRouteHostnameIntersection": check_hostname_intersection,
 }
 
+
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name,manifest,expects", CASES, ids=[c[0] for c in CASES])
 def test_http_core(replay, name, manifest, expects):

@@ -30,6 +30,7 @@ from .test_l7_net import wait_for
 
 pytestmark = pytest.mark.net
 
+
 def v(n: int, path: str = "/", **kw) -> Expect:
     return Expect(path=path, backend=f"infra-backend-v{n}", **kw)
 

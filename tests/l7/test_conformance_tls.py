@@ -36,6 +36,7 @@ from .test_l7_net import wait_for
 
 pytestmark = pytest.mark.net
 
+
 def rejected(replay: conf.Replay, gateway: str, sni: str, port: int = 443) -> str | None:
     """Upstream's MakeTLSConnectionAndExpectEventuallyConnectionRejection: within 30 s a
     TLS dial with this SNI is reset (its isConnectionRejected: ECONNRESET only; never a
