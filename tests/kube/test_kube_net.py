@@ -22,13 +22,12 @@ import pytest
 import yaml
 
 from ctl.agent.progress import NODE_LEASE_PREFIX, PROGRAMMED_ANNOTATION
-from ctl.dataplane import loader
 from ctl.dataplane.pinned import PinnedMaps
 from lab import netlab
 from lab.kubeapi import KubeApi
 
 from ..net.test_agent_net import (SCENARIOS, Agent, assert_shares, conformance_files,
-                                 dns_answer_through_the_udp_listener, spread)
+                                 dns_answer_through_the_udp_listener, remove_agent_state, spread)
 from ..net.test_dataplane_net import _missing
 from .test_kube_source import wait_for
 
@@ -136,12 +135,11 @@ def kube_agent(tmp_path_factory):
         try:
             yield running
         finally:
-            running.stop()
-            kube.close()
-            for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
-                loader.detach(ifindex, netns=net.gw.ns)
-            shutil.rmtree(running.pin_dir, ignore_errors=True)
-            shutil.rmtree(Path("/run") / net.prefix, ignore_errors=True)  # the agent's private run directory
+            try:
+                running.stop()
+            finally:
+                kube.close()
+                remove_agent_state(net)
     assert not netlab.leftovers(net.prefix)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ctl.dataplane import loader
-from l7sidecar.envoy import RunPaths, running_envoy, stop_envoy
+from l7sidecar.envoy import RunPaths, running_envoy
 from lab import echo, netlab
-from tests.net.test_agent_net import Agent
+from tests.net.test_agent_net import Agent, remove_agent_state
 from tests.net.test_dataplane_net import _missing
 
 pytestmark = pytest.mark.net
@@ -43,22 +41,17 @@ class L7Agent(Agent):
 def l7_agent(net: netlab.Lab, config: Path, log: Path) -> Iterator[L7Agent]:
     """An L7Agent in the lab; on the way out it stops the agent and its Envoy and removes
     the run directory, the programs and the pins, even when the agent failed to start."""
-    run_paths = RunPaths(Path("/run") / net.prefix)  # the agent's private run directory
     agent = None
     try:
         agent = L7Agent(net, config, log)
-        agent.run_paths = run_paths
+        agent.run_paths = RunPaths(Path("/run") / net.prefix)  # the agent's private run directory
         yield agent
     finally:
         try:
             if agent is not None:
                 agent.stop()
         finally:
-            stop_envoy(run_paths)
-        shutil.rmtree(run_paths.run_dir, ignore_errors=True)
-        for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
-            loader.detach(ifindex, netns=net.gw.ns)
-        shutil.rmtree(Path(f"/sys/fs/bpf/{net.prefix}"), ignore_errors=True)
+            remove_agent_state(net)
 
 
 def pod_address(backend: netlab.Backend, octet: int) -> str:

@@ -132,14 +132,22 @@ def agent(tmp_path_factory):
         try:
             yield running
         finally:
-            running.stop()
-            for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
-                loader.detach(ifindex, netns=net.gw.ns)
-            shutil.rmtree(running.pin_dir, ignore_errors=True)
-            run_paths = RunPaths(Path("/run") / net.prefix)  # the agent's private run directory
-            stop_envoy(run_paths)
-            shutil.rmtree(run_paths.run_dir, ignore_errors=True)
+            try:
+                running.stop()
+            finally:
+                remove_agent_state(net)
     assert not netlab.leftovers(net.prefix)
+
+
+def remove_agent_state(net: netlab.Lab) -> None:
+    """What a stopped agent leaves in the lab: its programs on the gateway's interfaces,
+    its pins, its Envoy and its private run directory."""
+    run_paths = RunPaths(Path("/run") / net.prefix)
+    stop_envoy(run_paths)
+    shutil.rmtree(run_paths.run_dir, ignore_errors=True)
+    for ifindex in [net.gw.front_ifindex] + [b.gw_ifindex for b in net.backends]:
+        loader.detach(ifindex, netns=net.gw.ns)
+    shutil.rmtree(Path(f"/sys/fs/bpf/{net.prefix}"), ignore_errors=True)
 
 
 def spread(agent, proto: str, port: int, count: int = 500, timeout: float = 2.0, addr=None) -> dict:
