@@ -26,7 +26,7 @@ from ctl.dataplane.pinned import PinnedMaps
 from lab import netlab
 from lab.kubeapi import KubeApi
 
-from ..net.test_agent_net import (SCENARIOS, Agent, assert_shares, conformance_files,
+from ..net.test_agent_net import (SCENARIOS, Agent, assert_conformance_traffic, conformance_files,
                                  dns_answer_through_the_udp_listener, remove_agent_state, spread)
 from ..net.test_dataplane_net import _missing
 from .test_kube_source import wait_for
@@ -161,12 +161,7 @@ def forget_flows(pin_dir: Path) -> None:
 @pytest.mark.parametrize("case", list(SCENARIOS))
 def test_conformance_traffic_from_the_cluster(kube_agent, case):
     forget_flows(kube_agent.pin_dir)
-    kube_agent.replace_config(conformance_files(case))
-    for proto, port, shares in SCENARIOS[case]:
-        count = 500 if len(shares) > 1 else 40
-        report = spread(kube_agent, proto, port, count=count)
-        assert report["timeout"] == 0 and report.get("refused", 0) == 0, (port, report)
-        assert_shares(report, shares, count)
+    assert_conformance_traffic(kube_agent, case)
 
 
 def test_statuses_reach_the_cluster_and_programmed_follows_the_node(kube_agent):

@@ -320,14 +320,20 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("case", list(SCENARIOS))
-def test_conformance_traffic(agent, case):
+def assert_conformance_traffic(agent, case: str) -> None:
+    """The conformance case applied, each of its SCENARIOS ports answers every client
+    with the shares the case's weights give."""
     agent.replace_config(conformance_files(case))
     for proto, port, shares in SCENARIOS[case]:
         count = 500 if len(shares) > 1 else 40
         report = spread(agent, proto, port, count=count)
         assert report["timeout"] == 0 and report.get("refused", 0) == 0, (port, report)
         assert_shares(report, shares, count)
+
+
+@pytest.mark.parametrize("case", list(SCENARIOS))
+def test_conformance_traffic(agent, case):
+    assert_conformance_traffic(agent, case)
 
 
 def test_conformance_multiple_routes_statuses(agent):
