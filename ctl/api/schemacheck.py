@@ -6,6 +6,10 @@ a third of loading a directory. Nearly every object is valid, so ``compile_check
 answers only "valid?", with jsonschema's own semantics for each keyword, and the caller
 asks jsonschema for the explanation only when the answer is no.
 
+fastjsonschema, the maintained compiler of schemas into Python, cannot take these
+schemas: it rewrites ``$`` to ``\\Z`` also inside a character class (the CRDs' header
+name patterns hold ``[...$...]``), and Python's ``re`` refuses that escape there.
+
 Only the keywords the Gateway API schemas use are compiled; a schema with any other
 Draft 7 keyword (``$ref``, ``patternProperties``...) is not (``None``), and jsonschema
 checks it alone. Keys Draft 7 does not define are ignored, as jsonschema ignores them.
