@@ -290,8 +290,6 @@ static __always_inline int lb_translate(CTX *ctx, struct pkt *p, const struct co
 	return V_PASS;
 }
 
-/* `egress`: the packet is leaving through tc egress, already routed by the kernel;
- * only replies and ICMP errors are translated there, in place. */
 /* A first fragment was translated: remember how, for the later ones (key: how it
  * arrived, left in scratch by note_fragment). */
 static __always_inline void frag_remember(const struct pkt *p)

@@ -37,8 +37,8 @@ struct scratch {
 	struct nat_entry nat;                  /* lb_new_flow */
 	struct ct_entry flow;                  /* lb_forward, lb_new_flow */
 	struct ct_key flow_key;                /* lb_forward */
-	struct frag_key frag;                  /* note_fragment, lb_process, frag_forward */
-	struct frag_entry frag_to;             /* lb_process */
+	struct frag_key frag;                  /* note_fragment, frag_remember, frag_forward */
+	struct frag_entry frag_to;             /* frag_remember */
 	struct ct_key reply_key;               /* lb_new_flow, lb_forward */
 	struct ct_key quoted;                  /* icmp_error_nat */
 	struct ct_key icmp_key;                /* icmp_plan */
