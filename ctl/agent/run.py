@@ -35,7 +35,7 @@ from .l7 import L7Runtime, LocalAddresses
 from .metrics import AgentMetrics, DataplaneCollector
 from .reconciler import ReconcileOutcome, Reconciler
 from .server import AgentServer
-from .watch import POLL_INTERVAL, SETTLE_WINDOW, changes
+from .watch import POLL_INTERVAL, SETTLE_WINDOW, watch_directory
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +204,8 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
             parsed = ParseCache()  # an edit re-parses only the files it changed
             generations = GenerationBook()  # a spec edit bumps metadata.generation, as the API server does
             collector = Collector()  # no collector passes over the whole state inside a reconcile
-            for _ in changes(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set,
-                             settle=options.settle_window):
+            for _ in watch_directory(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set,
+                                     settle=options.settle_window):
                 if stop.is_set():
                     break
                 with collector.paused():

@@ -494,6 +494,101 @@ def test_changes_stops_before_sleeping_when_told_at_once(tmp_path: Path) -> None
     assert seen == [()] and slept == []
 
 
+
+# -- watch: inotify ------------------------------------------------------------------------------
+
+
+def _stop_after(seconds: float):
+    """A stop() for the inotify watcher that ends a test which would otherwise hang."""
+    import time as _time
+
+    deadline = _time.monotonic() + seconds
+    return lambda: _time.monotonic() > deadline
+
+
+def test_inotify_reports_an_edit_of_several_files_once(tmp_path: Path) -> None:
+    """Woken by inotify: a burst of writes (no file event for the settle window only
+    once it is over) is one change, with every file in it."""
+    import threading
+    import time as _time
+
+    write(tmp_path / "a.yaml", "a: 1\n", 1_000)
+    events = watch.DirectoryEvents(tmp_path)
+    try:
+        seen = watch.notified_changes(tmp_path, events, interval=0.01, settle=0.3, rescan=60,
+                                      stop=_stop_after(30))
+        assert names(next(seen)) == ["a.yaml"]
+
+        def burst() -> None:
+            for name in ("b", "c", "d"):
+                (tmp_path / f"{name}.yaml").write_text(f"{name}: 1\n")
+                _time.sleep(0.01)
+
+        writer = threading.Thread(target=burst)
+        writer.start()
+        try:
+            changed = next(seen)
+        finally:
+            writer.join()
+        assert names(changed) == ["a.yaml", "b.yaml", "c.yaml", "d.yaml"]
+        # A same-size rewrite is an edit too (the digest of a recent file tells).
+        (tmp_path / "a.yaml").write_text("a: 2\n")
+        edited = next(seen)
+        assert edited[0][4] != changed[0][4] and names(edited) == names(changed)
+    finally:
+        events.close()
+
+
+def test_inotify_watches_new_subdirectories_and_replaced_files(tmp_path: Path) -> None:
+    events = watch.DirectoryEvents(tmp_path)
+    try:
+        seen = watch.notified_changes(tmp_path, events, interval=0.01, settle=0.02, rescan=60,
+                                      stop=_stop_after(30))
+        assert next(seen) == ()
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "a.yaml").write_text("a: 1\n")
+        assert names(next(seen)) == ["a.yaml"]
+        (tmp_path / "sub" / "b.yaml").write_text("b: 1\n")  # inside the new directory
+        assert names(next(seen)) == ["a.yaml", "b.yaml"]
+        tmp = tmp_path / ".c.yaml.tmp"  # as editors and ConfigMap volumes replace files
+        tmp.write_text("c: 1\n")
+        tmp.rename(tmp_path / "sub" / "a.yaml")
+        fp = next(seen)
+        assert names(fp) == ["a.yaml", "b.yaml"] and fp[0][2] == len("c: 1\n")
+    finally:
+        events.close()
+
+
+def test_inotify_hands_over_to_polling_when_the_directory_goes(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    root.mkdir()
+    write(root / "a.yaml", "a: 1\n", 1_000)
+    events = watch.DirectoryEvents(root)
+    try:
+        seen = watch.notified_changes(root, events, interval=0.01, settle=0.02, rescan=60, stop=_stop_after(30))
+        assert names(next(seen)) == ["a.yaml"]
+        (root / "a.yaml").unlink()
+        root.rmdir()
+        assert next(seen) == ()  # seen gone, by the watch or the poll that follows
+        root.mkdir()
+        write(root / "b.yaml", "b: 1\n", 2_000)
+        assert names(next(seen)) == ["b.yaml"]  # polling now
+    finally:
+        events.close()
+
+
+def test_watch_directory_polls_a_directory_that_does_not_exist_yet(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+
+    def create() -> None:
+        root.mkdir()
+        write(root / "a.yaml", "a: 1\n", 1_000)
+
+    script = Script(nothing, create, nothing, nothing, nothing)
+    seen = list(watch.watch_directory(root, sleep=script.sleep, stop=script.stop, clock=script.clock))
+    assert [names(fp) for fp in seen] == [[], ["a.yaml"]]
+
+
 # -- logs --------------------------------------------------------------------------------------
 
 
