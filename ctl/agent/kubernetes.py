@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from ctl.agent.cluster import ClusterStatus
 from ctl.sources.kubernetes import KubernetesSource, api_client
 
+from .heap import Collector as HeapCollector
 from .metrics import PREFIX
 from .reconciler import ReconcileOutcome, Reconciler
 
@@ -43,11 +44,13 @@ class KubernetesAgent:
         self.cluster.start()
         log.info("watching the cluster", extra={"event": "kubernetes", "node": self.node,
                                                 "namespace": self.cluster.namespace})
+        heap = HeapCollector()  # no collector passes over the whole state inside a reconcile
         try:
             for loaded in self.source.snapshots(stop=stop.is_set):
                 # An invalid object keeps its last valid version in the snapshot; its
                 # problem is reported (log, Event) without blocking everyone else's config.
-                outcome = self.reconciler.reconcile(replace(loaded, problems=()))
+                with heap.paused():
+                    outcome = self.reconciler.reconcile(replace(loaded, problems=()))
                 observe(outcome)
                 self.cluster.reconciled(loaded.snapshot, outcome.applied, outcome.problems)
         finally:

@@ -39,6 +39,8 @@ from .watch import POLL_INTERVAL, SETTLE_WINDOW, watch_directory
 
 log = logging.getLogger(__name__)
 
+REPAIR_INTERVAL = 10.0  # seconds between read-backs of the maps while idle
+
 
 @dataclass(frozen=True)
 class AgentOptions:
@@ -159,6 +161,9 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
                          max_services=options.max_services, max_backends=options.max_backends,
                          ct_size=options.ct_size)
     dataplane = Dataplane.load(spec)
+    # Standalone, edits are planned against what the agent wrote (it is its pin
+    # directory's only writer) and the watcher's idle calls repair drift.
+    dataplane.remember_writes = not options.kubernetes
     prepare_kernel(options.interfaces, options.nat)
     for name, (ifindex, _) in links.items():
         mode = attach(dataplane, ifindex, options.attach)
@@ -204,8 +209,25 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
             parsed = ParseCache()  # an edit re-parses only the files it changed
             generations = GenerationBook()  # a spec edit bumps metadata.generation, as the API server does
             collector = Collector()  # no collector passes over the whole state inside a reconcile
+
+            def repair() -> None:
+                # Edits are planned against what the agent wrote; while idle, the maps
+                # are read back now and then so that drift is corrected too.
+                translation = reconciler.state.translation
+                if translation is None or not dataplane.repair_due(REPAIR_INTERVAL):
+                    return
+                with collector.paused():
+                    try:
+                        repaired = dataplane.program(translation.desired, dp_config, read_back=True)
+                    except (OSError, ValueError) as error:
+                        log.error("reading the maps back failed", extra={"event": "repair_failed", "error": str(error)})
+                        return
+                if repaired:
+                    log.warning("the maps differed from what the agent wrote: repaired",
+                                extra={"event": "repaired", "writes": len(repaired.ops)})
+
             for _ in watch_directory(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set,
-                                     settle=options.settle_window):
+                                     settle=options.settle_window, idle=repair):
                 if stop.is_set():
                     break
                 with collector.paused():

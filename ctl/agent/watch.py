@@ -76,8 +76,13 @@ def changes(root: Path, interval: float = POLL_INTERVAL, sleep: Callable[[float]
     yield from _changes_from(root, last, interval, sleep, stop, settle, clock)
 
 
+def _nothing() -> None:
+    pass
+
+
 def _changes_from(root: Path, last: Fingerprint, interval: float, sleep: Callable[[float], None],
-                  stop: Callable[[], bool], settle: float, clock: Callable[[], float]) -> Iterator[Fingerprint]:
+                  stop: Callable[[], bool], settle: float, clock: Callable[[], float],
+                  idle: Callable[[], None] = _nothing) -> Iterator[Fingerprint]:
     pending: Fingerprint | None = None  # the newest state seen while the burst goes on
     since = 0.0  # when pending was first seen: the quiet window counts from there
     while not stop():
@@ -91,6 +96,8 @@ def _changes_from(root: Path, last: Fingerprint, interval: float, sleep: Callabl
                 last = pending
                 yield last
             pending = None
+        elif pending is None:
+            idle()
 
 
 def same(a: Fingerprint, b: Fingerprint) -> bool:
@@ -155,11 +162,13 @@ class DirectoryEvents:
 def notified_changes(root: Path, events: DirectoryEvents, interval: float = POLL_INTERVAL,
                      stop: Callable[[], bool] = lambda: False, settle: float = SETTLE_WINDOW,
                      rescan: float = RESCAN_INTERVAL, clock: Callable[[], float] = time.monotonic,
-                     sleep: Callable[[float], None] = time.sleep) -> Iterator[Fingerprint]:
+                     sleep: Callable[[float], None] = time.sleep,
+                     idle: Callable[[], None] = _nothing) -> Iterator[Fingerprint]:
     """As ``changes``, woken by inotify: yields the fingerprint now, then each time it
     has changed and no file event has arrived for ``settle`` seconds. Between events
-    it looks again every ``rescan`` seconds anyway; waits in steps of ``interval`` so
-    that stop() is seen promptly. If the root goes away, polling takes over."""
+    it looks again every ``rescan`` seconds anyway (and calls idle() when nothing
+    changed); waits in steps of ``interval`` so that stop() is seen promptly. If the
+    root goes away, polling takes over."""
     last = fingerprint(root)
     yield last
     next_rescan = clock() + rescan
@@ -168,7 +177,7 @@ def notified_changes(root: Path, events: DirectoryEvents, interval: float = POLL
         if woke is None:
             log.warning("the configuration directory was removed or moved; polling it",
                         extra={"event": "watch_polling", "directory": str(root)})
-            yield from _changes_from(root, last, interval, sleep, stop, settle, clock)
+            yield from _changes_from(root, last, interval, sleep, stop, settle, clock, idle)
             return
         if not woke and clock() < next_rescan:
             continue
@@ -181,21 +190,28 @@ def notified_changes(root: Path, events: DirectoryEvents, interval: float = POLL
         if not same(current, last):
             last = current
             yield last
+        elif not woke:
+            idle()
 
 
 def watch_directory(root: Path, interval: float = POLL_INTERVAL, stop: Callable[[], bool] = lambda: False,
                     settle: float = SETTLE_WINDOW, sleep: Callable[[float], None] = time.sleep,
-                    clock: Callable[[], float] = time.monotonic) -> Iterator[Fingerprint]:
+                    clock: Callable[[], float] = time.monotonic,
+                    idle: Callable[[], None] = _nothing) -> Iterator[Fingerprint]:
     """The agent's watcher: inotify where it works, polling where not (no inotify in
-    this kernel or container, the watch limit reached, no directory yet)."""
+    this kernel or container, the watch limit reached, no directory yet). idle() is
+    called now and then while nothing changes (in the watcher's thread)."""
     try:
         events = DirectoryEvents(root)
     except OSError as error:
         log.info("inotify unavailable; polling the configuration directory",
                  extra={"event": "watch_polling", "directory": str(root), "reason": str(error)})
-        yield from changes(root, interval, sleep=sleep, stop=stop, settle=settle, clock=clock)
+        last = fingerprint(root)
+        yield last
+        yield from _changes_from(root, last, interval, sleep, stop, settle, clock, idle)
         return
     try:
-        yield from notified_changes(root, events, interval, stop=stop, settle=settle, sleep=sleep, clock=clock)
+        yield from notified_changes(root, events, interval, stop=stop, settle=settle, sleep=sleep, clock=clock,
+                                    idle=idle)
     finally:
         events.close()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from . import loader, reader, writer
 from ctl.model import DesiredState
 from .pinned import PinnedMaps
-from .plan import DataplaneConfig, Limits, Plan, plan
+from .plan import DataplaneConfig, Limits, Plan, Written, plan, plan_edit
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +18,13 @@ log = logging.getLogger(__name__)
 class Dataplane:
     spec: loader.DataplaneSpec
     programs: loader.Programs
+    # Plan against what this object last wrote instead of reading every map back: for
+    # the agent, the only writer of its pin directory (an edit then costs what it
+    # changes). ``repair`` still reads the maps back now and then, so drift (an entry
+    # someone deleted) is corrected.
+    remember_writes: bool = False
+    written: Written | None = field(default=None, repr=False)
+    read_back_at: float = field(default=float("-inf"), repr=False)  # time.monotonic()
 
     @classmethod
     def load(cls, spec: loader.DataplaneSpec) -> "Dataplane":
@@ -34,11 +42,25 @@ class Dataplane:
                   netns: str | None = None) -> None:
         loader.attach_tc(ifindex, self.programs, ingress, egress, netns)
 
-    def program(self, desired: DesiredState, config: DataplaneConfig = DataplaneConfig()) -> Plan:
-        """Brings the maps to `desired`; returns the plan that was executed."""
+    def program(self, desired: DesiredState, config: DataplaneConfig = DataplaneConfig(),
+                read_back: bool = False) -> Plan:
+        """Brings the maps to `desired`; returns the plan that was executed. Reads the
+        maps back first unless it remembers what it wrote (and read_back is false)."""
         with PinnedMaps.open(self.spec.pin_dir, create_control_maps=True) as maps:
-            result = plan(desired, reader.read_actual(maps), config, self.limits)
+            if self.remember_writes and self.written is not None and not read_back:
+                result, written = plan_edit(desired, self.written, config, self.limits)
+            else:
+                actual = reader.read_actual(maps)
+                self.read_back_at = time.monotonic()
+                result = plan(desired, actual, config, self.limits)
+                written = Written.after(desired, actual, result) if self.remember_writes else None
+            self.written = None  # until the writes are all done: a failure reads back next time
             writer.apply(maps, result.ops)
+            self.written = written
         if result:
             log.info("programmed data path: %d map writes", len(result.ops))
         return result
+
+    def repair_due(self, interval: float) -> bool:
+        """Whether the maps were last read back more than ``interval`` seconds ago."""
+        return time.monotonic() - self.read_back_at >= interval

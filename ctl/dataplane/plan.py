@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -316,6 +316,10 @@ def _validate(services: Iterable[Service], limits: Limits) -> None:
     if len(endpoints) > limits.max_backends - 1:
         raise PlanError(f"{len(endpoints)} backends exceed the data path's capacity of "
                         f"{limits.max_backends - 1} (--max-backends)")
+    _validate_each(services)
+
+
+def _validate_each(services: Iterable[Service]) -> None:
     for s in services:
         who = s.owner or str(s.frontend)
         for b in s.backends:
@@ -358,3 +362,173 @@ def _count(addresses: Iterable[IPAddress]) -> dict[IPAddress, int]:
         counts[a] = counts.get(a, 0) + 1
     return counts
 
+
+
+# -- planning an edit against what was written -------------------------------------------
+@dataclass(frozen=True)
+class Written:
+    """What the agent last wrote: the desired state it planned for and the maps as that
+    plan left them, with two indexes the next plan would otherwise rebuild from all of
+    it (which services use each endpoint, which id each endpoint has)."""
+
+    desired: Mapping[FrontendKey, Service]
+    actual: ActualState
+    endpoint_users: Mapping[Endpoint, int]
+    backend_index: Mapping[Endpoint, int]
+
+    @classmethod
+    def after(cls, desired: DesiredState, actual: ActualState, result: Plan) -> Written:
+        """After a full plan of `desired` against `actual` was executed."""
+        services = desired.by_frontend()
+        users: dict[Endpoint, int] = {}
+        for service in services.values():
+            for endpoint in {b.endpoint for b in service.backends}:
+                users[endpoint] = users.get(endpoint, 0) + 1
+        after = applied(actual, result.ops)
+        return cls(services, after, users, {ep: i for i, ep in after.backends.items()})
+
+
+def applied(actual: ActualState, ops: Iterable[Op]) -> ActualState:
+    """What the maps hold once the writer has executed ``ops`` on maps holding ``actual``."""
+    frontends, backends, digests = dict(actual.frontends), dict(actual.backends), dict(actual.table_digests)
+    tables, vips, config = set(actual.tables), dict(actual.vips), actual.config
+    owners, members = dict(actual.owners), dict(actual.members)
+    for op in ops:
+        match op:
+            case PutConfig(c):
+                config = c
+            case PutBackend(i, endpoint, _):
+                backends[i] = endpoint
+            case PutTable(i, _, digest):
+                tables.add(i)
+                digests[i] = digest
+            case PutFrontend(key, record, _):
+                frontends[key] = record
+            case PutOwner(i, owner):
+                owners[i] = owner
+            case PutMember(i, b, weight):
+                members[(i, b)] = weight
+            case DeleteMember(i, b):
+                members.pop((i, b), None)
+            case DeleteOwner(i):
+                owners.pop(i, None)
+            case PutVip(address, count):
+                vips[address] = count
+            case DeleteFrontend(key):
+                frontends.pop(key, None)
+            case DeleteVip(address):
+                vips.pop(address, None)
+            case DeleteTable(i):
+                tables.discard(i)
+                digests.pop(i, None)
+            case DeleteBackend(i):
+                backends.pop(i, None)
+    return ActualState(frontends, backends, digests, frozenset(tables), vips, config, owners, members)
+
+
+def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
+              limits: Limits = Limits()) -> tuple[Plan, Written]:
+    """The plan ``plan(desired, written.actual, ...)`` would make, looking only at the
+    services that differ from the last desired state (an unchanged Service is the same
+    object, or equal), and what is written once it is executed.
+
+    Right only while the maps hold ``written.actual``: the agent reads them back now and
+    then (``Dataplane``) so that drift is still repaired by a full plan."""
+    old, actual = written.desired, written.actual
+    services = desired.by_frontend()
+    changed = sorted((k for k, s in services.items() if (o := old.get(k)) is not s and o != s),
+                     key=FrontendKey.sort_key)
+    removed = sorted((k for k in old if k not in services), key=FrontendKey.sort_key)
+    if len(services) > limits.max_services:
+        raise PlanError(f"{len(services)} frontends exceed the data path's capacity of "
+                        f"{limits.max_services} (--max-services)")
+    _validate_each([services[k] for k in changed])
+
+    # Endpoint users after the edit; ids for the endpoints that are new.
+    users = dict(written.endpoint_users)
+    for key in (*changed, *removed):
+        if key in old:
+            for endpoint in {b.endpoint for b in old[key].backends}:
+                users[endpoint] -= 1
+    for key in changed:
+        for endpoint in {b.endpoint for b in services[key].backends}:
+            users[endpoint] = users.get(endpoint, 0) + 1
+    gone = {endpoint for endpoint, n in users.items() if n == 0} if changed or removed else set()
+    for endpoint in gone:
+        del users[endpoint]
+    if len(users) > limits.max_backends - 1:
+        raise PlanError(f"{len(users)} backends exceed the data path's capacity of "
+                        f"{limits.max_backends - 1} (--max-backends)")
+    index = written.backend_index
+    new_endpoints = sorted({b.endpoint for k in changed for b in services[k].backends if b.endpoint not in index},
+                           key=Endpoint.sort_key)
+    backend_ids = dict(index)
+    backend_ids.update(_new_ids(new_endpoints, actual.backends, range(1, limits.max_backends), "backends"))
+    new_keys = [k for k in changed if k not in actual.frontends]
+    service_ids = {k: r.service_id for k, r in actual.frontends.items() if k in services}
+    if new_keys:
+        used = {r.service_id for r in actual.frontends.values()}
+        service_ids.update(_new_ids(new_keys, used, range(0, limits.max_services), "frontends"))
+
+    ops: list[Op] = []
+    if actual.config != config:
+        ops.append(PutConfig(config))
+    ops += [PutBackend(backend_ids[ep], ep, fresh=backend_ids[ep] not in actual.backends) for ep in new_endpoints]
+    stale = []
+    for key in changed:
+        service_id = service_ids[key]
+        members = table_members(services[key], backend_ids)
+        size = service_table_size(services[key], members, limits.maglev_size)
+        digest = table_digest(members, size, config.hash_seed)
+        if digest != (actual.table_digests.get(service_id) if service_id in actual.tables else None):
+            stale.append((service_id, members, size, digest))
+    built = _build_tables([(members, size) for _, members, size, _ in stale], config.hash_seed)
+    ops += [PutTable(service_id, slots, digest) for (service_id, _, _, digest), slots in zip(stale, built)]
+    for key in changed:
+        service = services[key]
+        record = FrontendRecord(service_ids[key], service.nat,
+                                service.snat_addresses if service.nat is NatMode.SNAT else ())
+        current = actual.frontends.get(key)
+        if current != record:
+            ops.append(PutFrontend(key, record, fresh=current is None or current.service_id != record.service_id))
+    owners = {service_ids[k]: services[k].owner.encode()[:119].decode(errors="ignore") for k in changed}
+    ops += [PutOwner(i, o) for i, o in sorted(owners.items()) if actual.owners.get(i) != o]
+    members_now = {(service_ids[k], backend_ids[b.endpoint]): round(b.weight * WEIGHT_SCALE)
+                   for k in changed for b in services[k].backends}
+    ops += [PutMember(s, b, w) for (s, b), w in sorted(members_now.items()) if actual.members.get((s, b)) != w]
+    vips = dict(actual.vips)
+    for key in changed:
+        if key not in old:
+            vips[key.address] = vips.get(key.address, 0) + 1
+    for key in removed:
+        vips[key.address] -= 1
+    touched = sorted({k.address for k in (*changed, *removed)}, key=address_order)
+    ops += [PutVip(a, vips[a]) for a in touched if vips[a] > 0 and actual.vips.get(a) != vips[a]]
+    ops += [DeleteFrontend(k) for k in removed if k in actual.frontends]
+    members_before = {(actual.frontends[k].service_id, index[b.endpoint])
+                      for k in (*changed, *removed) if k in old and k in actual.frontends
+                      for b in old[k].backends}
+    ops += [DeleteMember(s, b) for s, b in sorted(members_before - members_now.keys()) if (s, b) in actual.members]
+    removed_ids = sorted(actual.frontends[k].service_id for k in removed if k in actual.frontends)
+    ops += [DeleteOwner(i) for i in removed_ids if i in actual.owners]
+    ops += [DeleteVip(a) for a in touched if vips[a] <= 0 and a in actual.vips]
+    ops += [DeleteTable(i) for i in removed_ids if i in actual.tables]
+    ops += [DeleteBackend(i) for i in sorted(index[ep] for ep in gone if ep in index)]
+
+    result = Plan(tuple(ops), service_ids, {ep: backend_ids[ep] for ep in users})
+    after = applied(actual, result.ops)
+    for endpoint in gone:
+        backend_ids.pop(endpoint, None)
+    return result, Written(services, after, users, backend_ids)
+
+
+def _new_ids(wanted: list, used: Container[int], pool: range, what: str) -> dict:
+    """The lowest ids nothing holds now, for items that have none (as _assign_ids)."""
+    free = (i for i in pool if i not in used)
+    ids = {}
+    for item in wanted:
+        try:
+            ids[item] = next(free)
+        except StopIteration:
+            raise PlanError(f"no free id left for {what}") from None
+    return ids

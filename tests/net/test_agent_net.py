@@ -297,6 +297,31 @@ def test_an_agent_restart_writes_nothing_and_live_connections_survive(agent):
     assert report["errors"] == [] and report["exchanges"] >= 50, report
 
 
+
+def test_a_map_entry_deleted_behind_the_agents_back_is_restored(agent):
+    """Edits are planned against what the agent wrote; drift is still repaired by the
+    read-back it does while idle."""
+    from ipaddress import ip_address
+
+    from ctl.agent.run import REPAIR_INTERVAL
+    from ctl.dataplane import writer
+    from ctl.dataplane.pinned import PinnedMaps
+    from ctl.model import FrontendKey, Protocol
+
+    agent.replace_config(example_files())
+    key = writer.frontend_key_struct(FrontendKey(ip_address(agent.net.vip4), 80, Protocol.TCP))
+    repaired_before = len(agent.events("repaired"))
+    with PinnedMaps.open(agent.pin_dir) as maps:
+        assert maps.delete("frontends", key)
+        deadline = time.monotonic() + REPAIR_INTERVAL + 20
+        while maps.get("frontends", key) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert maps.get("frontends", key) is not None, "the agent did not restore the deleted frontend"
+    assert len(agent.events("repaired")) > repaired_before
+    report = spread(agent, "tcp", 80, count=50)
+    assert report["refused"] == 0 and report["timeout"] == 0 and sum(report["counts"].values()) == 50, report
+
+
 # -- the Gateway API conformance scenarios, with real traffic --------------------------
 def conformance_files(case: str) -> dict[str, str]:
     """The golden input of a conformance case, with endpoints moved onto the lab's

@@ -265,3 +265,79 @@ def test_a_lower_cap_rebuilds_only_the_tables_above_it():
     first = p.plan(desired, p.ActualState(), CONFIG, p.Limits(maglev_size=16381))
     result = p.plan(desired, applied(p.ActualState(), first), CONFIG, p.Limits(maglev_size=509))
     assert _table_sizes(result) == {result.service_ids[eight.frontend]: 509}
+
+
+# -- planning an edit against what was written ------------------------------------------------
+
+
+def _normal(result: p.Plan) -> list:
+    """Ops comparable across plans: a table by its service and digest, not its array."""
+    return [(type(op).__name__, op.service_id, op.digest) if isinstance(op, p.PutTable) else op for op in result.ops]
+
+
+def _random_state(rng, endpoints: list[str]) -> DesiredState:
+    services = []
+    for vip in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        for port in (80, 81, 82, 443):
+            if rng.random() < 0.35:
+                continue
+            chosen = rng.sample(endpoints, rng.randint(0, 4))
+            backends = tuple((a, rng.choice((0, 0.5, 1, 1, 2))) for a in chosen)
+            s = svc(vip=vip, port=port, backends=backends, reject=rng.choice((0.0, 0.0, 1.0)),
+                    proto=rng.choice((Protocol.TCP, Protocol.UDP)))
+            if rng.random() < 0.2:
+                s = replace(s, owner=f"route {rng.randint(0, 3)}")
+            if rng.random() < 0.1:
+                s = replace(s, nat=NatMode.DNAT, snat_addresses=())
+            services.append(s)
+    return DesiredState(tuple(services))
+
+
+def _edited(rng, state: DesiredState, endpoints: list[str]) -> DesiredState:
+    """A few services of ``state`` changed, added or removed; the rest the same objects."""
+    fresh = _random_state(rng, endpoints).by_frontend()
+    services = state.by_frontend()
+    for key in rng.sample(sorted(set(services) | set(fresh)), rng.randint(1, 3)):
+        if key in fresh:
+            services[key] = fresh[key]
+        else:
+            services.pop(key, None)
+    return DesiredState(tuple(services.values()))
+
+
+def test_an_edit_planned_against_what_was_written_is_the_full_plan():
+    import random
+
+    rng = random.Random(11)
+    limits = p.Limits(maglev_size=251, max_services=64, max_backends=64)
+    endpoints = [f"10.1.0.{i}" for i in range(1, 12)]
+    for trial in range(30):
+        desired = _random_state(rng, endpoints)
+        first = p.plan(desired, p.ActualState(), CONFIG, limits)
+        written = p.Written.after(desired, p.ActualState(), first)
+        assert written.actual == applied(p.ActualState(), first)
+        for step in range(15):
+            desired = _edited(rng, desired, endpoints)
+            full = p.plan(desired, written.actual, CONFIG, limits)
+            edit, written = p.plan_edit(desired, written, CONFIG, limits)
+            assert _normal(edit) == _normal(full), (trial, step)
+            assert dict(edit.service_ids) == dict(full.service_ids)
+            assert dict(edit.backend_ids) == dict(full.backend_ids)
+            # What was written is what a full plan leaves, and nothing is left to do.
+            assert not p.plan(desired, written.actual, CONFIG, limits)
+            assert written.backend_index == {ep: i for i, ep in written.actual.backends.items()}
+
+
+def test_an_edit_refuses_what_does_not_fit_like_a_full_plan():
+    limits = p.Limits(maglev_size=251, max_services=2, max_backends=4)
+    desired = DesiredState((svc(),))
+    written = p.Written.after(desired, p.ActualState(), p.plan(desired, p.ActualState(), CONFIG, limits))
+    too_many = DesiredState((svc(), svc(port=81), svc(port=82)))
+    with pytest.raises(p.PlanError, match="3 frontends"):
+        p.plan_edit(too_many, written, CONFIG, limits)
+    wide = DesiredState((svc(backends=(("10.1.0.1", 1), ("10.1.0.2", 1), ("10.1.0.3", 1), ("10.1.0.4", 1))),))
+    with pytest.raises(p.PlanError, match="4 backends"):
+        p.plan_edit(wide, written, CONFIG, limits)
+    mixed = DesiredState((svc(backends=(("2001:db8::1", 1),)),))
+    with pytest.raises(p.PlanError, match="address family"):
+        p.plan_edit(mixed, written, CONFIG, limits)
