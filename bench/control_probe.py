@@ -106,7 +106,6 @@ def flip(args: argparse.Namespace) -> None:
 
 
 def breakdown(args: argparse.Namespace) -> dict:
-    import resource
     from dataclasses import replace
     from datetime import datetime, timezone
     from ipaddress import ip_address
@@ -193,8 +192,19 @@ def breakdown(args: argparse.Namespace) -> dict:
             settling, settling_cpu = time.perf_counter(), time.process_time()
         out["edit_gc"], cpu["edit_gc"] = time.perf_counter() - settling, time.process_time() - settling_cpu
         out["edit_ops"] = len(edited.ops)
-    out["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["max_rss_mib"] = _peak_rss_mib()
     return out
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory: VmHWM, which belongs to the address space exec
+    made (getrusage's ru_maxrss keeps the high-water mark of the parent it was forked from)."""
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main(argv: list[str] | None = None) -> int:

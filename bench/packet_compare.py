@@ -2,6 +2,9 @@
 
     sudo .venv/bin/python -m bench.packet_compare --baseline <git ref> [--runs 15]
 
+As a part of `make bench` (bench.run's `packet_compare`), the baseline is the one named in
+bench/baselines.py, both hooks, the runs below.
+
 The baseline is checked out into a throwaway git worktree and each build runs in a
 worker process of its own (its own ctl/, bpf/ and bench/packet.py, so the two may differ
 in map layouts and ABI); the parent sends both workers the same sequence of
@@ -22,8 +25,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import baselines
 from .common import ROOT, summary
 
+PART = "packet_compare"
+TITLE = "Before/after: the per-packet path of issue 10"
+# (runs, repeat, new flows per run, hooks) in a full and a quick run
+SETTINGS = {False: (11, 100_000, 1_000, ("xdp", "tc")), True: (3, 20_000, 200, ("xdp",))}
+# Issue 10's aims, on the XDP hook: after / before at most this.
+AIMS = {"new-flow": 0.70, "established": 0.50, "udp": 0.50, "reply": 0.50}
+LABELS = {"new-flow": "new TCP flow (SYN)", "established": "established TCP", "udp": "established UDP",
+          "reply": "reply from the backend", "no-match": "no-match"}
 CASES = ("new-flow", "established", "udp", "reply", "no-match")
 REFERENCES = ("floor", "floor via replay", "floor via replay+port")
 
@@ -127,18 +139,61 @@ def _dirty() -> bool:
                                capture_output=True, text=True).stdout.strip())
 
 
-def markdown(result: dict) -> str:
-    lines = [f"Baseline {result['baseline'][:10]} vs {result['head'][:10]}"
-             f"{' (+ uncommitted changes)' if result['dirty'] else ''}; median of {result['runs']} "
-             f"interleaved runs, repeat={result['repeat']} (new flows: {result['new_batch']} per run).", "",
-             "| hook | case | before ns [p25-p75] | after ns [p25-p75] | after / before | before x floor | after x floor |",
-             "|---|---|---|---|---|---|---|"]
+def run(quick: bool = False, only: str | None = None) -> dict:
+    """The part's entry for bench.run: this tree against the per-packet baseline."""
+    runs, repeat, new_batch, hooks = SETTINGS[quick]
+    result = compare(baselines.PACKET.commit, runs, repeat, new_batch, hooks)
+    return {"part": PART, "title": TITLE, "quick": quick, "hooks": list(hooks), **result}
+
+
+def aim_text(hook: str, case: str, ratio: float) -> str:
+    target = AIMS.get(case) if hook == "xdp" else None
+    if target is None:
+        return ""
+    return f"<= {target:.2f}: " + ("met" if ratio <= target else "**not met**")
+
+
+def table(result: dict) -> list[str]:
+    lines = ["| hook | case | before ns [p25-p75] | after ns [p25-p75] | after / before | aim | before x floor "
+             "| after x floor |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         b, a = r["before"], r["after"]
-        lines.append(f"| {r['hook']} | {r['case']} | {b['median']:.0f} [{b['p25']:.0f}-{b['p75']:.0f}] | "
-                     f"{a['median']:.0f} [{a['p25']:.0f}-{a['p75']:.0f}] | {r['after_over_before']:.2f} | "
+        lines.append(f"| {r['hook']} | {LABELS.get(r['case'], r['case'])} | {b['median']:.0f} "
+                     f"[{b['p25']:.0f}-{b['p75']:.0f}] | {a['median']:.0f} [{a['p25']:.0f}-{a['p75']:.0f}] | "
+                     f"{r['after_over_before']:.2f} | {aim_text(r['hook'], r['case'], r['after_over_before'])} | "
                      f"{r['before_x_floor']:.1f}x | {r['after_x_floor']:.1f}x |")
+    return lines
+
+
+def floors(result: dict) -> str:
+    by_hook: dict[str, tuple[float, float]] = {}
+    for r in result["rows"]:
+        by_hook.setdefault(r["hook"], (r["before_floor"], r["after_floor"]))
+    return ", ".join(f"{hook} {b:.0f} / {a:.0f} ns" for hook, (b, a) in by_hook.items())
+
+
+def markdown(result: dict) -> str:
+    hooks = ",".join(result.get("hooks") or sorted({r["hook"] for r in result["rows"]}))
+    lines = [f"## {result.get('title', TITLE)}", "",
+             f"The build before issue 10's per-packet work (`{result['baseline'][:10]}`, see *Baselines*) and "
+             f"this tree (`{result['head'][:10]}`{' + uncommitted changes' if result['dirty'] else ''}), "
+             "measured in this run, interleaved: each build runs in a worker process of its own (its own "
+             "ctl/, bpf/ and bench/packet.py, checked out into a throwaway git worktree), both get the same "
+             "sequence of measurements, which build goes first alternates per round, and each subtracts its "
+             "own replay-wrapper cost and divides by its own MAC-swap floor of the same round "
+             f"(`bench/packet_compare.py`). Median of {result['runs']} runs of repeat={result['repeat']} "
+             f"(new flows: {result['new_batch']} distinct SYNs per run); after / before is the median of the "
+             "per-round ratios. Aims (issue 10, XDP hook): established TCP, UDP and reply at most 0.50 of "
+             "before, a new flow at most 0.70.", "",
+             f"Rerun: `sudo .venv/bin/python -m bench.packet_compare --baseline {result['baseline'][:10]} "
+             f"--runs {result['runs']} --repeat {result['repeat']} --new-batch {result['new_batch']} "
+             f"--hooks {hooks}` (floor medians before / after: {floors(result)}).", ""]
+    lines += table(result)
     return "\n".join(lines) + "\n"
+
+
+def charts(result: dict, outdir: Path) -> list[Path]:
+    return []
 
 
 def main() -> None:

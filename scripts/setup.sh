@@ -13,7 +13,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------------------
 # bcc and the kernel headers it compiles against; deploy/Containerfile installs the same.
 bcc_debs=(python3-bpfcc libbpfcc linux-headers-amd64)
-debs=("${bcc_debs[@]}" iproute2 nftables ethtool iperf3 netsniff-ng dnsmasq-base sockperf wrk nginx)
+debs=("${bcc_debs[@]}" iproute2 nftables ethtool iperf3 netsniff-ng dnsmasq-base sockperf wrk nginx linux-perf)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
