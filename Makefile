@@ -19,7 +19,7 @@ vm-test: setup
 	bash vm-tests/setup.sh
 	$(PYTHON) -m pytest -ra vm-tests
 
-# Benchmarks: writes docs/benchmarks.md, bench/out/results.json and docs/bench/*.png.
+# Benchmarks (about half an hour): writes docs/benchmarks.md, docs/bench/results.json and docs/bench/*.png.
 bench: setup
 	$(PYTHON) -m bench.run
 

@@ -1,8 +1,14 @@
 """One command for every benchmark: runs each part in turn on this machine and writes
 docs/benchmarks.md, docs/bench/results.json (also bench/out/) and docs/bench/*.png.
 
-    sudo make bench                   # everything (tens of minutes)
-    sudo .venv/bin/python -m bench.run --quick --parts packet,maglev
+    sudo make bench                   # everything, about half an hour
+    sudo .venv/bin/python -m bench.run --quick --parts packet,maglev   # into bench/out/quick/
+    .venv/bin/python -m bench.run --from-results docs/bench/results.json --out /tmp/re  # render only
+
+The report is the run's alone: the issue 10 aims at the top are computed from the same
+results as the sections below (bench/aims.py), the before/after parts measure the
+baselines named in bench/baselines.py in the same run, and earlier hand-run measurements
+live in docs/performance-history.md, which the report links to and never rewrites.
 """
 
 from __future__ import annotations
@@ -12,42 +18,85 @@ import importlib
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from . import aims, baselines
 from .common import OUT, ROOT, machine
 
-PARTS = ("packet", "maglev", "e2e", "control", "l7")
+# Run and report order. Names are modules of bench/ (each with run/markdown/charts).
+PARTS = ("packet", "packet_compare", "packet_profile", "maglev", "e2e", "control", "control_compare", "l7")
 DOCS = ROOT / "docs"
-CHARTS = DOCS / "bench"
+HISTORY = "performance-history.md"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
+    parser.add_argument("--out", type=Path,
+                        help="directory for benchmarks.md and bench/ (charts, results.json); default docs/, "
+                             "or bench/out/quick with --quick (a quick run never overwrites the report)")
+    parser.add_argument("--from-results", type=Path,
+                        help="run nothing: render the report (and charts) from this results.json")
     args = parser.parse_args(argv)
-    parts = [p for p in args.parts.split(",") if p]
-    OUT.mkdir(parents=True, exist_ok=True)
-    CHARTS.mkdir(parents=True, exist_ok=True)
+    args.out = args.out or (OUT / "quick" if args.quick else DOCS)
+    charts_dir = args.out / "bench"
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    if args.from_results:
+        results = json.loads(args.from_results.read_text())
+        for part, result in results["parts"].items():
+            if not result.get("error"):
+                result["charts"] = [str(p.relative_to(args.out)) for p in
+                                    importlib.import_module(f"bench.{part}").charts(result, charts_dir)]
+        return write(results, args.out)
 
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        parser.error(f"unknown part(s) {unknown}; parts: {', '.join(PARTS)}")
+    # Progress goes to bench/out only for a run into docs/, so a check elsewhere touches nothing there.
+    progress = (OUT if args.out.resolve() == DOCS.resolve() else charts_dir) / "results.json"
+    progress.parent.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(), "quick": args.quick, "parts": {}}
+    failed = []
     for part in parts:
-        module = importlib.import_module(f"bench.{part}")
         started = time.monotonic()
         print(f"bench: running {part} ...", file=sys.stderr, flush=True)
-        result = module.run(quick=args.quick)
-        result["seconds"] = round(time.monotonic() - started, 1)
-        result["charts"] = [str(p.relative_to(DOCS)) for p in module.charts(result, CHARTS)]
+        try:
+            module = importlib.import_module(f"bench.{part}")
+            result = module.run(quick=args.quick)
+            result["charts"] = [str(p.relative_to(args.out)) for p in module.charts(result, charts_dir)]
+        except (Exception, SystemExit) as error:  # one broken part must not lose the others' figures
+            traceback.print_exc()
+            failed.append(part)
+            result = {"part": part, "error": f"{type(error).__name__}: {error}"}
+        result["elapsed_s"] = round(time.monotonic() - started, 1)
+        print(f"bench: {part} took {result['elapsed_s']} s", file=sys.stderr, flush=True)
         results["parts"][part] = result
-        (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    (CHARTS / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    (DOCS / "benchmarks.md").write_text(report(results))
-    print(f"bench: wrote {DOCS / 'benchmarks.md'} and {OUT / 'results.json'}", file=sys.stderr)
+        progress.write_text(json.dumps(results, indent=2, default=str))
+    write(results, args.out)
+    if failed:
+        print(f"bench: FAILED parts: {', '.join(failed)} (their sections say so)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def write(results: dict, out: Path) -> int:
+    (out / "bench").mkdir(parents=True, exist_ok=True)
+    (out / "bench" / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "benchmarks.md").write_text(report(results))
+    print(f"bench: wrote {out / 'benchmarks.md'} and {out / 'bench' / 'results.json'}", file=sys.stderr)
     return 0
+
+
+def elapsed(result: dict) -> float | None:
+    # `seconds` in results recorded before elapsed_s existed (l7 uses `seconds` for its own setting)
+    return result.get("elapsed_s", result.get("seconds") if result.get("part") != "l7" else None)
 
 
 def report(results: dict) -> str:
     m = results["machine"]
+    took = [f"{part} {elapsed(r):,.0f} s" for part, r in results["parts"].items() if elapsed(r) is not None]
     lines = [
         "# Benchmarks",
         "",
@@ -55,13 +104,29 @@ def report(results: dict) -> str:
         "line below can be rerun alone with the command shown next to it. The machines are",
         "shared and noisy, so figures are medians over repeated runs, and comparisons are",
         "ratios measured side by side in the same run, never lone absolute times.",
+        f"Earlier measurements run by hand, and what changed in which commit, are in [{HISTORY}]({HISTORY});",
+        "nothing below comes from there.",
         "",
         f"- CPU: {m['cpu']} ({m['cores']} cores)",
         f"- Kernel: {m['kernel']}; Python {m['python']}",
         f"- Run: {m['when']}" + (" (quick mode: fewer repetitions, figures are indicative only)" if results["quick"] else ""),
+        f"- Parts and their run time: {', '.join(took)}" + (f"; {sum(elapsed(r) for r in results['parts'].values() if elapsed(r)) / 60:.1f} min in all" if took else ""),
+        "",
+        aims.markdown(results).rstrip(),
+        "",
+        "## Baselines",
+        "",
+        "The before/after parts compare this tree with these commits, measured in this run (bench/baselines.py):",
+        "",
+        baselines.markdown().rstrip(),
         "",
     ]
     for part, result in results["parts"].items():
+        if result.get("error"):
+            lines += [f"## {result.get('title', part)}", "",
+                      f"**This part failed in this run**: `{result['error']}`. Rerun it alone with "
+                      f"`sudo .venv/bin/python -m bench.run --parts {part}`.", ""]
+            continue
         module = importlib.import_module(f"bench.{part}")
         lines += [module.markdown(result).rstrip(), ""]
         lines += [f"![{part}]({chart})" for chart in result.get("charts", [])]
