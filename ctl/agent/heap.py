@@ -6,7 +6,7 @@ collector runs a full pass whenever the heap has grown by a quarter, so a cold s
 walks every live object several times over and an edit that builds a new translation
 walks all of the old state again: at 10,000 routes, collections took 13.4 of the 43.4
 CPU seconds of a cold load, translate and plan, 2.2 with this policy
-(docs/benchmarks.md).
+(docs/performance-history.md, measured by hand on 2026-11-30).
 
 So during a reconcile only the young generation is collected (short-lived cycles, such
 as a parser's, are still freed at once); what survives it waits in the middle
