@@ -143,10 +143,11 @@ def _control_row(results: dict, name: str) -> dict | None:
 
 def _edit_at(results: dict, routes: int) -> dict | None:
     """An edit-to-packet row measured with at least `routes` routes configured, if the control
-    part has one (a row named edit-to-packet-N, or one that says its routes)."""
+    part has one: a row whose name speaks of an edit and a packet, with a p99, that says its
+    routes (a `routes` field, or a name ending in the number, e.g. edit-to-packet-10000)."""
     for r in _rows(results, "control"):
         name = r.get("name", "")
-        if not name.startswith("edit-to-packet") or r.get("p99") is None:
+        if "edit" not in name or "packet" not in name or r.get("p99") is None:
             continue
         size = r.get("routes")
         if size is None:

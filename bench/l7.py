@@ -619,6 +619,23 @@ def ratio_sentences(result: dict) -> list[str]:
     return lines
 
 
+def aim_sentence(result: dict) -> str:
+    """Issue 9's aims, from this run's medians: the handoff within 5% of plain Envoy, and
+    at least as fast as nginx, per workload."""
+    parts = []
+    for peer, floor, what in (("envoy", 0.95, "the handoff within 5% of plain Envoy"),
+                              ("nginx", 1.0, "at least as fast as nginx")):
+        each = []
+        for workload in WORKLOADS:
+            ours, theirs = _figure(result, workload, "xdpgw", "rps"), _figure(result, workload, peer, "rps")
+            if ours and theirs:
+                ratio = ours / theirs
+                each.append(f"{WORKLOAD_LABELS[workload]} {ratio:.3f}× ({'met' if ratio >= floor else 'not met'})")
+        if each:
+            parts.append(f"{what}: " + ", ".join(each))
+    return ("Aims (issue 9), requests/s from this run: " + "; ".join(parts) + ".") if parts else ""
+
+
 def markdown(result: dict) -> str:
     lines = [f"## {result['title']}", "",
              "`sudo .venv/bin/python -m bench.l7` — client, gw and a backend namespace (nginx answering "
@@ -649,6 +666,9 @@ def markdown(result: dict) -> str:
     sentences = ratio_sentences(result)
     if sentences:
         lines += ["Ratios (medians of this run):", "", *sentences, ""]
+    aims = aim_sentence(result)
+    if aims:
+        lines += [aims, ""]
     if result.get("failures"):
         lines += [f"Failed measurements: {len(result['failures'])} (see results.json).", ""]
     return "\n".join(lines)

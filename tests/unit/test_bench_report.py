@@ -163,3 +163,10 @@ def test_from_results_writes_the_report_elsewhere(tmp_path, results):
     assert "## Issue 10 aims" in text
     for chart in re.findall(r"!\[\w+\]\((bench/[^)]+)\)", text):
         assert (tmp_path / "out" / chart).stat().st_size > 0
+
+
+def test_a_part_setting_named_seconds_is_not_taken_for_its_run_time(results):
+    # bench.run records a part's run time as elapsed_s; l7 keeps `seconds` per workload
+    l7 = results["parts"]["l7"]
+    assert f"of {l7['seconds']} s per workload" in run.report(results)
+    assert f"l7 {l7['elapsed_s']:,.0f} s" in run.report(results)
