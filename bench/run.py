@@ -26,6 +26,10 @@ from .common import OUT, ROOT, machine
 
 # Run and report order. Names are modules of bench/ (each with run/markdown/charts).
 PARTS = ("packet", "packet_compare", "packet_profile", "maglev", "e2e", "control", "control_compare", "l7")
+# About how long each part takes in a full run on the 2-core machine (seconds; from the runs
+# of 2026-11-22 and 2026-11-30 and quick runs scaled up): printed before a run starts.
+TYPICAL_SECONDS = {"packet": 25, "packet_compare": 60, "packet_profile": 70, "maglev": 25, "e2e": 470,
+                   "control": 725, "control_compare": 240, "l7": 360}
 DOCS = ROOT / "docs"
 HISTORY = "performance-history.md"
 
@@ -59,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     progress = (OUT if args.out.resolve() == DOCS.resolve() else charts_dir) / "results.json"
     progress.parent.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(), "quick": args.quick, "parts": {}}
+    if not args.quick:
+        expected = sum(TYPICAL_SECONDS.get(p, 0) for p in parts)
+        print(f"bench: {', '.join(parts)}: about {expected / 60:.0f} min on a quiet 2-core machine", file=sys.stderr)
     failed = []
     for part in parts:
         started = time.monotonic()
