@@ -170,9 +170,9 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
         if options.attach == "tc":
             loader.detach_xdp(ifindex)
         log.info("attached", extra={"event": "attached", "interface": name, "mode": mode})
-    # Our programs now read this build's maps: an older build's maps only cost kernel memory.
-    if removed := loader.remove_superseded_pins(options.pin_dir):
-        log.info("removed maps an older build left", extra={"event": "superseded_pins", "pins": removed})
+    # Our programs now read this build's maps: an older build's maps and programs only cost kernel memory.
+    if removed := loader.remove_superseded_pins(options.pin_dir, dataplane.programs.build):
+        log.info("removed maps and programs an older build left", extra={"event": "superseded_pins", "pins": removed})
 
     # Cached next hops follow routing changes; SNAT exhaustion is logged, not silent.
     datapath_watch.start(datapath_watch.watch_routes, options.pin_dir, stop)

@@ -350,3 +350,44 @@ def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None 
         opts.ctx_size_in = len(ctx)
     _check(_lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
     return TestRun(opts.retval, buf_out.raw[: opts.data_size_out], opts.duration)
+
+
+class _ProgInfo(ctypes.Structure):  # the head of the kernel's struct bpf_prog_info
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+@dataclass(frozen=True)
+class ProgInfo:
+    type: int
+    id: int
+    tag: str  # hex, as bpftool shows it
+    name: str
+    map_ids: tuple[int, ...]  # every map the program holds
+
+
+def prog_info(fd: int) -> ProgInfo:
+    """What the kernel says about a loaded program, including the maps it was loaded with
+    (asked twice: once for their number, once for their ids)."""
+    info = _ProgInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "program info")
+    ids = (ctypes.c_uint32 * info.nr_map_ids)()
+    wanted = info.nr_map_ids
+    info = _ProgInfo(nr_map_ids=wanted, map_ids=ctypes.addressof(ids))
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "program info")
+    count = min(wanted, info.nr_map_ids)
+    return ProgInfo(info.type, info.id, bytes(info.tag).hex(), info.name.decode(), tuple(ids[:count]))

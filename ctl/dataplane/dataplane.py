@@ -28,7 +28,8 @@ class Dataplane:
 
     @classmethod
     def load(cls, spec: loader.DataplaneSpec) -> "Dataplane":
-        return cls(spec, loader.compile_programs(spec))
+        """Pinned programs of this build, else compiled in a child process."""
+        return cls(spec, loader.load_programs(spec))
 
     @property
     def limits(self) -> Limits:

@@ -20,7 +20,7 @@ from pathlib import Path
 from ctl.capacity import DEFAULT as DEFAULT_CAPACITY
 from ctl.capacity import Capacity
 
-from . import abi, abicheck, bpfsys
+from . import abi, abicheck, bpfsys, buildid
 from .headers import bcc_header_flags
 from .source import BPF_DIR, expand_includes
 
@@ -119,21 +119,25 @@ def check_pinned_maps(spec: DataplaneSpec) -> None:
     # The tables themselves need no check: each inner map carries its own size.
 
 
-def superseded_pins(names: Iterable[str]) -> list[str]:
+def superseded_pins(names: Iterable[str], build: str | None = None) -> list[str]:
     """The pins among `names` that an older build left: one of our maps under a layout
-    version this build no longer uses (e.g. maglev_v2 once maglev_v3 exists). Nothing
-    reads them any more; a conntrack map among them can hold megabytes of kernel memory."""
+    version this build no longer uses (e.g. maglev_v2 once maglev_v3 exists), and, given
+    this build's digest, the programs another build pinned. Nothing reads them any more;
+    a conntrack map among them can hold megabytes of kernel memory."""
     current = ({file for file, *_ in abi.PINNED_MAPS.values()} | {file for file, *_ in abi.CONTROL_MAPS.values()}
                | {abi.MAGLEV_TEMPLATE_FILE})
     ours = {file.rsplit("_v", 1)[0] for file in current}
     return sorted(name for name in names if name not in current
-                  and (versioned := re.fullmatch(r"(.+)_v\d+", name)) and versioned.group(1) in ours)
+                  and (((versioned := re.fullmatch(r"(.+)_v\d+", name)) and versioned.group(1) in ours)
+                       or (build is not None and (pinned := _PROGRAM_PIN.fullmatch(name))
+                           and pinned.group(1) != build)))
 
 
-def remove_superseded_pins(pin_dir: Path) -> list[str]:
+def remove_superseded_pins(pin_dir: Path, build: str | None = None) -> list[str]:
     """Unpins what `superseded_pins` finds in `pin_dir`. Safe while old programs still run:
-    a map lives as long as a program or fd holds it, the pin is only its name."""
-    removed = superseded_pins(entry.name for entry in pin_dir.iterdir()) if pin_dir.is_dir() else []
+    a map lives as long as a program or fd holds it, the pin is only its name; an attached
+    program lives as long as its interface holds it."""
+    removed = superseded_pins((entry.name for entry in pin_dir.iterdir()), build) if pin_dir.is_dir() else []
     for name in removed:
         (pin_dir / name).unlink(missing_ok=True)
     return removed
@@ -147,16 +151,126 @@ def _size(ctype: type) -> int:
 
 @dataclass
 class Programs:
-    """Loaded programs. Holding this keeps the bcc modules (and their fds) alive."""
+    """Loaded programs: fds this process owns, or (compiled in this process) fds that
+    the bcc modules held here own."""
 
     xdp_fd: int
     tc_ingress_fd: int
     tc_egress_fd: int
-    _modules: tuple
+    _modules: tuple = ()
+    build: str = ""  # the build digest the programs are pinned under ("": not pinned)
+    reused: bool = False  # opened from an earlier start's pins, not compiled
+
+    def close(self) -> None:
+        """Closes our fds (attached programs stay attached, pinned ones pinned)."""
+        if not self._modules:
+            for fd in (self.xdp_fd, self.tc_ingress_fd, self.tc_egress_fd):
+                os.close(fd)
+
+
+# prog_<build digest>_<program>: the loaded programs, pinned for the next start.
+_PROGRAM_PIN = re.compile(r"prog_([0-9a-f]{16})_(xdp|tc_ingress|tc_egress)")
+PROGRAM_NAMES = ("xdp", "tc_ingress", "tc_egress")
+
+
+def program_pins(pin_dir: Path, build: str) -> list[Path]:
+    return [pin_dir / f"prog_{build}_{name}" for name in PROGRAM_NAMES]
+
+
+def load_programs(spec: DataplaneSpec) -> Programs:
+    """The agent's way to get programs: the ones an earlier start of the same build pinned,
+    else compiled in a child process (ctl.dataplane.compiler) and pinned for the next start.
+    Either way this process never imports bcc, so clang/LLVM never stay resident in it."""
+    check_pinned_maps(spec)
+    build = buildid.build_digest(spec.cflags() + bcc_header_flags())
+    cached = open_pinned_programs(spec.pin_dir, build)
+    if cached is not None:
+        log.info("reusing the programs an earlier start pinned",
+                 extra={"event": "programs_reused", "build": build})
+        return Programs(*cached, build=build, reused=True)
+    from .compiler import compile_in_child  # imports this module
+
+    fds = compile_in_child(spec)
+    for fd, path in zip(fds, program_pins(spec.pin_dir, build)):
+        path.unlink(missing_ok=True)  # a stale pin of this build (its maps were replaced)
+        bpfsys.obj_pin(fd, path)
+    log.info("compiled the programs", extra={"event": "programs_compiled", "build": build})
+    return Programs(*fds, build=build)
+
+
+def open_pinned_programs(pin_dir: Path, build: str) -> tuple[int, int, int] | None:
+    """The fds of `build`'s pinned programs, or None if they are missing or stale.
+
+    A program holds the maps it was loaded with, not their pin paths: bcc resolved each
+    BPF_TABLE_PINNED to whatever map was pinned there at compile time. The digest says
+    the code is the same, not that the maps are. If a map was unpinned since (by hand, or
+    a partial cleanup) and is created afresh by this start, a reused program would go on
+    reading the old map while the agent writes the new one: it would forward on nothing.
+    So a cached program is reused only if every map pinned now exists and each one the
+    program holds under one of our names is the very map (by id) pinned under it."""
+    paths = program_pins(pin_dir, build)
+    if not all(path.exists() for path in paths):
+        return None
+    fds: list[int] = []
+    try:
+        for path in paths:
+            fds.append(bpfsys.obj_get(path))
+        stale = stale_maps(pinned_map_ids(pin_dir), held_maps(bpfsys.prog_info(fd) for fd in fds))
+    except OSError as error:
+        log.warning("cannot reuse the pinned programs (%s): compiling", error)
+        stale = ["(unreadable)"]
+    if stale:
+        for fd in fds:
+            os.close(fd)
+        if fds:
+            log.info("the pinned programs hold maps that are no longer pinned: compiling",
+                     extra={"event": "programs_stale", "build": build, "maps": stale})
+        return None
+    return fds[0], fds[1], fds[2]
+
+
+def pinned_map_ids(pin_dir: Path) -> dict[str, int | None]:
+    """C map name -> id of the map pinned for it now (None: not pinned)."""
+    ids: dict[str, int | None] = {}
+    for name, (file, *_) in abi.PINNED_MAPS.items():
+        try:
+            fd = bpfsys.obj_get(pin_dir / file)
+        except FileNotFoundError:
+            ids[name] = None
+            continue
+        try:
+            ids[name] = bpfsys.map_info(fd).id
+        finally:
+            os.close(fd)
+    return ids
+
+
+def held_maps(programs: Iterable[bpfsys.ProgInfo]) -> set[tuple[str, int]]:
+    """(kernel name, id) of every map the programs hold."""
+    held = set()
+    for info in programs:
+        for map_id in info.map_ids:
+            fd = bpfsys.map_fd_by_id(map_id)
+            try:
+                held.add((bpfsys.map_info(fd).name, map_id))
+            finally:
+                os.close(fd)
+    return held
+
+
+def stale_maps(pinned: dict[str, int | None], held: set[tuple[str, int]]) -> list[str]:
+    """The maps that make reused programs wrong: ours not pinned now, or held by the
+    programs under our name but not the one pinned. Kernel names are cut at 15 bytes."""
+    missing = [name for name, map_id in pinned.items() if map_id is None]
+    by_name = {name[:15]: map_id for name, map_id in pinned.items()}
+    replaced = [name for name, map_id in held if name in by_name and by_name[name] != map_id]
+    return sorted({*missing, *replaced})
 
 
 def compile_programs(spec: DataplaneSpec) -> Programs:
-    """Compiles and loads the XDP and tc programs; creates or reuses pinned maps."""
+    """Compiles and loads the XDP and tc programs in this process (bcc's clang/LLVM stay
+    mapped here afterwards); creates or reuses pinned maps. The compiler child and the
+    packet tests use it; the agent uses load_programs."""
     from bcc import BPF  # imported late: gwctl's read-only commands must not need it
 
     check_pinned_maps(spec)

@@ -1,20 +1,24 @@
 """Loader behaviour that needs a real kernel: pinned maps of another shape are refused
-with a message that names the map, instead of being reused blindly."""
+with a message that names the map, instead of being reused blindly; the agent's programs
+are compiled in a child process and pinned per build, so a restart reuses them."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from ctl.dataplane import abi, bpfsys
-from ctl.dataplane.loader import (DataplaneSpec, PinnedMapMismatch, check_pinned_maps, compile_programs,
-                                  remove_superseded_pins)
+from ctl.dataplane import abi, bpfsys, buildid, compiler, loader
+from ctl.dataplane.loader import (CompileError, DataplaneSpec, PinnedMapMismatch, check_pinned_maps,
+                                  compile_programs, load_programs, program_pins, remove_superseded_pins)
 
 from ctl.dataplane.pinned import PinnedMaps
 from lab.harness import TEST_SPEC_SIZES
@@ -112,3 +116,115 @@ def test_an_upgrade_unpins_the_maps_of_older_layouts_and_nothing_else(pin_dir):
     assert remove_superseded_pins(pin_dir) == sorted(older)
     assert sorted(p.name for p in pin_dir.iterdir()) == sorted(current + foreign)
     assert remove_superseded_pins(pin_dir) == []
+
+
+# -- the agent's loading: a compiler child process and programs pinned per build -----------
+
+def _ids(programs) -> list[tuple[int, str]]:
+    return [(info.id, info.tag) for info in
+            (bpfsys.prog_info(fd) for fd in (programs.xdp_fd, programs.tc_ingress_fd, programs.tc_egress_fd))]
+
+
+def _program_pins(pin_dir: Path) -> list[str]:
+    return sorted(p.name for p in pin_dir.iterdir() if p.name.startswith("prog_"))
+
+
+def _no_compile(spec):
+    raise AssertionError("compiled although this build's programs are pinned")
+
+
+def test_a_second_start_reuses_the_pinned_programs(pin_dir, monkeypatch):
+    spec = DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES)
+    first = load_programs(spec)
+    try:
+        assert not first.reused
+        assert _program_pins(pin_dir) == sorted(p.name for p in program_pins(pin_dir, first.build))
+        monkeypatch.setattr(compiler, "compile_in_child", _no_compile)
+        second = load_programs(spec)
+        try:
+            assert second.reused and second.build == first.build
+            assert _ids(second) == _ids(first)  # the very programs, not a compile of the same code
+            assert [info.name for info in map(bpfsys.prog_info, (second.xdp_fd, second.tc_ingress_fd))] == \
+                ["xdp_lb", "tc_ingress"]
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def test_a_changed_build_recompiles_and_its_start_unpins_the_old_programs(pin_dir, monkeypatch):
+    spec = DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES)
+    old = load_programs(spec)
+    old_pins = _program_pins(pin_dir)
+    monkeypatch.setattr(buildid, "bcc_version", lambda: "99.0.0")  # as after a bcc upgrade
+    new = load_programs(spec)
+    try:
+        assert not new.reused and new.build != old.build
+        assert {i for i, _ in _ids(new)}.isdisjoint(i for i, _ in _ids(old))
+        assert _program_pins(pin_dir) == sorted(old_pins + [p.name for p in program_pins(pin_dir, new.build)])
+        # What the agent does once the new programs are attached:
+        assert remove_superseded_pins(pin_dir, new.build) == old_pins
+        assert _program_pins(pin_dir) == sorted(p.name for p in program_pins(pin_dir, new.build))
+        assert remove_superseded_pins(pin_dir, new.build) == []
+    finally:
+        old.close()
+        new.close()
+
+
+def test_programs_holding_a_map_no_longer_pinned_are_not_reused(pin_dir):
+    """A program holds the maps it was loaded with; if one was unpinned since, this start
+    pins a new one, which a reused program would never read."""
+    spec = DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES)
+    first = load_programs(spec)
+    first.close()
+    ct_fwd = pin_dir / abi.PINNED_MAPS["ct_fwd"][0]
+    ct_fwd.unlink()
+    second = load_programs(spec)
+    try:
+        assert not second.reused
+        held = loader.held_maps([bpfsys.prog_info(second.xdp_fd)])
+        assert ("ct_fwd", loader.pinned_map_ids(pin_dir)["ct_fwd"]) in held
+        assert _program_pins(pin_dir) == sorted(p.name for p in program_pins(pin_dir, second.build))
+        third = load_programs(spec)  # and the recompiled programs are reused in turn
+        assert third.reused and _ids(third) == _ids(second)
+        third.close()
+    finally:
+        second.close()
+
+
+def test_a_compile_error_in_the_child_is_a_clear_error_with_clangs_messages(capfd):
+    """bcc cannot pin its maps outside bpffs: clang reports each map access as an error."""
+    not_bpffs = Path(f"/tmp/xgldr{secrets.token_hex(3)}")
+    try:
+        with pytest.raises(CompileError, match=r"bcc could not compile or load bpf/xdp_lb.c .*its own messages "
+                                               r"are above"):
+            load_programs(DataplaneSpec(pin_dir=not_bpffs, **TEST_SPEC_SIZES))
+        assert "error: bpf_table frontends failed to open" in capfd.readouterr().err
+        assert not list(not_bpffs.glob("prog_*"))
+    finally:
+        shutil.rmtree(not_bpffs, ignore_errors=True)
+
+
+_LOAD_AND_SHOW_MAPPINGS = """
+import json, sys
+from pathlib import Path
+from ctl.dataplane.loader import DataplaneSpec, load_programs
+programs = load_programs(DataplaneSpec(pin_dir=Path(sys.argv[1]), **json.loads(sys.argv[2])))
+maps = Path("/proc/self/maps").read_text().splitlines()
+print(json.dumps({"reused": programs.reused, "bcc_imported": "bcc" in sys.modules,
+                  "mapped": sorted({line.split()[-1] for line in maps
+                                    if any(lib in line for lib in ("libbcc", "libclang", "libLLVM"))})}))
+"""
+
+
+def test_the_loading_process_never_maps_bcc_or_clang(pin_dir):
+    """In a fresh process (pytest has imported bcc for the other tests), both when it
+    compiles (in its child) and when it reuses the pins."""
+    seen = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _LOAD_AND_SHOW_MAPPINGS, str(pin_dir),
+                              json.dumps(TEST_SPEC_SIZES)], capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        seen.append(json.loads(out.stdout))
+    assert seen == [{"reused": False, "bcc_imported": False, "mapped": []},
+                    {"reused": True, "bcc_imported": False, "mapped": []}]
