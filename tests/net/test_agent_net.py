@@ -294,6 +294,8 @@ def test_an_agent_restart_writes_nothing_and_live_connections_survive(agent):
     finally:
         report = session.stop()
     assert first["writes"] == 0, "a restarted agent on maps that are right writes nothing"
+    assert agent.events("programs_reused") and not agent.events("programs_compiled"), \
+        "a restart reuses the programs the first start pinned"
     assert report["errors"] == [] and report["exchanges"] >= 50, report
 
 

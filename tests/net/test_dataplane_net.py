@@ -46,7 +46,9 @@ class Gateway:
         self.hook = hook
         self.pin_dir = Path(f"/sys/fs/bpf/{net.prefix}")
         self.spec = DataplaneSpec(pin_dir=self.pin_dir)
-        self.dataplane = Dataplane.load(self.spec)
+        # Compiled here and not pinned: the restart test's agent process then compiles
+        # (in its child) and replaces these programs in place under traffic.
+        self.dataplane = Dataplane(self.spec, loader.compile_programs(self.spec))
         # SNAT: until the backend's neighbour is resolved, translated packets go to the
         # kernel, and their source is a local address: accept_local lets it forward them.
         gw_ifaces = ["front"] + [b.gw_ifname for b in net.backends]
