@@ -58,13 +58,24 @@ def _snat_drops(row: dict) -> int:
     return sum(e.get("dp_DROP_SNAT_EXHAUSTED", 0) for e in row.get("evidence", []) if "error" not in e)
 
 
+def _tc_hook(tc: dict | None, peer: dict) -> str:
+    """The tc hook runs the same program logic in snat mode without veth's XDP conversions."""
+    if not tc or not peer.get("median"):
+        return ""
+    return f"; the tc hook (same logic, snat, no XDP on veth) reached {tc['median'] / peer['median']:.2f}x the same peer"
+
+
 def connection_aims(results: dict) -> list[Aim]:
     cps = _cps(results)
     link = _link(results, "e2e", "new TCP connections per second (connections/s)") if cps else ""
     why_link = _link(results, "e2e", "Where XDP loses or wins less, and why") if cps else ""
     out = []
-    xdp = cps.get("xdp")
-    drops = (f"SYNs dropped for want of a SNAT port over the run: {_snat_drops(xdp):,}" if xdp else "")
+    xdp, tc = cps.get("xdp"), cps.get("tc")
+    drops = ""
+    if xdp:
+        dropped = _snat_drops(xdp)
+        drops = (f"{dropped:,} SYNs dropped for want of a SNAT port over the run" if dropped
+                 else "no SYN dropped for want of a SNAT port")
     for peer, target, text in (("nft", 1.2, "new TCP conn/s, snat mode, >= 1.2x nftables DNAT"),
                                ("envoy", 1.0, "new TCP conn/s, snat mode, more than Envoy")):
         row = cps.get(peer)
@@ -80,7 +91,8 @@ def connection_aims(results: dict) -> list[Aim]:
             dnat = cps.get("xdp-dnat")
             if dnat and xdp.get("median"):
                 why += (f"; the same XDP program in DNAT mode (no SNAT ports) reached "
-                        f"{dnat['median'] / xdp['median']:.2f}x its snat rate; see {why_link}")
+                        f"{dnat['median'] / xdp['median']:.2f}x its snat rate")
+            why += _tc_hook(tc, row) + f"; see {why_link}"
         out.append(Aim(text, measured, met, link, why))
     dnat, nft = cps.get("xdp-dnat"), cps.get("nft")
     text = "new TCP conn/s, dnat mode, more than nftables DNAT"
@@ -189,8 +201,8 @@ def control_aims(results: dict) -> list[Aim]:
         reconcile = (r.get("reconcile_s") or {}).get("median")
         why = ""
         if not met and startup is not None:
-            why = (f"startup (interpreter, imports, program compile and attach, before any configuration is "
-                   f"read) {startup:.2f} s; first reconcile {reconcile:.2f} s" if reconcile is not None
+            why = (f"startup (interpreter, imports, programs compiled or loaded and attached, before any "
+                   f"configuration is read) {startup:.2f} s; first reconcile {reconcile:.2f} s" if reconcile is not None
                    else f"startup {startup:.2f} s")
             why += "; the rest is reading the YAML"
             pure = _pure_steps(results, routes)
