@@ -3,6 +3,7 @@ docs/benchmarks.md, docs/bench/results.json (also bench/out/) and docs/bench/*.p
 
     sudo make bench                   # everything, about half an hour
     sudo .venv/bin/python -m bench.run --quick --parts packet,maglev   # into bench/out/quick/
+    sudo .venv/bin/python -m bench.run --parts control_compare --merge   # redo one part, keep the rest
     .venv/bin/python -m bench.run --from-results docs/bench/results.json --out /tmp/re  # render only
 
 The report is the run's alone: the issue 10 aims at the top are computed from the same
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path,
                         help="directory for benchmarks.md and bench/ (charts, results.json); default docs/, "
                              "or bench/out/quick with --quick (a quick run never overwrites the report)")
+    parser.add_argument("--merge", action="store_true",
+                        help="run only --parts and keep the other parts of the results.json already in --out "
+                             "(to redo a part that failed; the report says which parts ran when)")
     parser.add_argument("--from-results", type=Path,
                         help="run nothing: render the report (and charts) from this results.json")
     args = parser.parse_args(argv)
@@ -63,12 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     progress = (OUT if args.out.resolve() == DOCS.resolve() else charts_dir) / "results.json"
     progress.parent.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(), "quick": args.quick, "parts": {}}
+    kept: dict[str, dict] = {}
+    if args.merge:
+        previous = json.loads((charts_dir / "results.json").read_text())
+        if previous.get("quick") != args.quick:
+            parser.error("--merge: the results there are from a " + ("quick" if previous.get("quick") else "full")
+                         + " run; merge like with like")
+        results["machine"] = previous["machine"]
+        kept = {part: {"when": previous["machine"]["when"], **result} for part, result in previous["parts"].items()}
     if not args.quick:
         expected = sum(TYPICAL_SECONDS.get(p, 0) for p in parts)
         print(f"bench: {', '.join(parts)}: about {expected / 60:.0f} min on a quiet 2-core machine", file=sys.stderr)
     failed = []
     for part in parts:
-        started = time.monotonic()
+        started, when = time.monotonic(), machine()["when"]
         print(f"bench: running {part} ...", file=sys.stderr, flush=True)
         try:
             module = importlib.import_module(f"bench.{part}")
@@ -79,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(part)
             result = {"part": part, "error": f"{type(error).__name__}: {error}"}
         result["elapsed_s"] = round(time.monotonic() - started, 1)
+        result["when"] = when
         print(f"bench: {part} took {result['elapsed_s']} s", file=sys.stderr, flush=True)
-        results["parts"][part] = result
+        kept[part] = result
+        results["parts"] = {p: kept[p] for p in PARTS if p in kept}
         progress.write_text(json.dumps(results, indent=2, default=str))
     write(results, args.out)
     if failed:
@@ -104,6 +118,8 @@ def elapsed(result: dict) -> float | None:
 def report(results: dict) -> str:
     m = results["machine"]
     took = [f"{part} {elapsed(r):,.0f} s" for part, r in results["parts"].items() if elapsed(r) is not None]
+    apart = [f"{part} at {r['when']}" for part, r in results["parts"].items()
+             if r.get("when") and r["when"] != m["when"]]
     lines = [
         "# Benchmarks",
         "",
@@ -118,6 +134,7 @@ def report(results: dict) -> str:
         f"- Kernel: {m['kernel']}; Python {m['python']}",
         f"- Run: {m['when']}" + (" (quick mode: fewer repetitions, figures are indicative only)" if results["quick"] else ""),
         f"- Parts and their run time: {', '.join(took)}" + (f"; {sum(elapsed(r) for r in results['parts'].values() if elapsed(r)) / 60:.1f} min in all" if took else ""),
+        *([f"- Run again separately (`bench.run --merge`): {', '.join(apart)}"] if apart else []),
         "",
         aims.markdown(results).rstrip(),
         "",

@@ -170,3 +170,20 @@ def test_a_part_setting_named_seconds_is_not_taken_for_its_run_time(results):
     l7 = results["parts"]["l7"]
     assert f"of {l7['seconds']} s per workload" in run.report(results)
     assert f"l7 {l7['elapsed_s']:,.0f} s" in run.report(results)
+
+
+def test_merge_reruns_one_part_and_keeps_the_others(tmp_path, results, monkeypatch):
+    out = tmp_path / "out"
+    (out / "bench").mkdir(parents=True)
+    results["parts"]["maglev"] = {"part": "maglev", "error": "RuntimeError: boom", "elapsed_s": 1.0}
+    (out / "bench" / "results.json").write_text(json.dumps(results))
+    redone = copy.deepcopy(json.loads(FIXTURE.read_text())["parts"]["maglev"])
+    module = importlib.import_module("bench.maglev")
+    monkeypatch.setattr(module, "run", lambda quick=False: copy.deepcopy(redone))
+    assert run.main(["--parts", "maglev", "--merge", "--out", str(out)]) == 0
+    merged = json.loads((out / "bench" / "results.json").read_text())
+    assert list(merged["parts"]) == list(results["parts"])
+    assert "error" not in merged["parts"]["maglev"] and merged["parts"]["e2e"] == {
+        "when": results["machine"]["when"], **results["parts"]["e2e"]}
+    text = (out / "benchmarks.md").read_text()
+    assert "This part failed" not in text and "Run again separately (`bench.run --merge`): maglev at " in text
