@@ -12,6 +12,12 @@ Rows:
                    the backends (weights 1/0 and 0/1) by replacing its file; the time
                    from the write to the SYN of the first new connection that reaches
                    the new backend, over many edits.
+  restart-<N>      the agent started on a fresh pin directory, stopped, and started
+                   again on the same pins (a restart, or `gwctl run` after a crash):
+                   time to ready and the agent's memory after ready, both times, for
+                   the agent (compiling in a child process, programs pinned per build)
+                   and, interleaved in the same run, for the agent as it was before
+                   (bcc compiling in its own process: bench.inprocess_agent).
   breakdown-<N>    the reconcile's pure steps timed in one process on the N-route
                    config: load_directory, translate, plan against empty maps, plan
                    against maps that already hold it, and a one-weight edit.
@@ -46,6 +52,10 @@ LISTENERS_PER_GATEWAY = 64  # the Gateway CRD's maxItems
 SIZES = (100, 1_000, 10_000)
 QUICK_SIZES = (100, 1_000)
 RUNS = {100: 5, 1_000: 3, 10_000: 2}
+RESTART_SIZES = (1_000,)
+RESTART_RUNS = 3
+# How the agent gets its programs -> the module run as `gwctl`.
+LOADERS = {"child, pinned": "ctl.cli", "in-process (before)": "bench.inprocess_agent"}
 EDITS, QUICK_EDITS = 100, 10
 BREAKDOWN_SIZES = (1_000, 10_000)
 BREAKDOWN_RUNS = {1_000: 3, 10_000: 1}
@@ -248,11 +258,11 @@ class Agent:
     is removed on close (with whatever the agent attached there)."""
 
     def __init__(self, net, config: Path, interfaces: list[str], log_path: Path, name: str,
-                 extra: tuple = ()):
+                 extra: tuple = (), module: str = "ctl.cli"):
         self.net = net
         self.log_path = log_path
         self.pin_dir = Path(f"/sys/fs/bpf/{net.prefix}-{name}")
-        argv = [sys.executable, "-m", "ctl.cli", "run", "--config", config,
+        argv = [sys.executable, "-m", module, "run", "--config", config,
                 *[a for i in interfaces for a in ("--interface", i)],
                 "--pin-dir", self.pin_dir, "--listen", API, *extra]
         self._log = log_path.open("w")
@@ -327,7 +337,8 @@ class Agent:
             return "\n".join(self.log_path.read_text().splitlines()[-lines:])
         return ""
 
-    def close(self, grace: float = 300) -> None:
+    def close(self, grace: float = 300, keep_pins: bool = False) -> None:
+        """Stops the agent; unless `keep_pins` (a restart follows), removes what it left."""
         from ctl.dataplane import loader
 
         try:
@@ -340,6 +351,8 @@ class Agent:
                     self.proc.wait()
         finally:
             self._log.close()
+            if keep_pins:
+                return
             # the agent never detaches; do it so that its maps can go with the pins
             for ifindex in [self.net.gw.front_ifindex, *(b.gw_ifindex for b in self.net.backends)]:
                 with contextlib.suppress(Exception):
@@ -379,6 +392,51 @@ def cold_start(routes: int, runs: int, work: Path, scale_edit: bool = True,
                     + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
             finally:
                 agent.close()
+    return {"routes": routes, "backends": routes * BACKENDS_PER_ROUTE, "per_run": per_run, "lab": net.prefix}
+
+
+# -- restart ------------------------------------------------------------------------------
+def restart(routes: int, runs: int, work: Path, log=lambda *a: None) -> dict:
+    """Per run and loader (interleaved, the order alternating between runs): a cold start
+    on a fresh pin directory, then a restart on the pins it left; figures of both."""
+    from lab import netlab
+
+    config = work / f"routes-{routes}"
+    if not config.exists():
+        generate(config, routes)
+    per_run: list[dict] = []
+    timeout = 120 + routes * 0.2
+    with netlab.lab(backends=1) as net:
+        for run in range(runs):
+            order = list(LOADERS) if run % 2 == 0 else list(reversed(LOADERS))
+            for loader_name in order:
+                figures: dict = {"loader": loader_name, "run": run}
+                name = f"s{routes}r{run}{list(LOADERS).index(loader_name)}"
+                for phase in ("cold", "restart"):
+                    agent = Agent(net, config, ["front"], work / f"restart-{name}-{phase}.log", name, AGENT_FLAGS,
+                                  module=LOADERS[loader_name])
+                    keep = phase == "cold"
+                    try:
+                        ready = agent.wait_ready(timeout)
+                        first = agent.wait_event("reconciled", 1, 30)
+                        serving = agent.events("serving")
+                        time.sleep(2.0)  # idle, as in cold-start
+                        memory = agent.memory()
+                        figures[phase] = {
+                            "ready_s": ready, "serving_s": agent.since_start(serving[0]) if serving else None,
+                            "reconcile_s": first["seconds"], "writes": first["writes"],
+                            "rss_mib": memory["VmRSS"], "hwm_mib": memory["VmHWM"],
+                            "programs_reused": bool(agent.events("programs_reused"))}
+                    except BaseException:
+                        keep = False
+                        raise
+                    finally:
+                        agent.close(keep_pins=keep)
+                per_run.append(figures)
+                log(f"control: restart {routes} routes run {run + 1}/{runs} {loader_name}: "
+                    + "; ".join(f"{phase} " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                                        for k, v in figures[phase].items())
+                                for phase in ("cold", "restart")))
     return {"routes": routes, "backends": routes * BACKENDS_PER_ROUTE, "per_run": per_run, "lab": net.prefix}
 
 
@@ -516,8 +574,8 @@ def run(quick: bool = False, only: str | None = None, log=None) -> dict:
         result["notes"].append(f"skipped: {reason}")
         return result
     sizes = QUICK_SIZES if quick else SIZES
-    wanted = [f"cold-start-{n}" for n in sizes] + ["edit-to-packet"] + \
-             [f"breakdown-{n}" for n in BREAKDOWN_SIZES if n in sizes]
+    wanted = [f"cold-start-{n}" for n in sizes] + [f"restart-{n}" for n in RESTART_SIZES if n in sizes] + \
+             ["edit-to-packet"] + [f"breakdown-{n}" for n in BREAKDOWN_SIZES if n in sizes]
     if only:
         wanted = [only]
     work = Path(tempfile.mkdtemp(prefix="xg-bench-control-"))
@@ -529,6 +587,9 @@ def run(quick: bool = False, only: str | None = None, log=None) -> dict:
                 n = int(size)
                 data = cold_start(n, 1 if quick else RUNS.get(n, 1), work, log=log)
                 result["rows"].append(_cold_row(name, data, command))
+            elif kind == "restart":
+                data = restart(int(size), 1 if quick else RESTART_RUNS, work, log=log)
+                result["rows"].append(_restart_row(name, data, command))
             elif name == "edit-to-packet":
                 data = edit_to_packet(QUICK_EDITS if quick else EDITS, work, log=log)
                 result["rows"].append(_edit_row(name, data, command))
@@ -537,7 +598,8 @@ def run(quick: bool = False, only: str | None = None, log=None) -> dict:
                 data = breakdown(n, 1 if quick else BREAKDOWN_RUNS.get(n, 1), work, log=log)
                 result["rows"].append(_breakdown_row(name, data, command))
             else:
-                raise SystemExit(f"unknown row {name!r}; rows: cold-start-<N>, edit-to-packet, breakdown-<N>")
+                raise SystemExit(f"unknown row {name!r}; rows: cold-start-<N>, restart-<N>, edit-to-packet, "
+                                 "breakdown-<N>")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["notes"] += [
@@ -561,6 +623,23 @@ def _cold_row(name: str, data: dict, command: str) -> dict:
                hwm_mib=col("hwm_mib"), writes=runs[0]["writes"], edit_reconcile_s=col("edit_reconcile_s"),
                edit_to_reconciled_s=col("edit_to_reconciled_s"), edit_writes=runs[0].get("edit_writes"),
                hwm_after_edit_mib=col("hwm_after_edit_mib"), per_run=runs)
+
+
+def _restart_row(name: str, data: dict, command: str) -> dict:
+    """The figure is the restart-to-ready of the agent; every loader's figures beside it."""
+    by_loader = {}
+    for loader_name in LOADERS:
+        runs = [r for r in data["per_run"] if r["loader"] == loader_name]
+        by_loader[loader_name] = {
+            phase: {key: _stats([r[phase][key] for r in runs])
+                    for key in ("ready_s", "serving_s", "reconcile_s", "rss_mib", "hwm_mib")}
+            | {"programs_reused": sum(r[phase]["programs_reused"] for r in runs),
+               "writes": runs[0][phase]["writes"]}
+            for phase in ("cold", "restart")} | {"runs": len(runs)}
+    agent = [r for r in data["per_run"] if r["loader"] == next(iter(LOADERS))]
+    return row(name, "time to /readyz 200 from starting gwctl run again on the pins of a stopped agent", "s",
+               _stats([r["restart"]["ready_s"] for r in agent]), command, routes=data["routes"],
+               backends=data["backends"], loaders=by_loader, per_run=data["per_run"])
 
 
 def _edit_row(name: str, data: dict, command: str) -> dict:
@@ -599,6 +678,7 @@ def markdown(result: dict) -> str:
     rows = result["rows"]
     cold = [r for r in rows if r["name"].startswith("cold-start-")]
     edit = [r for r in rows if r["name"] == "edit-to-packet"]
+    restarts = [r for r in rows if r["name"].startswith("restart-")]
     split = [r for r in rows if r["name"].startswith("breakdown-")]
     if cold:
         lines += [
@@ -624,6 +704,33 @@ def markdown(result: dict) -> str:
                 f"{_fmt(r['reconcile_s'])} | {r['writes']:,} | {_fmt(r['rss_mib'], 0)} | {_fmt(r['hwm_mib'], 0)} | "
                 f"{_fmt(r['edit_reconcile_s'])} | {_fmt(r['edit_to_reconciled_s'])} | {len(r['runs'])} | "
                 f"`{r['command']}` |")
+        lines.append("")
+    if restarts:
+        lines += [
+            "### Restart, and what compiling leaves in the agent",
+            "",
+            "The agent started on a fresh pin directory (*cold*), stopped with SIGTERM (the data path keeps "
+            "forwarding), then started again on the same pins (*restart*, as after an upgrade of the config or "
+            "a crash). *Child, pinned* is the agent: bcc compiles in a short-lived child process and the "
+            "programs are pinned per build, so a restart of the same build opens them instead of compiling. "
+            "*In-process (before)* is the agent as it was before (`bench.inprocess_agent`): bcc compiles in the "
+            "agent's own process on every start. Both run interleaved in the same run, order alternating. "
+            "*Startup* is until the agent logs `serving`; RSS is VmRSS 2 s after ready, peak VmHWM. Median "
+            "(p25-p75) over runs.",
+            "",
+            "| routes | loader | cold ready s | cold startup s | restart ready s | restart startup s "
+            "| programs reused on restart | RSS MiB cold / restart | peak MiB cold / restart | runs | command |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in restarts:
+            for loader_name, f in r["loaders"].items():
+                cold, again = f["cold"], f["restart"]
+                lines.append(
+                    f"| {r['routes']:,} | {loader_name} | {_fmt(cold['ready_s'])} | {_fmt(cold['serving_s'])} | "
+                    f"{_fmt(again['ready_s'])} | {_fmt(again['serving_s'])} | "
+                    f"{again['programs_reused']} of {f['runs']} | {_fmt(cold['rss_mib'], 0)} / "
+                    f"{_fmt(again['rss_mib'], 0)} | {_fmt(cold['hwm_mib'], 0)} / {_fmt(again['hwm_mib'], 0)} | "
+                    f"{f['runs']} | `{r['command']}` |")
         lines.append("")
     if edit:
         r = edit[0]
