@@ -104,8 +104,8 @@ def test_an_established_connection_survives_an_agent_restart(agent):
     """The agent stops and a new one starts, this time in dnat mode, while one TCP
     connection keeps exchanging through the guest's data path: the pinned conntrack
     entries carry each flow's translation, so neither the restart nor the new mode (which
-    applies to new flows) touches it. One restart serves both scenarios because a start
-    under emulation is a bcc compile of minutes."""
+    applies to new flows) touches it. One restart serves both scenarios (it reuses the
+    programs the first start pinned; that start, a bcc compile under emulation, took minutes)."""
     agent.replace_config(example_files())
     session = agent.gw.net.start_tcp_session(agent.gw.net.vip4, 80, "--interval-ms", 100, connect_timeout=60)
     try:

@@ -206,8 +206,8 @@ def open_pinned_programs(pin_dir: Path, build: str) -> tuple[int, int, int] | No
     the code is the same, not that the maps are. If a map was unpinned since (by hand, or
     a partial cleanup) and is created afresh by this start, a reused program would go on
     reading the old map while the agent writes the new one: it would forward on nothing.
-    So a cached program is reused only if every map pinned now exists and each one the
-    program holds under one of our names is the very map (by id) pinned under it."""
+    So a cached program is reused only if every map it was compiled with is pinned now
+    and each one it holds under one of our names is the very map (by id) pinned under it."""
     paths = program_pins(pin_dir, build)
     if not all(path.exists() for path in paths):
         return None
@@ -230,9 +230,12 @@ def open_pinned_programs(pin_dir: Path, build: str) -> tuple[int, int, int] | No
 
 
 def pinned_map_ids(pin_dir: Path) -> dict[str, int | None]:
-    """C map name -> id of the map pinned for it now (None: not pinned)."""
+    """C map name -> id of the map pinned for it now (None: not pinned). The Maglev
+    template is among them though no program holds it: bcc creates it with the maps,
+    and the agent makes every table from it."""
     ids: dict[str, int | None] = {}
-    for name, (file, *_) in abi.PINNED_MAPS.items():
+    files = {name: file for name, (file, *_) in abi.PINNED_MAPS.items()} | {"maglev_inner": abi.MAGLEV_TEMPLATE_FILE}
+    for name, file in files.items():
         try:
             fd = bpfsys.obj_get(pin_dir / file)
         except FileNotFoundError:

@@ -171,17 +171,19 @@ def test_a_changed_build_recompiles_and_its_start_unpins_the_old_programs(pin_di
         new.close()
 
 
-def test_programs_holding_a_map_no_longer_pinned_are_not_reused(pin_dir):
+@pytest.mark.parametrize("unpinned", [abi.PINNED_MAPS["ct_fwd"][0], abi.MAGLEV_TEMPLATE_FILE])
+def test_programs_compiled_with_a_map_no_longer_pinned_are_not_reused(pin_dir, unpinned):
     """A program holds the maps it was loaded with; if one was unpinned since, this start
-    pins a new one, which a reused program would never read."""
+    pins a new one, which a reused program would never read. (The template: the compile
+    creates it, the agent makes its tables from it.)"""
     spec = DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES)
     first = load_programs(spec)
     first.close()
-    ct_fwd = pin_dir / abi.PINNED_MAPS["ct_fwd"][0]
-    ct_fwd.unlink()
+    (pin_dir / unpinned).unlink()
     second = load_programs(spec)
     try:
         assert not second.reused
+        assert (pin_dir / unpinned).exists()
         held = loader.held_maps([bpfsys.prog_info(second.xdp_fd)])
         assert ("ct_fwd", loader.pinned_map_ids(pin_dir)["ct_fwd"]) in held
         assert _program_pins(pin_dir) == sorted(p.name for p in program_pins(pin_dir, second.build))
