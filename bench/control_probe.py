@@ -151,6 +151,20 @@ def breakdown(args: argparse.Namespace) -> dict:
     def paused():
         return collector.paused() if collector is not None else contextlib.nullcontext()
 
+    # As the agent translates and plans an edit, where this version of ctl can: only
+    # what the edit touches (ctl.translate.incremental), planned against what the
+    # first plan wrote (plan_edit) instead of against every map read back.
+    try:
+        from ctl.translate.incremental import Translator
+        translate = Translator().translate  # noqa: F811 - the same function, remembering its last pass
+    except ImportError:
+        pass
+    try:
+        from ctl.dataplane.plan import Written, plan_edit
+    except ImportError:
+        Written = plan_edit = None
+    out["incremental"] = plan_edit is not None
+
     with paused():
         loaded = timed("load", lambda: load_directory(config_dir))
         if loaded.problems:
@@ -188,7 +202,11 @@ def breakdown(args: argparse.Namespace) -> dict:
             finally:
                 path.write_text(original)
             translation2 = timed("edit_translate", lambda: translate(loaded2.snapshot, replace(tconfig), translation.statuses))
-            edited = timed("edit_plan", lambda: plan(translation2.desired, actual, dconfig, limits))
+            if plan_edit is not None:
+                written = Written.after(translation.desired, ActualState(), first)
+                edited = timed("edit_plan", lambda: plan_edit(translation2.desired, written, dconfig, limits)[0])
+            else:
+                edited = timed("edit_plan", lambda: plan(translation2.desired, actual, dconfig, limits))
             settling, settling_cpu = time.perf_counter(), time.process_time()
         out["edit_gc"], cpu["edit_gc"] = time.perf_counter() - settling, time.process_time() - settling_cpu
         out["edit_ops"] = len(edited.ops)

@@ -1,7 +1,9 @@
 """The single apply point: a load result in, the data path and statuses out.
 
-Level-triggered: every reconcile recomputes the whole desired state from the snapshot
-and lets the planner write only the difference. Bad input never reaches the kernel:
+Level-triggered: every reconcile computes the whole desired state from the snapshot
+(an edit of routes, Services or EndpointSlices recomputes only what it touches, with
+the same result, ``ctl.translate.incremental``) and lets the planner write only the
+difference. Bad input never reaches the kernel:
 if the new snapshot has problems, or its desired state cannot be programmed, the last
 good state keeps serving and the problems are reported. Neither does a defect: an
 exception inside a reconcile is reported like any other problem, never the end of the
@@ -19,7 +21,8 @@ from datetime import datetime, timezone
 from ctl.model import DesiredState
 from ctl.dataplane.plan import Plan, PlanError
 from ctl.sources import LoadResult
-from ctl.translate import ObjectStatus, TranslateConfig, Translation, translate
+from ctl.translate import ObjectStatus, TranslateConfig, Translation
+from ctl.translate.incremental import Translator
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class Reconciler:
     # in its statuses (ctl.agent.l7); those answers arrive later too, under `lock`.
     publish_l7: Callable[[Translation], Translation] | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
+    translator: Translator = field(default_factory=Translator)
 
     def reconcile(self, loaded: LoadResult) -> ReconcileOutcome:
         started = time.perf_counter()
@@ -65,7 +69,7 @@ class Reconciler:
         if not problems:
             try:
                 previous = self.state.translation.statuses if self.state.translation else ()
-                translation = translate(loaded.snapshot, replace(self.config, now=self.clock()), previous)
+                translation = self.translator.translate(loaded.snapshot, replace(self.config, now=self.clock()), previous)
                 writes = len(self.program(translation.desired).ops)
             except PlanError as error:
                 problems = (f"cannot program the data path: {error}",)
@@ -74,6 +78,8 @@ class Reconciler:
             except Exception as error:  # noqa: BLE001 - a defect must not end the agent
                 log.exception("reconcile failed", extra={"event": "reconcile_failed"})
                 problems = (f"internal error while reconciling (a defect; please report it): {error!r}",)
+        if problems:
+            self.translator.forget()  # the next translation carries from what is applied
         outcome = ReconcileOutcome(not problems, problems, writes, time.perf_counter() - started)
         with self.lock:
             if translation is not None and not problems and self.publish_l7 is not None:

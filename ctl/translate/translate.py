@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ctl.api import GATEWAY_GROUP, ObjectRef, Route
 from ctl.model import DesiredState, FrontendKey, NatMode, Service
@@ -56,6 +57,34 @@ class _RouteResult:
 def translate(snapshot: Snapshot, config: TranslateConfig, previous: Iterable[ObjectStatus] = ()) -> Translation:
     """``previous`` is the last translation's statuses: an unchanged condition keeps its
     lastTransitionTime."""
+    return translate_pass(snapshot, config, previous).translation
+
+
+@dataclass(frozen=True)
+class TranslationPass:
+    """One translation and what it was computed from, so that the next one can recompute
+    only what an edit touches (``ctl.translate.incremental``)."""
+
+    snapshot: Snapshot
+    config: TranslateConfig
+    index: SnapshotIndex
+    gateways: tuple[GatewayView, ...]  # in precedence order
+    conflicts: Any
+    results: Mapping[tuple[str, str, str], _RouteResult]  # routes with outcomes, by (kind, ns, name)
+    attached: Mapping[ListenerKey, tuple[_RouteResult, ...]]
+    winners: Mapping[ListenerKey, _RouteResult]
+    class_statuses: tuple[ObjectStatus, ...]
+    gateway_statuses: Mapping[ObjectRef, ObjectStatus]  # carried
+    route_statuses: Mapping[tuple[str, str, str], ObjectStatus]  # carried
+    services: Mapping[ObjectRef, tuple[Service, ...]]  # by Gateway
+    translation: Translation
+
+
+def route_key(route: Route) -> tuple[str, str, str]:
+    return (route.KIND, route.namespace, route.name)
+
+
+def translate_pass(snapshot: Snapshot, config: TranslateConfig, previous: Iterable[ObjectStatus] = ()) -> TranslationPass:
     index = SnapshotIndex.of(snapshot)
     new_translation()
     classes = {c.name: c for c in snapshot.gateway_classes if c.spec.controller_name == config.controller_name}
@@ -66,33 +95,50 @@ def translate(snapshot: Snapshot, config: TranslateConfig, previous: Iterable[Ob
     )
     conflicts = find_conflicts([view for view in gateways if view.acceptable])
     by_name = {(view.gateway.namespace, view.gateway.name): view for view in gateways}
-    routes = [result for route in snapshot.routes if (result := _route_result(route, by_name, index)).outcomes]
+    routes = [result for route in snapshot.routes if (result := route_result(route, by_name, index)).outcomes]
 
     attached: dict[ListenerKey, list[_RouteResult]] = defaultdict(list)
     for result in routes:
-        for listener_key in {listener.key for outcome in result.outcomes for listener in outcome.listeners}:
+        for listener_key in listener_keys(result):
             attached[listener_key].append(result)
     counts = {key: len(results) for key, results in attached.items()}
     winners = {key: min(results, key=lambda r: age_order(r.route)) for key, results in attached.items()}
 
     gateway_statuses = {view.gateway.ref: gateway_status(view, conflicts, counts, config) for view in gateways}
+    class_statuses = tuple(class_status(c, config) for c in sorted(classes.values(), key=lambda c: c.name))
     statuses = [
-        *(class_status(c, config) for c in sorted(classes.values(), key=lambda c: c.name)),
+        *class_statuses,
         *(gateway_statuses[v.gateway.ref] for v in sorted(gateways, key=lambda v: (v.gateway.namespace, v.gateway.name))),
-        *(_route_status(result, winners, config) for result in routes),
+        *(route_status(result, winners, config) for result in routes),
     ]
-    services = _services(gateways, gateway_statuses, winners, index, config)
+    services = {view.gateway.ref: gateway_services(view, gateway_statuses[view.gateway.ref], winners, index, config)
+                for view in gateways}
     l7 = build_l7(
         _l7_inputs(gateways, gateway_statuses, attached),
         index,
         L7Options(xff_num_trusted_hops=config.xff_num_trusted_hops,
                   passthrough_proxy_protocol=config.passthrough_proxy_protocol),
     )
-    return Translation(
-        DesiredState(services=tuple(sorted(services, key=frontend_order))),
-        carry_transition_times(statuses, previous),
+    carried = carry_transition_times(statuses, previous)
+    translation = Translation(
+        DesiredState(services=tuple(sorted((s for group in services.values() for s in group), key=frontend_order))),
+        carried,
         l7,
     )
+    n_classes, n_gateways = len(class_statuses), len(gateways)
+    return TranslationPass(
+        snapshot=snapshot, config=config, index=index, gateways=tuple(gateways), conflicts=conflicts,
+        results={route_key(r.route): r for r in routes},
+        attached={key: tuple(results) for key, results in attached.items()}, winners=winners,
+        class_statuses=carried[:n_classes],
+        gateway_statuses={(s.kind, s.namespace, s.name): s for s in carried[n_classes:n_classes + n_gateways]},
+        route_statuses={(s.kind, s.namespace, s.name): s for s in carried[n_classes + n_gateways:]},
+        services=services, translation=translation,
+    )
+
+
+def listener_keys(result: _RouteResult) -> set[ListenerKey]:
+    return {listener.key for outcome in result.outcomes for listener in outcome.listeners}
 
 
 def _l7_inputs(
@@ -115,7 +161,7 @@ def _l7_inputs(
     return inputs
 
 
-def _route_result(route: Route, gateways: Mapping[tuple[str, str], GatewayView], index: SnapshotIndex) -> _RouteResult:
+def route_result(route: Route, gateways: Mapping[tuple[str, str], GatewayView], index: SnapshotIndex) -> _RouteResult:
     outcomes = []
     for parent_ref in route.spec.parent_refs:
         if parent_ref.group != GATEWAY_GROUP or parent_ref.kind != "Gateway":
@@ -128,7 +174,7 @@ def _route_result(route: Route, gateways: Mapping[tuple[str, str], GatewayView],
     return _RouteResult(route, tuple(outcomes), backends)
 
 
-def _route_status(result: _RouteResult, winners: Mapping[ListenerKey, _RouteResult], config: TranslateConfig) -> ObjectStatus:
+def route_status(result: _RouteResult, winners: Mapping[ListenerKey, _RouteResult], config: TranslateConfig) -> ObjectStatus:
     route = result.route
 
     def make(kind: ConditionType, ok: bool, reason: Reason, message: str) -> Condition:
@@ -155,39 +201,39 @@ def _route_status(result: _RouteResult, winners: Mapping[ListenerKey, _RouteResu
                         generation=route.generation)
 
 
-def _services(
-    gateways: Iterable[GatewayView],
-    statuses: Mapping[ObjectRef, ObjectStatus],
+def gateway_services(
+    view: GatewayView,
+    status: ObjectStatus,
     winners: Mapping[ListenerKey, _RouteResult],
     index: SnapshotIndex,
     config: TranslateConfig,
-) -> list[Service]:
+) -> tuple[Service, ...]:
+    """The data path Services of one Gateway: one per programmed TCP/UDP listener and address."""
     services = []
-    for view in gateways:
-        listener_statuses = {s.name: s for s in statuses[view.gateway.ref].listeners}
-        for listener in view.listeners:
-            if listener.support is not Support.L4 or not listener_programmed(listener_statuses[listener.name]):
-                continue
-            winner = winners.get(listener.key)
-            # The first rule carries the traffic: v1 routes have exactly one; in v1alpha2
-            # every rule matches all traffic and, as for HTTPRoute, the first one wins.
-            first_rule = [b for b in winner.backends if b.rule_index == 0] if winner else []
-            for address in view.addresses.addresses:
-                if winner is None:
-                    # A programmed listener owns its port even before a route arrives:
-                    # refuse new flows rather than let them reach whatever the node runs.
-                    pool, owner = BackendPool((), 1.0), f"{view.gateway.ref} listener {listener.name} (no route)"
-                else:
-                    pool, owner = backend_pool(first_rule, address.version, index), str(winner.route.ref)
-                services.append(
-                    Service(
-                        frontend=FrontendKey(address, listener.spec.port, listener.transport),
-                        backends=pool.backends,
-                        reject_weight=pool.reject_weight,
-                        nat=config.nat,
-                        snat_addresses=view.addresses.snat_for(address.version, config)
-                        if config.nat is NatMode.SNAT else (),
-                        owner=owner,
-                    )
+    listener_statuses = {s.name: s for s in status.listeners}
+    for listener in view.listeners:
+        if listener.support is not Support.L4 or not listener_programmed(listener_statuses[listener.name]):
+            continue
+        winner = winners.get(listener.key)
+        # The first rule carries the traffic: v1 routes have exactly one; in v1alpha2
+        # every rule matches all traffic and, as for HTTPRoute, the first one wins.
+        first_rule = [b for b in winner.backends if b.rule_index == 0] if winner else []
+        for address in view.addresses.addresses:
+            if winner is None:
+                # A programmed listener owns its port even before a route arrives:
+                # refuse new flows rather than let them reach whatever the node runs.
+                pool, owner = BackendPool((), 1.0), f"{view.gateway.ref} listener {listener.name} (no route)"
+            else:
+                pool, owner = backend_pool(first_rule, address.version, index), str(winner.route.ref)
+            services.append(
+                Service(
+                    frontend=FrontendKey(address, listener.spec.port, listener.transport),
+                    backends=pool.backends,
+                    reject_weight=pool.reject_weight,
+                    nat=config.nat,
+                    snat_addresses=view.addresses.snat_for(address.version, config)
+                    if config.nat is NatMode.SNAT else (),
+                    owner=owner,
                 )
-    return services
+            )
+    return tuple(services)
