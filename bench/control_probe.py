@@ -136,8 +136,19 @@ def breakdown(args: argparse.Namespace) -> dict:
     cache = ctl.sources.ParseCache() if hasattr(ctl.sources, "ParseCache") else None
     out["parse_cache"] = cache is not None
 
+    # As the agent numbers generations after each load, where this version of ctl does.
+    try:
+        from ctl.sources.generations import GenerationBook
+        book = [GenerationBook()]
+    except ImportError:
+        book = None
+
     def load_directory(path):
-        return ctl.sources.load_directory(path, cache) if cache is not None else ctl.sources.load_directory(path)
+        loaded = ctl.sources.load_directory(path, cache) if cache is not None else ctl.sources.load_directory(path)
+        if book is not None:
+            numbered, book[0] = book[0].assign(loaded.snapshot)
+            loaded = replace(loaded, snapshot=numbered)
+        return loaded
 
     # As the agent pauses the garbage collector around a reconcile, where this version
     # of ctl does (--plain-gc: as before it did); "gc"/"edit_gc" time the pass after.

@@ -53,6 +53,11 @@ class Dataplane:
             else:
                 actual = reader.read_actual(maps)
                 self.read_back_at = time.monotonic()
+                if (self.written is not None and actual == self.written.actual
+                        and desired.by_frontend() == self.written.desired and actual.config == config):
+                    # A repair found the maps as written: nothing to plan.
+                    return Plan((), {k: r.service_id for k, r in actual.frontends.items()},
+                                dict(self.written.backend_index))
                 result = plan(desired, actual, config, self.limits)
                 written = Written.after(desired, actual, result) if self.remember_writes else None
             self.written = None  # until the writes are all done: a failure reads back next time

@@ -5,8 +5,12 @@ Everything but the reading itself is in ``documents`` and stays pure.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import hashlib
+import os
 import re
+import time
 from pathlib import Path
 
 from ctl.api import K8sObject, ValidationProblem
@@ -61,6 +65,13 @@ def split_documents(text: str) -> list[str] | None:
     return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
+_SETTLED_NS = 2_000_000_000
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev)
+
+
 def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
@@ -83,6 +94,9 @@ class ParseCache:
     def __init__(self) -> None:
         self._files: dict[str, tuple[bytes, ParseResult]] = {}
         self._documents: dict[str, dict[bytes, tuple[K8sObject, ...]]] = {}
+        # The last load: its parse results (in order) and what they were assembled into.
+        self.last: tuple[list[ParseResult], LoadResult] | None = None
+        self._stats: dict[str, tuple[tuple[int, ...], int]] = {}  # name -> (stat, read at)
 
     def parse(self, text: str, name: str) -> ParseResult:
         digest = _digest(text)
@@ -118,10 +132,27 @@ class ParseCache:
         self._documents[name] = now
         return ParseResult(name, tuple(objects), ())
 
+    def unchanged(self, name: str, stat: tuple[int, ...] | None) -> ParseResult | None:
+        """The last result of a file whose stat is what it was when last read, if that
+        read came well after its last change: every write since would have moved its
+        ctime (which no one can set), and a change within the file system's timestamp
+        tick of the read is two seconds behind. Saves reading 12 MB at 10,000 routes."""
+        seen = self._stats.get(name)
+        if stat is None or seen is None or seen[0] != stat or stat[3] >= seen[1] - _SETTLED_NS:
+            return None
+        cached = self._files.get(name)
+        return cached[1] if cached is not None else None
+
+    def read_at(self, name: str, stat: tuple[int, ...], reading_ns: int) -> None:
+        """The file had ``stat`` before it was read at ``reading_ns`` (time.time_ns())."""
+        self._stats[name] = (stat, reading_ns)
+
     def keep_only(self, names: set[str]) -> None:
         for name in self._files.keys() - names:
             del self._files[name]
             self._documents.pop(name, None)
+        for name in self._stats.keys() - names:
+            del self._stats[name]
 
 
 def load_directory(path: str | Path, cache: ParseCache | None = None) -> LoadResult:
@@ -135,11 +166,70 @@ def load_directory(path: str | Path, cache: ParseCache | None = None) -> LoadRes
     results = []
     for file in manifest_paths(root):
         name = str(file)
+        if cache is not None:
+            reading = time.time_ns()
+            try:
+                stat = _stat_key(os.stat(file))
+            except OSError:
+                stat = None
+            unchanged = cache.unchanged(name, stat)
+            if unchanged is not None:
+                results.append(unchanged)
+                continue
         text = read_manifest(file)
         if isinstance(text, ValidationProblem):
             results.append(ParseResult(name, (), (text,)))
             continue
         results.append(parse(text, name))
-    if cache is not None:
-        cache.keep_only({result.filename for result in results})
-    return assemble(results)
+        if cache is not None and stat is not None:
+            cache.read_at(name, stat, reading)
+    if cache is None:
+        return assemble(results)
+    cache.keep_only({result.filename for result in results})
+    loaded = (reassemble(*cache.last, results) if cache.last is not None else None) or assemble(results)
+    cache.last = (results, loaded)
+    return loaded
+
+
+_FIELDS = {"GatewayClass": "gateway_classes", "Gateway": "gateways", "TCPRoute": "tcp_routes",
+           "UDPRoute": "udp_routes", "TLSRoute": "tls_routes", "HTTPRoute": "http_routes",
+           "GRPCRoute": "grpc_routes", "ReferenceGrant": "reference_grants", "Service": "services",
+           "EndpointSlice": "endpoint_slices", "Namespace": "namespaces", "Secret": "secrets"}
+
+
+def reassemble(before: list[ParseResult], loaded: LoadResult, results: list[ParseResult]) -> LoadResult | None:
+    """What ``assemble(results)`` gives, from the last load (``before`` assembled into
+    ``loaded``) when the files changed only objects in place: the same files, each
+    changed file with the same objects (kind, namespace, name) in the same order and
+    no problem or ignored object, and none in the last load either. Otherwise None.
+    At 10,000 routes assembling (identities, the sort by kind and name) costs more
+    than parsing the edited file; this substitutes the changed objects where they are."""
+    if loaded.problems or loaded.ignored or len(before) != len(results):
+        return None
+    substitutes: dict[str, dict[int, K8sObject]] = {}
+    for old, new in zip(before, results):
+        if old is new:
+            continue
+        if (old.filename != new.filename or new.problems or new.ignored or old.problems or old.ignored
+                or len(old.objects) != len(new.objects)):
+            return None
+        for a, b in zip(old.objects, new.objects):
+            if a is b:
+                continue
+            field = _FIELDS.get(a.KIND)
+            if field is None or a.KIND != b.KIND or (a.namespace, a.name) != (b.namespace, b.name):
+                return None
+            listed = getattr(loaded.snapshot, field)
+            i = bisect.bisect_left(listed, (a.namespace, a.name), key=lambda o: (o.namespace, o.name))
+            if i >= len(listed) or listed[i] is not a:
+                return None
+            substitutes.setdefault(field, {})[i] = b
+    if not substitutes:
+        return loaded
+    fields = {}
+    for field, at in substitutes.items():
+        listed = list(getattr(loaded.snapshot, field))
+        for i, obj in at.items():
+            listed[i] = obj
+        fields[field] = tuple(listed)
+    return LoadResult(dataclasses.replace(loaded.snapshot, **fields), (), ())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields as dataclass_fields, replace
 
 from ctl.api import K8sObject, ObjectRef
 from ctl.sources.snapshot import Snapshot
@@ -30,6 +30,10 @@ class _Entry:
 @dataclass(frozen=True)
 class GenerationBook:
     entries: Mapping[ObjectRef, _Entry] = field(default_factory=dict)
+    # The last snapshot numbered and its result: an edit that replaced objects in place
+    # renumbers only those (at 10,000 routes, 30,000 objects would be looked at).
+    source: Snapshot | None = None
+    numbered: Snapshot | None = None
 
     def assign(self, snapshot: Snapshot) -> tuple[Snapshot, GenerationBook]:
         """The snapshot with each object's generation, and the book for the next load.
@@ -38,6 +42,10 @@ class GenerationBook:
         spec changed gets one more than before, or the file's value if that is higher.
         Objects gone from the files are forgotten: re-created, they start again.
         """
+        if self.source is not None and self.numbered is not None:
+            edited = self._assign_in_place(snapshot)
+            if edited is not None:
+                return edited
         entries: dict[ObjectRef, _Entry] = {}
         objects = []
         renumbered = False
@@ -57,7 +65,50 @@ class GenerationBook:
             entries[obj.ref] = entry
             objects.append(_with_generation(obj, entry.generation))
             renumbered = renumbered or objects[-1] is not obj
-        return (Snapshot.of(objects) if renumbered else snapshot), GenerationBook(entries)
+        numbered = Snapshot.of(objects) if renumbered else snapshot
+        return numbered, GenerationBook(entries, snapshot, numbered)
+
+    def _assign_in_place(self, snapshot: Snapshot) -> tuple[Snapshot, GenerationBook] | None:
+        """As assign, when only objects were replaced in place since the last snapshot
+        (the same kinds, namespaces and names in the same order); else None."""
+        assert self.source is not None and self.numbered is not None
+        changed: dict[str, list[int]] = {}
+        for name in _KINDS:
+            old, new = getattr(self.source, name), getattr(snapshot, name)
+            if old is new:
+                continue
+            if len(old) != len(new):
+                return None
+            positions = [i for i, (a, b) in enumerate(zip(old, new)) if a is not b]
+            if any(old[i].ref != new[i].ref for i in positions):
+                return None
+            if positions:
+                changed[name] = positions
+        if not changed:
+            numbered = snapshot if self.numbered is self.source else self.numbered
+            return numbered, GenerationBook(self.entries, snapshot, numbered)
+        entries = dict(self.entries)
+        fields = {}
+        for name, positions in changed.items():
+            numbered = list(getattr(self.numbered, name))
+            for i in positions:
+                obj = getattr(snapshot, name)[i]
+                before = entries.get(obj.ref)
+                spec = _spec_fingerprint(obj)
+                if before is None:
+                    generation = obj.generation
+                elif before.spec == spec:
+                    generation = max(before.generation, obj.generation)
+                else:
+                    generation = max(before.generation + 1, obj.generation)
+                entries[obj.ref] = _Entry(obj, spec, generation)
+                numbered[i] = _with_generation(obj, generation)
+            fields[name] = tuple(numbered)
+        numbered_snapshot = replace(self.numbered, **fields)
+        return numbered_snapshot, GenerationBook(entries, snapshot, numbered_snapshot)
+
+
+_KINDS = tuple(f.name for f in dataclass_fields(Snapshot))
 
 
 def _spec_fingerprint(obj: K8sObject) -> bytes:

@@ -144,6 +144,8 @@ def carry_transition_times(
     for status in previous:
         for scope, condition in _scoped_conditions(status):
             earlier[(*scope, condition.type)] = condition
+    if not earlier:
+        return tuple(statuses)  # nothing to carry (Envoy's feedback overlaid on 10,000 routes)
 
     def carried(scope: tuple[object, ...], conditions: tuple[Condition, ...]) -> tuple[Condition, ...]:
         result = []

@@ -54,10 +54,18 @@ def test_cold_start_and_edit_to_packet_tiny(tmp_path):
     assert edit["poll_interval_s"] > 0
     _no_leftovers(edit["lab"])
 
+    # The same beside generated routes (the aim's figure is at 10,000).
+    beside = control.edit_to_packet(3, tmp_path, gap=(0.05, 0.25), routes=20)
+    assert len(beside["samples"]) == 3 and beside["routes"] == 20
+    assert all(sample["ms"] > 0 for sample in beside["samples"])
+    _no_leftovers(beside["lab"])
+
     result = {"part": control.PART, "title": control.TITLE, "notes": ["tiny"], "rows": [
-        control._cold_row("cold-start-20", cold, "cmd"), control._edit_row("edit-to-packet", edit, "cmd")]}
+        control._cold_row("cold-start-20", cold, "cmd"), control._edit_row("edit-to-packet", edit, "cmd"),
+        control._edit_row("edit-to-packet-20", beside, "cmd")]}
     text = control.markdown(result)
     assert "| 20 | 160 |" in text and "Edit to packet" in text
+    assert "| 0 | 5 |" in text and "| 20 | 3 |" in text  # both edit rows
     charts = control.charts(result, tmp_path / "charts")
     assert [p.name for p in charts] == ["control-cold-start.png", "control-edit-to-packet.png"]
     assert all(p.stat().st_size > 1000 for p in charts)

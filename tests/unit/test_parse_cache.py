@@ -63,3 +63,67 @@ def test_split_documents_refuses_what_it_cannot_split_safely() -> None:
     assert split_documents("a: 1\n----\nb: 2\n") == ["a: 1\n----\nb: 2\n"]  # not a document start
     assert split_documents("%YAML 1.1\n---\na: 1\n") is None
     assert split_documents("a: 1\n...\n---\nb: 2\n") is None
+
+
+def test_a_directory_reloaded_after_random_edits_is_what_a_fresh_load_gives(tmp_path, monkeypatch) -> None:
+    """load_directory with a cache substitutes edited objects into the last snapshot;
+    the generation book renumbers only those: both as a load and a book from scratch
+    (but for the book's history) give."""
+    from dataclasses import replace as copy
+
+    from ctl.sources import files as files_module
+    from ctl.sources import load_directory
+    from ctl.sources.generations import GenerationBook
+    from tests.unit.test_translate_memo import _edit, _random_world, _write
+
+    rng = random.Random(42)
+    cache = ParseCache()
+    book = GenerationBook()
+    files = _random_world(rng)
+    assembled = []
+    real = files_module.assemble
+    monkeypatch.setattr(files_module, "assemble", lambda results: assembled.append(1) or real(results))
+    in_place = 0
+    for step in range(60):
+        _write(tmp_path, files)
+        before = len(assembled)
+        loaded = load_directory(tmp_path, cache)
+        in_place += len(assembled) == before
+        assert loaded == load_directory(tmp_path), step
+        numbered, next_book = book.assign(loaded.snapshot)
+        expected, _ = copy(book, source=None, numbered=None).assign(loaded.snapshot)
+        assert numbered == expected, step
+        book = next_book
+        files = _edit(files, rng)
+    assert in_place > 20
+
+
+def test_a_file_is_not_read_again_while_its_stat_says_it_is_unchanged(tmp_path, monkeypatch) -> None:
+    """Only a file changed long before it was read is trusted by its stat; a rewrite
+    moves its ctime (even one that restores size and mtime), and so is read again."""
+    import os
+
+    from ctl.sources import files as files_module
+    from ctl.sources import load_directory
+
+    path = tmp_path / "a.yaml"
+    path.write_text(service(1, 8001))
+    reads: list[str] = []
+    real = files_module.read_manifest
+    monkeypatch.setattr(files_module, "read_manifest", lambda p: reads.append(p.name) or real(p))
+    cache = ParseCache()
+    load_directory(tmp_path, cache)
+    load_directory(tmp_path, cache)
+    assert reads == ["a.yaml", "a.yaml"]  # changed just now: its stat is not trusted yet
+    old = path.stat().st_mtime_ns - 10**10
+    os.utime(path, ns=(old, old))
+    # ctime moved with utime: read again; then pretend that read came 3 s later.
+    monkeypatch.setattr(files_module.time, "time_ns", lambda: path.stat().st_ctime_ns + 3 * 10**9)
+    first = load_directory(tmp_path, cache)
+    assert reads == ["a.yaml"] * 3
+    again = load_directory(tmp_path, cache)
+    assert reads == ["a.yaml"] * 3 and again == first  # trusted: not read
+    path.write_text(service(1, 8002).replace("8002", "8009"))  # same size
+    os.utime(path, ns=(old, old))  # and the old mtime: the ctime still tells
+    edited = load_directory(tmp_path, cache)
+    assert reads == ["a.yaml"] * 4 and edited.snapshot.services[0].spec.ports[0].port == 8009
