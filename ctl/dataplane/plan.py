@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import OrderedDict
+from itertools import compress
+from operator import is_not
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -368,13 +370,17 @@ def _count(addresses: Iterable[IPAddress]) -> dict[IPAddress, int]:
 @dataclass(frozen=True)
 class Written:
     """What the agent last wrote: the desired state it planned for and the maps as that
-    plan left them, with two indexes the next plan would otherwise rebuild from all of
-    it (which services use each endpoint, which id each endpoint has)."""
+    plan left them, with the indexes the next plan would otherwise rebuild from all of
+    it (which services use each endpoint, the id of each endpoint and frontend)."""
 
     desired: Mapping[FrontendKey, Service]
     actual: ActualState
     endpoint_users: Mapping[Endpoint, int]
     backend_index: Mapping[Endpoint, int]
+    service_index: Mapping[FrontendKey, int]
+    # The desired services in their order, when no frontend is listed twice: an edit
+    # that replaced services in place is then found by identity, position by position.
+    services: tuple[Service, ...] | None = None
 
     @classmethod
     def after(cls, desired: DesiredState, actual: ActualState, result: Plan) -> Written:
@@ -385,7 +391,31 @@ class Written:
             for endpoint in {b.endpoint for b in service.backends}:
                 users[endpoint] = users.get(endpoint, 0) + 1
         after = applied(actual, result.ops)
-        return cls(services, after, users, {ep: i for i, ep in after.backends.items()})
+        return cls(services, after, users, {ep: i for i, ep in after.backends.items()},
+                   {k: r.service_id for k, r in after.frontends.items() if k in services},
+                   desired.services if len(services) == len(desired.services) else None)
+
+
+def _edited_services(desired: DesiredState, written: Written
+                     ) -> tuple[dict[FrontendKey, Service], list[FrontendKey], list[FrontendKey]]:
+    """The desired services by frontend, the frontends whose service changed (or is
+    new) and those removed, in frontend order."""
+    old, before, now = written.desired, written.services, desired.services
+    if before is not None and len(before) == len(now):
+        positions = list(compress(range(len(now)), map(is_not, before, now)))
+        if all(before[i].frontend == now[i].frontend for i in positions):
+            services = dict(old)
+            changed = []
+            for i in positions:
+                if before[i] != now[i]:
+                    services[now[i].frontend] = now[i]
+                    changed.append(now[i].frontend)
+            return services, sorted(changed, key=FrontendKey.sort_key), []
+    services = desired.by_frontend()
+    changed = sorted((k for k, s in services.items() if (o := old.get(k)) is not s and o != s),
+                     key=FrontendKey.sort_key)
+    removed = sorted((k for k in old if k not in services), key=FrontendKey.sort_key)
+    return services, changed, removed
 
 
 def applied(actual: ActualState, ops: Iterable[Op]) -> ActualState:
@@ -435,10 +465,7 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
     Right only while the maps hold ``written.actual``: the agent reads them back now and
     then (``Dataplane``) so that drift is still repaired by a full plan."""
     old, actual = written.desired, written.actual
-    services = desired.by_frontend()
-    changed = sorted((k for k, s in services.items() if (o := old.get(k)) is not s and o != s),
-                     key=FrontendKey.sort_key)
-    removed = sorted((k for k in old if k not in services), key=FrontendKey.sort_key)
+    services, changed, removed = _edited_services(desired, written)
     if len(services) > limits.max_services:
         raise PlanError(f"{len(services)} frontends exceed the data path's capacity of "
                         f"{limits.max_services} (--max-services)")
@@ -446,14 +473,16 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
 
     # Endpoint users after the edit; ids for the endpoints that are new.
     users = dict(written.endpoint_users)
+    dropped: set[Endpoint] = set()
     for key in (*changed, *removed):
         if key in old:
             for endpoint in {b.endpoint for b in old[key].backends}:
                 users[endpoint] -= 1
+                dropped.add(endpoint)
     for key in changed:
         for endpoint in {b.endpoint for b in services[key].backends}:
             users[endpoint] = users.get(endpoint, 0) + 1
-    gone = {endpoint for endpoint, n in users.items() if n == 0} if changed or removed else set()
+    gone = {endpoint for endpoint in dropped if users[endpoint] == 0}
     for endpoint in gone:
         del users[endpoint]
     if len(users) > limits.max_backends - 1:
@@ -465,7 +494,9 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
     backend_ids = dict(index)
     backend_ids.update(_new_ids(new_endpoints, actual.backends, range(1, limits.max_backends), "backends"))
     new_keys = [k for k in changed if k not in actual.frontends]
-    service_ids = {k: r.service_id for k, r in actual.frontends.items() if k in services}
+    service_ids = dict(written.service_index)
+    for key in removed:
+        service_ids.pop(key, None)
     if new_keys:
         used = {r.service_id for r in actual.frontends.values()}
         service_ids.update(_new_ids(new_keys, used, range(0, limits.max_services), "frontends"))
@@ -515,11 +546,12 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
     ops += [DeleteTable(i) for i in removed_ids if i in actual.tables]
     ops += [DeleteBackend(i) for i in sorted(index[ep] for ep in gone if ep in index)]
 
-    result = Plan(tuple(ops), service_ids, {ep: backend_ids[ep] for ep in users})
-    after = applied(actual, result.ops)
     for endpoint in gone:
         backend_ids.pop(endpoint, None)
-    return result, Written(services, after, users, backend_ids)
+    result = Plan(tuple(ops), service_ids, backend_ids)
+    positional = written.services is not None and len(services) == len(desired.services)
+    return result, Written(services, applied(actual, result.ops), users, backend_ids, service_ids,
+                           desired.services if positional else None)
 
 
 def _new_ids(wanted: list, used: Container[int], pool: range, what: str) -> dict:

@@ -27,6 +27,8 @@ after many random edits)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import compress
+from operator import is_not
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -88,7 +90,7 @@ def _changed_positions(old: tuple[Any, ...], new: tuple[Any, ...]) -> list[int] 
     listed in the same order; None when objects were added, removed or renamed."""
     if len(old) != len(new):
         return None
-    changed = [i for i, (a, b) in enumerate(zip(old, new)) if a is not b]
+    changed = list(compress(range(len(new)), map(is_not, old, new)))
     for i in changed:
         if (old[i].namespace, old[i].name) != (new[i].namespace, new[i].name):
             return None
@@ -171,24 +173,42 @@ def translate_edit(last: TranslationPass, snapshot: Snapshot, config: TranslateC
         if (winner is None) != (old_winner is None) or (winner is not None and route_key(winner.route) != route_key(old_winner.route)):
             winner_changed.add(listener_key)
 
+    previous = tuple(previous)
+    # The agent passes the last translation's statuses (maybe with Envoy's verdict
+    # overlaid, which keeps their order): found by position, checked by name.
+    same_order = len(previous) == len(last.translation.statuses)
     previous_by_key = None
 
-    def carried(statuses: list[ObjectStatus]) -> list[ObjectStatus]:
+    def earlier(key: tuple[str, str, str]) -> ObjectStatus | None:
         nonlocal previous_by_key
+        if same_order and key in last.positions:
+            status = previous[last.positions[key]]
+            if (status.kind, status.namespace, status.name) == key:
+                return status
         if previous_by_key is None:
             previous_by_key = {(s.kind, s.namespace, s.name): s for s in previous}
-        earlier = [previous_by_key[k] for s in statuses if (k := (s.kind, s.namespace, s.name)) in previous_by_key]
-        return list(carry_transition_times(statuses, earlier))
+        return previous_by_key.get(key)
+
+    def carried(statuses: list[ObjectStatus]) -> list[ObjectStatus]:
+        before = [found for s in statuses if (found := earlier((s.kind, s.namespace, s.name))) is not None]
+        return list(carry_transition_times(statuses, before))
 
     # Gateways: those whose counts changed, and those Envoy's verdict is overlaid on.
-    counts = {key: len(v) for key, v in attached.items()}
-    l7_gateways = {(view.gateway.namespace, view.gateway.name) for view in last.gateways
-                   if any(listener.support is not Support.L4 for listener in view.listeners)}
-    recount = [view for view in last.gateways
-               if (view.gateway.namespace, view.gateway.name) in counts_changed | l7_gateways]
+    counts = dict(last.counts)
+    for listener_key in touched:
+        if listener_key in attached:
+            counts[listener_key] = len(attached[listener_key])
+        else:
+            counts.pop(listener_key, None)
+    l7_gateways = last.l7_gateways
+    recount_names = counts_changed | l7_gateways
+    recount = [view for view in last.gateways if (view.gateway.namespace, view.gateway.name) in recount_names]
     gateway_statuses = dict(last.gateway_statuses)
+    statuses = list(last.translation.statuses)
     for status in carried([gateway_status(view, last.conflicts, counts, config) for view in recount]):
-        gateway_statuses[(status.kind, status.namespace, status.name)] = status
+        key = (status.kind, status.namespace, status.name)
+        gateway_statuses[key] = status
+        statuses[last.positions[key]] = status
 
     # Routes: the edited ones, those on a listener whose winner changed, and those on L7 listeners.
     restatus = {k for k in edited if k in results}
@@ -200,12 +220,14 @@ def translate_edit(last: TranslationPass, snapshot: Snapshot, config: TranslateC
                 restatus |= {route_key(r.route) for r in on}
     route_statuses = dict(last.route_statuses)
     for status in carried([route_status(results[k], winners, config) for k in sorted(restatus)]):
-        route_statuses[(status.kind, status.namespace, status.name)] = status
+        key = (status.kind, status.namespace, status.name)
+        route_statuses[key] = status
+        statuses[last.positions[key]] = status
 
     # Data path Services of the Gateways with a touched listener.
     touched_gateways = {key[:2] for key in touched}
     services = dict(last.services)
-    position = None
+    position = last.frontend_positions
     desired = list(last.translation.desired.services)
     resort = False
     for view in last.gateways:
@@ -224,25 +246,16 @@ def translate_edit(last: TranslationPass, snapshot: Snapshot, config: TranslateC
             desired[position[service.frontend]] = service
     if resort:
         desired = sorted((s for group in services.values() for s in group), key=frontend_order)
+        position = None
 
-    statuses = (
-        *last.class_statuses,
-        *(gateway_statuses[key] for key in _gateway_order(last)),
-        *(route_statuses[key] for key in results),  # in snapshot order, as translate lists them
-    )
-    class_statuses = last.class_statuses
-    translation = Translation(DesiredState(tuple(desired)), statuses, last.translation.l7)
+    translation = Translation(DesiredState(tuple(desired)), tuple(statuses), last.translation.l7)
     return TranslationPass(
         snapshot=snapshot, config=config, index=index, gateways=last.gateways, conflicts=last.conflicts,
-        results=results, attached=attached, winners=winners, class_statuses=class_statuses,
+        results=results, attached=attached, winners=winners, class_statuses=last.class_statuses,
         gateway_statuses=gateway_statuses, route_statuses=route_statuses, services=services,
-        translation=translation,
+        translation=translation, counts=counts, l7_gateways=l7_gateways, positions=last.positions,
+        frontend_positions=position,
     )
-
-
-def _gateway_order(last: TranslationPass) -> list[tuple[str, str, str]]:
-    return [(v.gateway.KIND, v.gateway.namespace, v.gateway.name)
-            for v in sorted(last.gateways, key=lambda v: (v.gateway.namespace, v.gateway.name))]
 
 
 def _edited_index(index: SnapshotIndex, snapshot: Snapshot, services_changed: list[int],

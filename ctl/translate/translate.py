@@ -78,6 +78,13 @@ class TranslationPass:
     route_statuses: Mapping[tuple[str, str, str], ObjectStatus]  # carried
     services: Mapping[ObjectRef, tuple[Service, ...]]  # by Gateway
     translation: Translation
+    counts: Mapping[ListenerKey, int]  # attached routes per listener
+    # Gateways with HTTP, HTTPS or TLS listeners, by (namespace, name).
+    l7_gateways: frozenset[tuple[str, str]]
+    # Where each object's status is in translation.statuses, by (kind, namespace, name).
+    positions: Mapping[tuple[str, str, str], int]
+    # Where each frontend is in translation.desired.services (built when first needed).
+    frontend_positions: Mapping[FrontendKey, int] | None = None
 
 
 def route_key(route: Route) -> tuple[str, str, str]:
@@ -133,7 +140,10 @@ def translate_pass(snapshot: Snapshot, config: TranslateConfig, previous: Iterab
         class_statuses=carried[:n_classes],
         gateway_statuses={(s.kind, s.namespace, s.name): s for s in carried[n_classes:n_classes + n_gateways]},
         route_statuses={(s.kind, s.namespace, s.name): s for s in carried[n_classes + n_gateways:]},
-        services=services, translation=translation,
+        services=services, translation=translation, counts=counts,
+        l7_gateways=frozenset((v.gateway.namespace, v.gateway.name) for v in gateways
+                              if any(listener.support is not Support.L4 for listener in v.listeners)),
+        positions={(s.kind, s.namespace, s.name): i for i, s in enumerate(carried)},
     )
 
 
