@@ -208,11 +208,14 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
             assert options.config_dir is not None
             parsed = ParseCache()  # an edit re-parses only the files it changed
             generations = GenerationBook()  # a spec edit bumps metadata.generation, as the API server does
-            collector = Collector()  # no collector passes over the whole state inside a reconcile
+            # No collector passes over the whole state inside a reconcile, nor between
+            # edits that follow each other: the full pass waits for an idle moment.
+            collector = Collector(full_when_idle=True)
 
             def repair() -> None:
                 # Edits are planned against what the agent wrote; while idle, the maps
                 # are read back now and then so that drift is corrected too.
+                collector.idle()
                 translation = reconciler.state.translation
                 if translation is None or not dataplane.repair_due(REPAIR_INTERVAL):
                     return

@@ -15,8 +15,8 @@ An edit often touches several files (``git checkout``, ``kubectl cp`` of a direc
 script writing one file per object); programming each intermediate state would push
 half an edit into the kernel, with routes pointing at Services not written yet. So a
 change is reported only after the directory has been quiet for a settle window
-(30 ms by default): a burst becomes one reconcile. With inotify "quiet" means no file
-event for the window, so a single edit is reported about 30 ms after it is written;
+(20 ms by default): a burst becomes one reconcile. With inotify "quiet" means no file
+event for the window, so a single edit is reported about 20 ms after it is written;
 polling, it means an unchanged fingerprint at the polls spanning the window."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def fingerprint(root: Path, now_ns: int | None = None) -> Fingerprint:
 
 
 POLL_INTERVAL = 0.05
-SETTLE_WINDOW = 0.03
+SETTLE_WINDOW = 0.02
 RESCAN_INTERVAL = 1.0  # with inotify: a fingerprint anyway, for what it cannot see
 
 log = logging.getLogger(__name__)

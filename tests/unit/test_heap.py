@@ -54,3 +54,16 @@ def test_a_frozen_cycle_is_freed_by_the_periodic_full_pass() -> None:
     with collector.paused():
         pass
     assert frozen() is None  # the third pass unfroze and collected everything
+
+
+def test_the_full_pass_can_wait_for_an_idle_moment() -> None:
+    collector = Collector(full_every=2, full_when_idle=True)
+    with collector.paused():
+        node = _Node()
+    frozen = weakref.ref(node)
+    del node
+    with collector.paused():
+        pass
+    assert frozen() is not None and collector.full_due  # due, not done inside the reconciles
+    collector.idle()
+    assert frozen() is None and not collector.full_due
