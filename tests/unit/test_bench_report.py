@@ -189,3 +189,11 @@ def test_merge_reruns_one_part_and_keeps_the_others(tmp_path, results, monkeypat
         "when": results["machine"]["when"], **results["parts"]["e2e"]}
     text = (out / "benchmarks.md").read_text()
     assert "This part failed" not in text and "Run again separately (`bench.run --merge`): maglev at " in text
+    assert "e2e at" not in text  # a kept part was not run apart
+
+
+def test_a_run_of_every_part_names_no_part_as_run_apart(results):
+    # Each part records the minute it started; that alone must not read as a rerun.
+    for minute, result in enumerate(results["parts"].values()):
+        result["when"] = f"2026-11-30 10:{minute:02d} UTC"
+    assert "Run again separately" not in run.report(results)
