@@ -54,14 +54,7 @@ class GenerationBook:
             if before is not None and before.parsed is obj:  # the file was not re-parsed
                 entry = before
             else:
-                spec = _spec_fingerprint(obj)
-                if before is None:
-                    generation = obj.generation
-                elif before.spec == spec:
-                    generation = max(before.generation, obj.generation)
-                else:
-                    generation = max(before.generation + 1, obj.generation)
-                entry = _Entry(obj, spec, generation)
+                entry = _next_entry(before, obj)
             entries[obj.ref] = entry
             objects.append(_with_generation(obj, entry.generation))
             renumbered = renumbered or objects[-1] is not obj
@@ -93,16 +86,8 @@ class GenerationBook:
             numbered = list(getattr(self.numbered, name))
             for i in positions:
                 obj = getattr(snapshot, name)[i]
-                before = entries.get(obj.ref)
-                spec = _spec_fingerprint(obj)
-                if before is None:
-                    generation = obj.generation
-                elif before.spec == spec:
-                    generation = max(before.generation, obj.generation)
-                else:
-                    generation = max(before.generation + 1, obj.generation)
-                entries[obj.ref] = _Entry(obj, spec, generation)
-                numbered[i] = _with_generation(obj, generation)
+                entry = entries[obj.ref] = _next_entry(entries.get(obj.ref), obj)
+                numbered[i] = _with_generation(obj, entry.generation)
             fields[name] = tuple(numbered)
         numbered_snapshot = replace(self.numbered, **fields)
         return numbered_snapshot, GenerationBook(entries, snapshot, numbered_snapshot)
@@ -115,6 +100,19 @@ def _spec_fingerprint(obj: K8sObject) -> bytes:
     # A digest, not the text: the book holds one per object, 10,000s of them.
     text = json.dumps(obj.model_dump(mode="json", exclude={"metadata"}), sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def _next_entry(before: _Entry | None, obj: K8sObject) -> _Entry:
+    """The book's entry for `obj` given its last one: a spec change bumps the generation,
+    the file's own value wins if higher, a new object starts at the file's value."""
+    spec = _spec_fingerprint(obj)
+    if before is None:
+        generation = obj.generation
+    elif before.spec == spec:
+        generation = max(before.generation, obj.generation)
+    else:
+        generation = max(before.generation + 1, obj.generation)
+    return _Entry(obj, spec, generation)
 
 
 def _with_generation(obj: K8sObject, generation: int) -> K8sObject:
