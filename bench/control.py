@@ -362,17 +362,27 @@ class Agent:
             shutil.rmtree(self.pin_dir, ignore_errors=True)
 
 
+def routes_config(work: Path, routes: int) -> Path:
+    """The generated N-route config under `work`, made once and shared by every row."""
+    config = work / f"routes-{routes}"
+    if not config.exists():
+        generate(config, routes)
+    return config
+
+
+def ready_timeout(routes: int) -> float:
+    return 120 + routes * 0.2  # generous: a loaded machine reads 10,000 routes for minutes
+
+
 # -- cold start ---------------------------------------------------------------------------
 def cold_start(routes: int, runs: int, work: Path, scale_edit: bool = True,
                log=lambda *a: None) -> dict:
     """`runs` cold starts of the agent on the N-route config; figures per run."""
     from lab import netlab
 
-    config = work / f"routes-{routes}"
-    if not config.exists():
-        generate(config, routes)
+    config = routes_config(work, routes)
     per_run: list[dict] = []
-    timeout = 120 + routes * 0.2
+    timeout = ready_timeout(routes)
     with netlab.lab(backends=1) as net:
         for run in range(runs):
             agent = Agent(net, config, ["front"], work / f"agent-{routes}-{run}.log", f"c{routes}r{run}",
@@ -403,11 +413,9 @@ def restart(routes: int, runs: int, work: Path, log=lambda *a: None) -> dict:
     on a fresh pin directory, then a restart on the pins it left; figures of both."""
     from lab import netlab
 
-    config = work / f"routes-{routes}"
-    if not config.exists():
-        generate(config, routes)
+    config = routes_config(work, routes)
     per_run: list[dict] = []
-    timeout = 120 + routes * 0.2
+    timeout = ready_timeout(routes)
     with netlab.lab(backends=1) as net:
         for run in range(runs):
             order = list(LOADERS) if run % 2 == 0 else list(reversed(LOADERS))
@@ -490,7 +498,7 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
         try:
             _pass_module, pass_fd = loader.compile_xdp_pass()  # the far ends need an XDP program
             net.attach_xdp_pass(pass_fd)
-            agent.wait_ready(120 + routes * 0.2)
+            agent.wait_ready(ready_timeout(routes))
             prober = net.popen(net.client.ns, [sys.executable, "-m", "bench.control_probe", "flip",
                                                "--addr", net.vip4, "--port", port, "--interval-ms", 1],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -543,9 +551,7 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
 
 # -- pure breakdown ---------------------------------------------------------------------
 def breakdown(routes: int, runs: int, work: Path, log=lambda *a: None) -> dict:
-    config = work / f"routes-{routes}"
-    if not config.exists():
-        generate(config, routes)
+    config = routes_config(work, routes)
     per_run = []
     for run in range(runs):
         argv = [sys.executable, "-m", "bench.control_probe", "breakdown", "--config", config,
