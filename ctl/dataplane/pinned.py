@@ -75,6 +75,16 @@ class PinnedMaps:
         key_t, value_t = self._types(name)
         bpfsys.map_update(self._fds[name], _c(key_t, key), _c(value_t, value), flags)
 
+    def put_many(self, name: str, entries: Sequence[tuple[object, object]]) -> None:
+        """put for many (key, value) pairs: one batch syscall per chunk, not one each.
+        A cold start at 10,000 routes writes some 100,000 entries besides the tables."""
+        key_t, value_t = self._types(name)
+        for start in range(0, len(entries), _PUT_CHUNK):
+            chunk = entries[start:start + _PUT_CHUNK]
+            keys = (key_t * len(chunk))(*(key for key, _ in chunk))
+            values = (value_t * len(chunk))(*(value for _, value in chunk))
+            bpfsys.map_update_batch(self._fds[name], keys, values, len(chunk))
+
     def delete(self, name: str, key) -> bool:
         if not self.has(name):
             return False
@@ -119,6 +129,14 @@ class PinnedMaps:
         _, value_t = self._types(name)
         zeros = (value_t * self._ncpus)()
         bpfsys.map_update(self._fds[name], ctypes.c_uint32(index), zeros)
+
+    def percpu_reset_many(self, name: str, indexes: Sequence[int]) -> None:
+        """percpu_reset for many indexes, one batch syscall per chunk."""
+        _, value_t = self._types(name)
+        for start in range(0, len(indexes), _PUT_CHUNK):
+            chunk = indexes[start:start + _PUT_CHUNK]
+            zeros = (value_t * (self._ncpus * len(chunk)))()
+            bpfsys.map_update_batch(self._fds[name], (ctypes.c_uint32 * len(chunk))(*chunk), zeros, len(chunk))
 
     # -- Maglev tables (map-in-map) --------------------------------------------------
     # An inner map is a u32 array: element 0 the table's size, then its slots. It is
@@ -197,6 +215,8 @@ class PinnedMaps:
 
 # Inner maps open at once while swapping tables (file descriptors, until the batch).
 _SWAP_CHUNK = 256
+# Entries per batch update of an ordinary map: bounds the ctypes arrays of one syscall.
+_PUT_CHUNK = 4096
 
 
 # The kernel lays an array's elements out 8 bytes apart (value sizes round up to 8), and

@@ -10,19 +10,25 @@ from .pinned import PinnedMaps
 log = logging.getLogger(__name__)
 
 
+# Writes a plan lists in runs (every backend, then every table...): each run goes to the
+# kernel in batches, one syscall per chunk of entries instead of one per entry (a cold
+# start at 10,000 routes has some 190,000 writes). The order relative to every other
+# operation is unchanged.
+_BATCHED = (p.PutTable, p.PutBackend, p.PutFrontend, p.PutOwner, p.PutMember, p.PutVip)
+
+
 def apply(maps: PinnedMaps, ops: tuple[p.Op, ...]) -> None:
     debug = log.isEnabledFor(logging.DEBUG)
     i = 0
     while i < len(ops):
-        if isinstance(ops[i], p.PutTable):
-            # A run of table swaps (a plan lists them together) goes to the kernel in
-            # batches; the order relative to every other operation is unchanged.
-            end = i
-            while end < len(ops) and isinstance(ops[end], p.PutTable):
+        kind = type(ops[i])
+        end = i + 1
+        if kind in _BATCHED:
+            while end < len(ops) and type(ops[end]) is kind:
                 end += 1
-            maps.swap_tables([(op.service_id, op.slots, op.digest) for op in ops[i:end]])
+        if end - i > 1 or kind is p.PutTable:
+            _apply_run(maps, ops[i:end])
         else:
-            end = i + 1
             _apply_one(maps, ops[i])
         if debug:
             for op in ops[i:end]:
@@ -40,6 +46,28 @@ def bump_generation(maps: PinnedMaps, which: abi.Gen) -> int:
     new = (int(current) + 1) & 0xFFFFFFFF
     maps.put("generations", int(which), new)
     return new
+
+
+def _apply_run(maps: PinnedMaps, run: tuple) -> None:
+    """Operations of one kind, as _apply_one would one by one: the fresh ids' counters
+    are reset before any entry that uses them is written."""
+    kind = type(run[0])
+    if kind is p.PutTable:
+        maps.swap_tables([(op.service_id, op.slots, op.digest) for op in run])
+    elif kind is p.PutBackend:
+        maps.percpu_reset_many("be_stats", [op.backend_id for op in run if op.fresh])
+        maps.put_many("backends", [(op.backend_id, backend_struct(op.endpoint)) for op in run])
+    elif kind is p.PutFrontend:
+        maps.percpu_reset_many("svc_stats", [op.record.service_id for op in run if op.fresh])
+        maps.put_many("frontends", [(frontend_key_struct(op.key), frontend_struct(op.record)) for op in run])
+    elif kind is p.PutOwner:
+        maps.put_many("owners", [(op.service_id, abi.OwnerName(op.owner.encode())) for op in run])
+    elif kind is p.PutMember:
+        maps.put_many("members", [(abi.MemberKey(op.service_id, op.backend_id), op.weight_milli) for op in run])
+    elif kind is p.PutVip:
+        maps.put_many("vips", [(vip_key_struct(op.address), op.count) for op in run])
+    else:
+        raise TypeError(f"no batched write for {kind.__name__}")
 
 
 def _apply_one(maps: PinnedMaps, op: p.Op) -> None:
