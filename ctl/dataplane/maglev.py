@@ -286,6 +286,7 @@ def _fill(
     # than integer % (it divides by a constant with multiplications).
     word = np.uint32 if size * size <= 2**32 else np.uint64
     word_skips = skips.astype(word)
+    cell_type = np.int32 if tables * size < 2**31 else np.int64
     claimed = np.zeros(tables * rows, dtype=np.int64)
 
     for r in range(rounds):
@@ -319,10 +320,14 @@ def _fill(
 
             start = ((offsets[active] + cursor[active] * skips[active]) % size).astype(word)
             raw = start[:, None] + np.arange(widest, dtype=word) * word_skips[active, None]
-            slots = (raw - (raw // size) * size).astype(np.int64)
-            cells = slots + cell_base[active, None]
+            raw -= (raw // size) * size
+            # The matrices in the narrowest index type that holds every cell: half the
+            # memory traffic of int64 for the usual tables.
+            cells = raw.astype(cell_type)
+            cells += cell_base[active, None].astype(cell_type)
             # A row sees only its own table's window; beyond it, as if out of sight.
-            candidate = is_free[cells] & (np.arange(widest) < row_width[:, None])
+            candidate = is_free[cells]
+            candidate &= np.arange(widest) < row_width[:, None]
 
             # Each row proposes its first `want` free slots, in its preference order. Every
             # proposal gets taken by someone, so afterwards the row's first free slot is
@@ -330,7 +335,7 @@ def _fill(
             # (Where a table's rows owe one claim each, the cursor moves just past the
             # proposal instead; both are valid, and each table keeps the rule it would
             # follow alone, as the windows, and so the placement, depend on it.)
-            rank = np.cumsum(candidate, axis=1)
+            rank = np.cumsum(candidate, axis=1, dtype=cell_type)
             beyond = rank > want[:, None]
             single = most[table] == 1
             found = candidate.any(axis=1)
@@ -346,7 +351,9 @@ def _fill(
             # just by priority, makes a round behave like the finer Maglev turns it batches.
             made = due - owed
             when = (made[proposal_row] + proposal_rank) / quotas[proposal_row]
-            order = np.lexsort((proposal_row, when, proposal_cell))
+            # Proposals come in row order (np.nonzero walks rows first, active is sorted)
+            # and lexsort is stable: equal times stay in row order without a third key.
+            order = np.lexsort((when, proposal_cell))
             ordered_cell = proposal_cell[order]
             first = np.ones(order.size, dtype=bool)
             first[1:] = ordered_cell[1:] != ordered_cell[:-1]
