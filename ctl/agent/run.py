@@ -51,6 +51,8 @@ class AgentOptions:
     nat: NatMode = NatMode.SNAT
     attach: str = "xdp"  # xdp (native, else generic), xdp-native, xdp-generic, tc
     pin_dir: Path = Path("/sys/fs/bpf/xdp-gateway")
+    # Compiled programs kept for starts that find none pinned (ctl/dataplane/progcache.py).
+    program_cache: Path | None = Path("/var/cache/xdp-gateway/programs")
     listen: str = "127.0.0.1:9480"
     hash_seed: int = 0
     maglev_size: int = DEFAULT_CAPACITY.maglev_size
@@ -159,7 +161,7 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
     snat = options.snat_addresses or default_snat_addresses(links)
     spec = DataplaneSpec(pin_dir=options.pin_dir, maglev_size=options.maglev_size,
                          max_services=options.max_services, max_backends=options.max_backends,
-                         ct_size=options.ct_size)
+                         ct_size=options.ct_size, program_cache=options.program_cache)
     dataplane = Dataplane.load(spec)
     # Standalone, edits are planned against what the agent wrote (it is its pin
     # directory's only writer) and the watcher's idle calls repair drift.

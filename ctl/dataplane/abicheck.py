@@ -41,7 +41,11 @@ def layout(ctype: type, prefix: str = "") -> Layout:
 
 def differences(mirror: type, compiled: type) -> list[tuple[str, str]]:
     """(field, what differs) for every field whose place or size is not the same."""
-    ours, theirs = layout(mirror), layout(compiled)
+    return layout_differences(layout(mirror), layout(compiled))
+
+
+def layout_differences(ours: Layout, theirs: Layout) -> list[tuple[str, str]]:
+    """`differences` between a mirror's layout and a compiled one."""
     found: list[tuple[str, str]] = []
     for path in [*theirs, *(p for p in ours if p not in theirs)]:
         if path not in ours:
@@ -63,20 +67,47 @@ def type_name(ctype: type) -> str:
     return ctype.__name__
 
 
-def check(get_table: Callable[[str], Any],
-          maps: Mapping[str, tuple[str, type, type]] = abi.PINNED_MAPS) -> None:
-    """Raises AbiMismatch naming the map, struct and field of the first difference."""
-    problems: list[str] = []
-    for name, (_, key_t, value_t) in maps.items():
+# map -> role ("key", "value") -> (compiled type's name, its layout)
+CompiledLayouts = dict[str, dict[str, tuple[str, Layout]]]
+
+
+def compiled_layouts(get_table: Callable[[str], Any],
+                     maps: Mapping[str, tuple[str, type, type]] = abi.PINNED_MAPS) -> CompiledLayouts:
+    """The layouts the compiler gave every checked map's key and value (kept in the
+    program cache, so that a start loading from it runs the same check)."""
+    found: CompiledLayouts = {}
+    for name in maps:
         if name in _UNCHECKED:
             continue
         table = get_table(name)
         # per-CPU maps: bcc's Leaf is the array of one value per CPU, sLeaf the value
         compiled_value = getattr(table, "sLeaf", table.Leaf)
-        for role, mirror, compiled in (("key", key_t, table.Key), ("value", value_t, compiled_value)):
-            for field, why in differences(mirror, compiled):
+        found[name] = {role: (type_name(compiled), layout(compiled))
+                       for role, compiled in (("key", table.Key), ("value", compiled_value))}
+    return found
+
+
+def check(get_table: Callable[[str], Any],
+          maps: Mapping[str, tuple[str, type, type]] = abi.PINNED_MAPS) -> None:
+    """Raises AbiMismatch naming the map, struct and field of the first difference."""
+    check_layouts(compiled_layouts(get_table, maps), maps)
+
+
+def check_layouts(compiled: CompiledLayouts,
+                  maps: Mapping[str, tuple[str, type, type]] = abi.PINNED_MAPS) -> None:
+    """`check` on layouts recorded earlier; a checked map missing from them is a mismatch."""
+    problems: list[str] = []
+    for name, (_, key_t, value_t) in maps.items():
+        if name in _UNCHECKED:
+            continue
+        if name not in compiled:
+            problems.append(f"map {name}: no compiled layout")
+            continue
+        for role, mirror in (("key", key_t), ("value", value_t)):
+            compiled_name, compiled_layout = compiled[name][role]
+            for field, why in layout_differences(layout(mirror), compiled_layout):
                 what = "size" if field == SELF else f"field {field}"
-                problems.append(f"map {name} {role}, {type_name(compiled)} (mirror abi.{mirror.__name__}), "
+                problems.append(f"map {name} {role}, {compiled_name} (mirror abi.{mirror.__name__}), "
                                 f"{what}: {why}")
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

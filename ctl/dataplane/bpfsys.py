@@ -113,6 +113,7 @@ def _lib() -> ctypes.CDLL:
         "bpf_btf_get_fd_by_id": ([u32], cint),
         "bpf_obj_get_info_by_fd": ([cint, vp, ctypes.POINTER(u32)], cint),
         "bpf_prog_test_run_opts": ([cint, vp], cint),
+        "bpf_prog_load": ([cint, ctypes.c_char_p, ctypes.c_char_p, vp, ctypes.c_size_t, vp], cint),
         "libbpf_num_possible_cpus": ([], cint),
     }
     for fn, (argtypes, restype) in signatures.items():
@@ -215,8 +216,9 @@ def map_fd_by_id(map_id: int) -> int:
 
 
 def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int,
-               flags: int = 0) -> int:
-    opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=flags)
+               flags: int = 0, inner_map_fd: int = 0) -> int:
+    """inner_map_fd: the template of a map of maps' values."""
+    opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=flags, inner_map_fd=inner_map_fd)
     return _check(
         _lib().bpf_map_create(map_type, name.encode()[:15], key_size, value_size, max_entries,
                               ctypes.byref(opts)),
@@ -391,3 +393,66 @@ def prog_info(fd: int) -> ProgInfo:
     _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "program info")
     count = min(wanted, info.nr_map_ids)
     return ProgInfo(info.type, info.id, bytes(info.tag).hex(), info.name.decode(), tuple(ids[:count]))
+
+
+class _ProgLoadOpts(ctypes.Structure):  # libbpf's struct bpf_prog_load_opts (1.1)
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("attempts", ctypes.c_int),
+        ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),
+        ("fd_array", ctypes.c_void_p),
+        ("func_info", ctypes.c_void_p),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_void_p),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_void_p),
+    ]
+
+
+class VerifierRejected(OSError):
+    """The kernel refused a program; `log` ends with the verifier's reason."""
+
+    def __init__(self, code: int, message: str, log: str):
+        super().__init__(code, message)
+        self.log = log
+
+
+_VERIFIER_LOG_SIZE = 1 << 22  # the verifier's log of a large program runs to megabytes
+
+
+def prog_load(prog_type: int, name: str, license: str, insns: bytes, expected_attach_type: int = 0,
+              kern_version: int = 0) -> int:
+    """Loads instructions whose map references are fds of this process (BPF_PROG_LOAD);
+    the new program's fd. Without type information (BTF): XDP and tc programs need none.
+    On a refusal the verifier is asked again with its log on, so the error can say why."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+
+    def attempt(log_level: int, log: ctypes.Array | None) -> int:
+        opts = _ProgLoadOpts(sz=ctypes.sizeof(_ProgLoadOpts), expected_attach_type=expected_attach_type,
+                             kern_version=kern_version, log_level=log_level)
+        if log is not None:
+            opts.log_size, opts.log_buf = len(log), ctypes.addressof(log)
+        rc = _lib().bpf_prog_load(prog_type, name.encode()[:15], license.encode(), code,
+                                  len(insns) // 8, ctypes.byref(opts))
+        return rc if rc >= 0 else -(-rc if rc != -1 else ctypes.get_errno())
+
+    fd = attempt(0, None)
+    if fd >= 0:
+        return fd
+    log = ctypes.create_string_buffer(_VERIFIER_LOG_SIZE)
+    again = attempt(1, log)
+    if again >= 0:  # refused once, accepted when asked again: keep the program
+        return again
+    text = log.value.decode(errors="replace").strip()
+    raise VerifierRejected(-fd, f"loading program {name}: {os.strerror(-fd)}", text)

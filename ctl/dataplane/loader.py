@@ -42,13 +42,15 @@ class XdpMode(enum.Enum):
 
 @dataclass(frozen=True)
 class DataplaneSpec:
-    """Compile-time sizes (C defines) and where the maps are pinned."""
+    """Compile-time sizes (C defines), where the maps are pinned and where compiled
+    programs are cached (None: no cache, every start without pinned programs compiles)."""
 
     pin_dir: Path = Path("/sys/fs/bpf/xdp-gateway")
     maglev_size: int = DEFAULT_CAPACITY.maglev_size
     max_services: int = DEFAULT_CAPACITY.max_services
     max_backends: int = DEFAULT_CAPACITY.max_backends
     ct_size: int = DEFAULT_CAPACITY.ct_size
+    program_cache: Path | None = None
 
     def __post_init__(self) -> None:
         self.capacity  # noqa: B018 - validates the sizes (ValueError)
@@ -160,6 +162,7 @@ class Programs:
     _modules: tuple = ()
     build: str = ""  # the build digest the programs are pinned under ("": not pinned)
     reused: bool = False  # opened from an earlier start's pins, not compiled
+    cached: bool = False  # loaded from the program cache, not compiled
 
     def close(self) -> None:
         """Closes our fds (attached programs stay attached, pinned ones pinned)."""
@@ -179,8 +182,9 @@ def program_pins(pin_dir: Path, build: str) -> list[Path]:
 
 def load_programs(spec: DataplaneSpec) -> Programs:
     """The agent's way to get programs: the ones an earlier start of the same build pinned,
-    else compiled in a child process (ctl.dataplane.compiler) and pinned for the next start.
-    Either way this process never imports bcc, so clang/LLVM never stay resident in it."""
+    else the program cache's entry of this build (progcache.py), else compiled in a child
+    process (ctl.dataplane.compiler, which writes the cache entry); pinned for the next
+    start. This process never imports bcc, so clang/LLVM never stay resident in it."""
     check_pinned_maps(spec)
     build = buildid.build_digest(spec.cflags() + bcc_header_flags())
     cached = open_pinned_programs(spec.pin_dir, build)
@@ -188,14 +192,27 @@ def load_programs(spec: DataplaneSpec) -> Programs:
         log.info("reusing the programs an earlier start pinned",
                  extra={"event": "programs_reused", "build": build})
         return Programs(*cached, build=build, reused=True)
+    if spec.program_cache is not None:
+        from . import progcache
+
+        if (loaded := progcache.load_cached(spec, spec.program_cache, build)) is not None:
+            fds, entry = loaded
+            _pin_programs(fds, spec.pin_dir, build)
+            log.info("loaded the programs from the program cache",
+                     extra={"event": "programs_from_cache", "build": build, "file": str(entry)})
+            return Programs(*fds, build=build, cached=True)
     from .compiler import compile_in_child  # imports this module
 
-    fds = compile_in_child(spec)
-    for fd, path in zip(fds, program_pins(spec.pin_dir, build)):
-        path.unlink(missing_ok=True)  # a stale pin of this build (its maps were replaced)
-        bpfsys.obj_pin(fd, path)
+    fds = compile_in_child(spec, build)
+    _pin_programs(fds, spec.pin_dir, build)
     log.info("compiled the programs", extra={"event": "programs_compiled", "build": build})
     return Programs(*fds, build=build)
+
+
+def _pin_programs(fds: tuple[int, int, int], pin_dir: Path, build: str) -> None:
+    for fd, path in zip(fds, program_pins(pin_dir, build)):
+        path.unlink(missing_ok=True)  # a stale pin of this build (its maps were replaced)
+        bpfsys.obj_pin(fd, path)
 
 
 def open_pinned_programs(pin_dir: Path, build: str) -> tuple[int, int, int] | None:

@@ -104,7 +104,18 @@ def test_daemonset_runs_on_the_node_network_with_least_capabilities(default_obje
 def test_nothing_of_the_nodes_kernel_headers_is_mounted(default_objects, custom_objects):
     for objects in (default_objects, custom_objects):
         host_paths = {v["hostPath"]["path"] for v in _pod(objects)["volumes"] if "hostPath" in v}
-        assert host_paths == {"/sys", "/sys/fs/bpf"}
+        assert host_paths == {"/sys", "/sys/fs/bpf", "/var/cache/xdp-gateway/programs"}
+
+
+def test_the_agent_keeps_its_program_cache_on_the_node(default_objects):
+    pod = _pod(default_objects)
+    agent = next(c for c in pod["containers"] if c["name"] == "agent")
+    assert "--program-cache=/var/cache/xdp-gateway/programs" in agent["args"]
+    mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["program-cache"] == "/var/cache/xdp-gateway/programs"
+    assert volumes["program-cache"]["hostPath"] == {"path": "/var/cache/xdp-gateway/programs",
+                                                   "type": "DirectoryOrCreate"}
 
 
 def test_agent_arguments_follow_the_values(default_objects, custom_objects):

@@ -45,3 +45,106 @@ def test_this_build_has_a_digest_without_importing_bcc():
     assert buildid.bcc_version() != "none"
     assert ("bcc" in sys.modules) == before
     assert buildid.build_digest(["-DX=1"]) != buildid.build_digest(["-DX=2"])
+
+
+# -- the program cache's pure parts (progcache.py) ----------------------------------------
+
+import struct  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from ctl.dataplane import progcache  # noqa: E402
+
+
+def _insn(opcode: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", opcode, dst | src << 4, off, imm)
+
+
+MAP_LOAD = _insn(0x18, dst=1, src=1, imm=7) + _insn(0)  # r1 = map fd 7 (two slots)
+CONST_LOAD = _insn(0x18, dst=2, imm=-1) + _insn(0, imm=0x12345678)  # r2 = a 64-bit constant
+PROGRAM = _insn(0xB7, dst=0, imm=2) + MAP_LOAD + CONST_LOAD + _insn(0x85, imm=1) + MAP_LOAD + _insn(0x95)
+
+
+def test_map_fd_loads_are_found_and_the_second_slot_of_a_wide_load_is_not_an_instruction():
+    assert progcache.map_fd_loads(PROGRAM) == [(1, 7), (6, 7)]
+    patched = progcache.with_immediates(PROGRAM, {1: 42, 6: 43})
+    assert progcache.map_fd_loads(patched) == [(1, 42), (6, 43)]
+    assert progcache.with_immediates(patched, {1: 7, 6: 7}) == PROGRAM
+
+
+@pytest.mark.parametrize("insns, why", [
+    (_insn(0x18, src=2) + _insn(0), "64-bit load of kind 2"),  # a map value's address
+    (_insn(0x85, src=2, imm=5), "call of kind 2"),  # a kernel function
+    (PROGRAM[:-3], "not a whole number"),
+])
+def test_what_the_cache_cannot_reproduce_is_refused_when_recording(insns, why):
+    with pytest.raises(progcache.Unrecordable, match=why):
+        progcache.map_fd_loads(insns)
+
+
+def _entry(build: str = BUILD) -> progcache.Entry:
+    maps = (progcache.MapDef("frontends", 1, 24, 80, 64, 0, "frontends_v2"),
+            progcache.MapDef("maglev_inner", 2, 4, 4, 1022, 0x1400, "maglev_template_v2"),
+            progcache.MapDef("maglev_outer", 13, 4, 4, 64, 0, "maglev_v3", "maglev_inner"),
+            progcache.MapDef("scratch_map", 6, 4, 128, 1, 0, None))
+    programs = tuple(progcache.ProgramDef(pin, name, source, prog_type, "GPL", 0,
+                                          progcache.with_immediates(PROGRAM, {1: 0, 6: 0}),
+                                          ((1, "frontends"), (6, "scratch_map")))
+                     for pin, name, source, prog_type in progcache.PROGRAMS)
+    return progcache.Entry(build, programs, maps, {"config": {"key": ("c_uint", {"<self>": (0, 4)}),
+                                                              "value": ("struct config", {"<self>": (0, 28)})}})
+
+
+def test_an_entry_survives_encoding():
+    entry = _entry()
+    assert progcache.decode(progcache.encode(entry), BUILD) == entry
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda data: data[: len(data) // 2], "not a cache entry"),
+    (lambda data: b"", "not a cache entry"),
+    (lambda data: data.replace(b'"format": 1', b'"format": 2'), "format 2, this agent reads format 1"),
+    (lambda data: data.replace(b'"GPL"', b'"MIT"', 1), "checksum mismatch"),
+    (lambda data: b"[1, 2]", "format None"),
+])
+def test_a_damaged_or_foreign_entry_is_refused_with_the_reason(damage, why):
+    with pytest.raises(progcache.CacheEntryError, match=why):
+        progcache.decode(damage(progcache.encode(_entry())), BUILD)
+
+
+def test_an_entry_of_another_build_is_refused_even_when_intact():
+    with pytest.raises(progcache.CacheEntryError, match=f"holds build '{OLD}', not {BUILD}"):
+        progcache.decode(progcache.encode(_entry(OLD)), BUILD)
+
+
+def test_only_the_newest_entries_are_kept():
+    mtimes = {f"{n:016x}.json": float(n) for n in range(7)}
+    assert progcache.to_prune(mtimes, keep=4) == [f"{n:016x}.json" for n in (2, 1, 0)]
+    assert progcache.to_prune(mtimes, keep=10) == []
+
+
+def test_a_map_of_maps_names_its_template_in_bccs_declaration():
+    source = '''BPF_TABLE_PINNED("array", __u32, __u32, maglev_inner, 1022, "/p/t", 0);
+BPF_TABLE_PINNED("hash_of_maps$maglev_inner", __u32, int, maglev_outer, MAX_SERVICES,
+		 PIN_DIR "/maglev_v3");
+BPF_TABLE_PINNED("hash", struct frontend_key, struct frontend, frontends, 64, "/p/f");'''
+    assert progcache.inner_maps(source) == {"maglev_outer": "maglev_inner"}
+
+
+def test_the_pin_directory_is_not_part_of_the_build():
+    assert buildid.build_digest(['-DPIN_DIR="/sys/fs/bpf/a"', "-DX=1"]) == \
+        buildid.build_digest(['-DPIN_DIR="/sys/fs/bpf/b"', "-DX=1"])
+
+
+def test_the_headers_identity_follows_the_files_bcc_compiles_against(tmp_path: Path):
+    tree = tmp_path / "linux-headers-common"
+    autoconf = tree / "include" / "generated" / "autoconf.h"
+    autoconf.parent.mkdir(parents=True)
+    autoconf.write_text("#define CONFIG_BPF 1\n")
+    environ = {"BCC_KERNEL_SOURCE": str(tree)}
+    before = buildid.headers_identity([], environ, modules_dir=tmp_path / "none")
+    assert str(autoconf) in before
+    autoconf.write_text("#define CONFIG_BPF 1\n#define CONFIG_X 1\n")  # the same release's headers, rebuilt
+    assert buildid.headers_identity([], environ, modules_dir=tmp_path / "none") != before
+    assert buildid.digest(["s"], [], "k", "b", "l", before) != buildid.digest(["s"], [], "k", "b", "l", "")
