@@ -6,6 +6,7 @@ import codecs
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 import yaml
@@ -185,7 +186,9 @@ def _plain_document(loader: Any, root: Node) -> tuple[Any, tuple[tuple[str, str]
         kind, tag = type(node), node.tag
         if kind is ScalarNode:
             if tag == _STR_TAG:
-                return node.value
+                # One copy of each value that recurs (namespaces, protocols, parent
+                # names...) for as long as the models holding it live.
+                return intern(node.value)
             if tag in _SCALAR_TAGS:
                 return constructors[tag](loader, node)
             raise _NotPlain

@@ -385,3 +385,22 @@ def test_secret_data_must_be_base64() -> None:
 def test_secret_unknown_field_is_refused() -> None:
     message = only_problem("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringdata: {a: b}\n")
     assert "stringdata" in message and "unknown field" in message
+
+
+def test_models_naming_the_same_fields_share_one_fields_set_and_copies_stay_apart():
+    text = "".join(f"""\
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: svc-{i}, namespace: default}}
+spec:
+  ports:
+  - {{name: tcp, port: {8080 + i}, protocol: TCP}}
+""" for i in range(2))
+    first, second = parse(text).objects
+    assert first.model_fields_set == second.model_fields_set == {"api_version", "kind", "metadata", "spec"}
+    assert first.__pydantic_fields_set__ is second.__pydantic_fields_set__  # one set, not one per object
+    assert first.metadata.model_fields_set == {"name", "namespace"}
+    edited = first.metadata.model_copy(update={"generation": 2})
+    assert edited.model_fields_set == {"name", "namespace", "generation"}
+    assert first.metadata.model_fields_set == second.metadata.model_fields_set == {"name", "namespace"}
