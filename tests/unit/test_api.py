@@ -19,6 +19,7 @@ from ctl.api import (
     ValidationProblem,
 )
 from ctl.sources import load_directory, parse_documents
+from ctl.sources.files import manifest_paths
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "gateway-api" / "v1.6.1"
 EXAMPLES = sorted((SHARED / "examples" / "standard").rglob("*.yaml"))
@@ -329,6 +330,21 @@ def test_load_directory_reads_yaml_recursively_in_order(tmp_path: Path) -> None:
     result = load_directory(tmp_path)
     assert result.problems == ()
     assert [n.name for n in result.snapshot.namespaces] == ["from-yaml", "from-yml"]
+
+
+def test_manifest_paths_follow_file_links_but_not_directory_links(tmp_path: Path) -> None:
+    for name in ("b.yml", "a.yaml", "sub/x.yaml", "sub-1/y.yaml", "sub/deep/z.yml", "sub/.git/h.yaml",
+                 ".hidden.yaml", "..2026_11_30/cm.yaml", "notes.txt", "yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x: 1\n")
+    (tmp_path / "..data").symlink_to("..2026_11_30")  # a ConfigMap volume's layout
+    (tmp_path / "cm.yaml").symlink_to("..data/cm.yaml")
+    (tmp_path / "linked").symlink_to("sub")  # a directory link is not entered (no cycles)
+    (tmp_path / "dir.yaml").symlink_to("sub")  # a directory, whatever its name
+    (tmp_path / "dangling.yaml").symlink_to("nowhere")
+    found = [path.relative_to(tmp_path).as_posix() for path in manifest_paths(tmp_path)]
+    assert found == ["a.yaml", "b.yml", "cm.yaml", "sub-1/y.yaml", "sub/deep/z.yml", "sub/x.yaml"]
+    assert manifest_paths(tmp_path / "nope") == []
 
 
 def test_load_directory_reports_duplicates_and_bad_files(tmp_path: Path) -> None:
