@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields as dataclass_fields, replace
 
 from ctl.api import K8sObject, ObjectRef
-from ctl.sources.snapshot import Snapshot
+from ctl.sources.snapshot import Snapshot, replaced_positions
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,8 @@ class GenerationBook:
             old, new = getattr(self.source, name), getattr(snapshot, name)
             if old is new:
                 continue
-            if len(old) != len(new):
-                return None
-            positions = [i for i, (a, b) in enumerate(zip(old, new)) if a is not b]
-            if any(old[i].ref != new[i].ref for i in positions):
+            positions = replaced_positions(old, new)
+            if positions is None:
                 return None
             if positions:
                 changed[name] = positions

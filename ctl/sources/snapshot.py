@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import is_not
 from typing import Any
 
 from ctl.api import (
@@ -81,3 +83,19 @@ class Snapshot:
             *self.namespaces,
             *self.secrets,
         )
+
+
+def replaced_positions(old: Sequence[K8sObject], new: Sequence[K8sObject]) -> list[int] | None:
+    """Where ``new`` holds another object than ``old``, when both list the same objects
+    (by namespace and name) in the same order: an edit that replaced objects in place.
+    None when objects were added, removed or renamed. Unchanged objects are the very
+    same objects from load to load (the parse cache and the Kubernetes source keep
+    them), so identity finds the edit; the scan runs in C (an edit at 10,000 routes
+    looks at 30,000 objects several times)."""
+    if len(old) != len(new):
+        return None
+    changed = list(compress(range(len(new)), map(is_not, old, new)))
+    for i in changed:
+        if (old[i].namespace, old[i].name) != (new[i].namespace, new[i].name):
+            return None
+    return changed

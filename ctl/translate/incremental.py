@@ -26,16 +26,15 @@ after many random edits)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import compress
-from operator import is_not
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from ctl.sources import Snapshot
+from ctl.sources.snapshot import replaced_positions
 from ctl.translate.config import TranslateConfig
-from ctl.translate.gateways import gateway_status
+from ctl.translate.gateways import GatewayView, gateway_status, listener_programmed
 from ctl.translate.index import SnapshotIndex, age_order
 from ctl.translate.listeners import ListenerKey, Support
 from ctl.translate.render import frontend_order
@@ -43,14 +42,14 @@ from ctl.translate.status import ObjectStatus, carry_transition_times
 from ctl.translate.translate import (
     Translation,
     TranslationPass,
-    gateway_services,
     listener_keys,
+    listener_services,
     route_key,
     route_result,
     route_status,
     translate_pass,
 )
-from ctl.model import DesiredState
+from ctl.model import DesiredState, FrontendKey, Service
 
 # Kinds an edit may change and still be translated incrementally.
 _EDITABLE = ("tcp_routes", "udp_routes", "services", "endpoint_slices")
@@ -85,18 +84,6 @@ class Translator:
         self.last = None
 
 
-def _changed_positions(old: tuple[Any, ...], new: tuple[Any, ...]) -> list[int] | None:
-    """Positions whose object changed, when the same objects (by namespace/name) are
-    listed in the same order; None when objects were added, removed or renamed."""
-    if len(old) != len(new):
-        return None
-    changed = list(compress(range(len(new)), map(is_not, old, new)))
-    for i in changed:
-        if (old[i].namespace, old[i].name) != (new[i].namespace, new[i].name):
-            return None
-    return changed
-
-
 def translate_edit(last: TranslationPass, snapshot: Snapshot, config: TranslateConfig,
                    previous: Iterable[ObjectStatus]) -> TranslationPass | None:
     """The pass for ``snapshot`` computed from ``last``, or None when the edit is not
@@ -109,7 +96,7 @@ def translate_edit(last: TranslationPass, snapshot: Snapshot, config: TranslateC
         return None  # (tuples of the same objects compare equal by identity first)
     changes = {}
     for kind in _EDITABLE:
-        positions = _changed_positions(getattr(old, kind), getattr(snapshot, kind))
+        positions = replaced_positions(getattr(old, kind), getattr(snapshot, kind))
         if positions is None:
             return None
         changes[kind] = positions
@@ -234,8 +221,8 @@ def translate_edit(last: TranslationPass, snapshot: Snapshot, config: TranslateC
         if (view.gateway.namespace, view.gateway.name) not in touched_gateways:
             continue
         status = gateway_statuses[(view.gateway.KIND, view.gateway.namespace, view.gateway.name)]
-        new = gateway_services(view, status, winners, index, config)
         before = services[view.gateway.ref]
+        new = _touched_listener_services(view, status, before, touched, winners, index, config)
         services[view.gateway.ref] = new
         if [s.frontend for s in new] != [s.frontend for s in before]:
             resort = True
@@ -256,6 +243,26 @@ def translate_edit(last: TranslationPass, snapshot: Snapshot, config: TranslateC
         translation=translation, counts=counts, l7_gateways=l7_gateways, positions=last.positions,
         frontend_positions=position,
     )
+
+
+def _touched_listener_services(view: GatewayView, status: ObjectStatus, before: tuple[Service, ...],
+                               touched: set[ListenerKey], winners: Mapping[ListenerKey, Any], index: SnapshotIndex,
+                               config: TranslateConfig) -> tuple[Service, ...]:
+    """``gateway_services`` of a Gateway of which only the ``touched`` listeners can have
+    changed: the others keep their Services (a listener's Services depend on its winner,
+    the Services and slices its routes name, and whether it is programmed, which
+    attached-route counts do not change; a route naming an edited Service is itself
+    among the edited routes, so its listeners are touched)."""
+    kept = {service.frontend: service for service in before}
+    listener_statuses = {s.name: s for s in status.listeners}
+    services: list[Service] = []
+    for listener in view.listeners:
+        if listener.key in touched:
+            services += listener_services(view, listener, listener_statuses, winners, index, config)
+        elif listener.support is Support.L4 and listener_programmed(listener_statuses[listener.name]):
+            services += [kept[FrontendKey(address, listener.spec.port, listener.transport)]
+                         for address in view.addresses.addresses]
+    return tuple(services)
 
 
 def _edited_index(index: SnapshotIndex, snapshot: Snapshot, services_changed: list[int],

@@ -32,9 +32,9 @@ from ctl.translate.conflicts import find_conflicts
 from ctl.translate.gateways import GatewayView, class_status, gateway_status, listener_programmed, view_gateway
 from ctl.translate.index import SnapshotIndex, age_order
 from ctl.translate.l7 import L7Input, L7Options, build_l7, is_pending_l7
-from ctl.translate.listeners import ListenerKey, Support
+from ctl.translate.listeners import ListenerKey, ListenerView, Support
 from ctl.translate.render import frontend_order
-from ctl.translate.status import Condition, ObjectStatus, RouteParentStatus, carry_transition_times
+from ctl.translate.status import Condition, ListenerStatus, ObjectStatus, RouteParentStatus, carry_transition_times
 
 
 @dataclass(frozen=True)
@@ -219,31 +219,44 @@ def gateway_services(
     config: TranslateConfig,
 ) -> tuple[Service, ...]:
     """The data path Services of one Gateway: one per programmed TCP/UDP listener and address."""
-    services = []
     listener_statuses = {s.name: s for s in status.listeners}
-    for listener in view.listeners:
-        if listener.support is not Support.L4 or not listener_programmed(listener_statuses[listener.name]):
-            continue
-        winner = winners.get(listener.key)
-        # The first rule carries the traffic: v1 routes have exactly one; in v1alpha2
-        # every rule matches all traffic and, as for HTTPRoute, the first one wins.
-        first_rule = [b for b in winner.backends if b.rule_index == 0] if winner else []
-        for address in view.addresses.addresses:
-            if winner is None:
-                # A programmed listener owns its port even before a route arrives:
-                # refuse new flows rather than let them reach whatever the node runs.
-                pool, owner = BackendPool((), 1.0), f"{view.gateway.ref} listener {listener.name} (no route)"
-            else:
-                pool, owner = backend_pool(first_rule, address.version, index), str(winner.route.ref)
-            services.append(
-                Service(
-                    frontend=FrontendKey(address, listener.spec.port, listener.transport),
-                    backends=pool.backends,
-                    reject_weight=pool.reject_weight,
-                    nat=config.nat,
-                    snat_addresses=view.addresses.snat_for(address.version, config)
-                    if config.nat is NatMode.SNAT else (),
-                    owner=owner,
-                )
+    return tuple(service for listener in view.listeners
+                 for service in listener_services(view, listener, listener_statuses, winners, index, config))
+
+
+def listener_services(
+    view: GatewayView,
+    listener: ListenerView,
+    listener_statuses: Mapping[str, ListenerStatus],
+    winners: Mapping[ListenerKey, _RouteResult],
+    index: SnapshotIndex,
+    config: TranslateConfig,
+) -> list[Service]:
+    """The data path Services of one listener: one per address if it is a programmed
+    TCP/UDP listener, else none."""
+    if listener.support is not Support.L4 or not listener_programmed(listener_statuses[listener.name]):
+        return []
+    winner = winners.get(listener.key)
+    # The first rule carries the traffic: v1 routes have exactly one; in v1alpha2
+    # every rule matches all traffic and, as for HTTPRoute, the first one wins.
+    first_rule = [b for b in winner.backends if b.rule_index == 0] if winner else []
+    services = []
+    for address in view.addresses.addresses:
+        if winner is None:
+            # A programmed listener owns its port even before a route arrives:
+            # refuse new flows rather than let them reach whatever the node runs.
+            pool, owner = BackendPool((), 1.0), f"{view.gateway.ref} listener {listener.name} (no route)"
+        else:
+            pool, owner = backend_pool(first_rule, address.version, index), str(winner.route.ref)
+        services.append(
+            Service(
+                frontend=FrontendKey(address, listener.spec.port, listener.transport),
+                backends=pool.backends,
+                reject_weight=pool.reject_weight,
+                nat=config.nat,
+                snat_addresses=view.addresses.snat_for(address.version, config)
+                if config.nat is NatMode.SNAT else (),
+                owner=owner,
             )
-    return tuple(services)
+        )
+    return services

@@ -87,3 +87,16 @@ spec: {controllerName: xdp-gateway.io/gateway-controller}
     gateway = next(o for o in objects_document(translation.statuses) if o["kind"] == "Gateway")
     assert gateway["metadata"] == {"namespace": "default", "name": "web", "generation": 3}
     assert {c["observedGeneration"] for c in gateway["status"]["conditions"]} == {3}
+
+
+def test_replaced_positions_finds_objects_replaced_in_place_by_identity() -> None:
+    from ctl.api import Namespace
+    from ctl.sources.snapshot import replaced_positions
+
+    a, b, c = (Namespace.model_validate({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}})
+               for n in "abc")
+    b2 = b.model_copy(update={"metadata": b.metadata.model_copy(update={"labels": {"x": "y"}})})
+    assert replaced_positions((a, b, c), (a, b, c)) == []
+    assert replaced_positions((a, b, c), (a, b2, c)) == [1]
+    assert replaced_positions((a, b, c), (a, c, b)) is None  # renamed in place: not an in-place edit
+    assert replaced_positions((a, b, c), (a, b)) is None
