@@ -198,9 +198,17 @@ def control_aims(results: dict) -> list[Aim]:
         if r is None:
             out.append(Aim(text, NOT_MEASURED, None, link))
             continue
-        met = r["median"] <= target
-        startup = (r.get("serving_s") or {}).get("median")
-        reconcile = (r.get("reconcile_s") or {}).get("median")
+        # A node compiles once (its first start); every later start without pinned programs
+        # loads them from the node's program cache. The aim is judged on the latter, with the
+        # first start's figure beside it in the same cell.
+        cached = (r.get("cached_ready_s") or {}).get("median")
+        prefix = "cached_" if cached is not None else ""
+        figure = cached if cached is not None else r["median"]
+        met = figure <= target
+        measured = (f"{cached:.2f} s with the node's program cache; first start on a node (compiling) "
+                    f"{r['median']:.2f} s" if cached is not None else f"{r['median']:.2f} s")
+        startup = (r.get(f"{prefix}serving_s") or {}).get("median")
+        reconcile = (r.get(f"{prefix}reconcile_s") or {}).get("median")
         why = ""
         if not met and startup is not None:
             why = (f"startup (interpreter, imports, programs compiled or loaded and attached, before any "
@@ -211,7 +219,7 @@ def control_aims(results: dict) -> list[Aim]:
             if pure:
                 why += ("; the pure steps alone take " + ", ".join(f"{k} {v:.2f}" for k, v in pure["cold"].items())
                         + f" CPU s (see {_pure_link(results)})")
-        out.append(Aim(text, f"{r['median']:.2f} s", met, link, why))
+        out.append(Aim(text, measured, met, link, why))
     text = "RSS <= 250 MiB at 10,000 routes"
     r = _control_row(results, "cold-start-10000")
     if r is None or not r.get("rss_mib"):

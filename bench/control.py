@@ -5,9 +5,13 @@ time.
 Rows:
   cold-start-<N>   N TCPRoutes (8 backends each, 64 listeners per Gateway, each Gateway
                    its own address): `gwctl run` on a fresh pin directory in a network
-                   namespace until /readyz answers 200. Also the agent's own first
-                   reconcile (its log), its resident memory once idle, and one
-                   one-weight edit at that scale (the agent's reconcile of it).
+                   namespace until /readyz answers 200, twice per run: with an empty
+                   program cache (the first start on a node: it compiles) and then on
+                   another fresh pin directory with the cache that start wrote (any
+                   later start on the node without pinned programs, e.g. after a
+                   reboot). Also the agent's own first reconcile (its log), its
+                   resident memory once idle, and one one-weight edit at that scale
+                   (the agent's reconcile of it), of the compiling start.
   edit-to-packet   client, gw (agent, XDP) and 2 backends: a TCPRoute flips between
                    the backends (weights 1/0 and 0/1) by replacing its file; the time
                    from the write to the SYN of the first new connection that reaches
@@ -260,13 +264,15 @@ class Agent:
     is removed on close (with whatever the agent attached there)."""
 
     def __init__(self, net, config: Path, interfaces: list[str], log_path: Path, name: str,
-                 extra: tuple = (), module: str = "ctl.cli"):
+                 extra: tuple = (), module: str = "ctl.cli", program_cache: Path | None = None):
+        """program_cache: the agent's --program-cache (None: its default, the node's)."""
         self.net = net
         self.log_path = log_path
         self.pin_dir = Path(f"/sys/fs/bpf/{net.prefix}-{name}")
+        cache = ("--program-cache", program_cache) if program_cache is not None else ()
         argv = [sys.executable, "-m", module, "run", "--config", config,
                 *[a for i in interfaces for a in ("--interface", i)],
-                "--pin-dir", self.pin_dir, "--listen", API, *extra]
+                "--pin-dir", self.pin_dir, "--listen", API, *cache, *extra]
         self._log = log_path.open("w")
         self.started = time.monotonic()
         self.started_wall = time.time()
@@ -377,7 +383,8 @@ def ready_timeout(routes: int) -> float:
 # -- cold start ---------------------------------------------------------------------------
 def cold_start(routes: int, runs: int, work: Path, scale_edit: bool = True,
                log=lambda *a: None) -> dict:
-    """`runs` cold starts of the agent on the N-route config; figures per run."""
+    """`runs` cold starts of the agent on the N-route config, each with an empty program
+    cache (it compiles) and then with the cache it wrote; figures per run."""
     from lab import netlab
 
     config = routes_config(work, routes)
@@ -385,25 +392,40 @@ def cold_start(routes: int, runs: int, work: Path, scale_edit: bool = True,
     timeout = ready_timeout(routes)
     with netlab.lab(backends=1) as net:
         for run in range(runs):
+            cache = work / f"program-cache-{routes}-{run}"  # empty: as on a node's first start
             agent = Agent(net, config, ["front"], work / f"agent-{routes}-{run}.log", f"c{routes}r{run}",
-                          AGENT_FLAGS)
+                          AGENT_FLAGS, program_cache=cache)
             try:
                 ready = agent.wait_ready(timeout)
                 first = agent.wait_event("reconciled", 1, 30)
                 serving = agent.events("serving")
                 figures = {"ready_s": ready, "reconcile_s": first["seconds"], "writes": first["writes"],
-                           "serving_s": agent.since_start(serving[0]) if serving else None}
+                           "serving_s": agent.since_start(serving[0]) if serving else None,
+                           "compiled": bool(agent.events("programs_compiled"))}
                 time.sleep(2.0)  # idle: the watcher only stats the files
                 memory = agent.memory()
                 figures.update(rss_mib=memory["VmRSS"], hwm_mib=memory["VmHWM"])
                 if scale_edit:
                     figures.update(_scale_edit(agent, config, timeout))
                     figures["hwm_after_edit_mib"] = agent.memory()["VmHWM"]
-                per_run.append(figures)
-                log(f"control: cold start {routes} routes run {run + 1}/{runs}: "
-                    + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
             finally:
                 agent.close()
+            # The same node's next start without pinned programs: a fresh pin directory, the cache kept.
+            agent = Agent(net, config, ["front"], work / f"agent-{routes}-{run}-cached.log", f"c{routes}r{run}x",
+                          AGENT_FLAGS, program_cache=cache)
+            try:
+                ready = agent.wait_ready(timeout)
+                first = agent.wait_event("reconciled", 1, 30)
+                serving = agent.events("serving")
+                figures.update(cached_ready_s=ready, cached_reconcile_s=first["seconds"],
+                               cached_serving_s=agent.since_start(serving[0]) if serving else None,
+                               from_cache=bool(agent.events("programs_from_cache")))
+            finally:
+                agent.close()
+                shutil.rmtree(cache, ignore_errors=True)
+            per_run.append(figures)
+            log(f"control: cold start {routes} routes run {run + 1}/{runs}: "
+                + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
     return {"routes": routes, "backends": routes * BACKENDS_PER_ROUTE, "per_run": per_run, "lab": net.prefix}
 
 
@@ -423,8 +445,9 @@ def restart(routes: int, runs: int, work: Path, log=lambda *a: None) -> dict:
                 figures: dict = {"loader": loader_name, "run": run}
                 name = f"s{routes}r{run}{list(LOADERS).index(loader_name)}"
                 for phase in ("cold", "restart"):
+                    # An empty program cache of its own: the cold phase compiles, as it did before the cache.
                     agent = Agent(net, config, ["front"], work / f"restart-{name}-{phase}.log", name, AGENT_FLAGS,
-                                  module=LOADERS[loader_name])
+                                  module=LOADERS[loader_name], program_cache=work / f"program-cache-{name}")
                     keep = phase == "cold"
                     try:
                         ready = agent.wait_ready(timeout)
@@ -640,7 +663,10 @@ def _cold_row(name: str, data: dict, command: str) -> dict:
                reconcile_s=col("reconcile_s"), serving_s=col("serving_s"), rss_mib=col("rss_mib"),
                hwm_mib=col("hwm_mib"), writes=runs[0]["writes"], edit_reconcile_s=col("edit_reconcile_s"),
                edit_to_reconciled_s=col("edit_to_reconciled_s"), edit_writes=runs[0].get("edit_writes"),
-               hwm_after_edit_mib=col("hwm_after_edit_mib"), per_run=runs)
+               hwm_after_edit_mib=col("hwm_after_edit_mib"), cached_ready_s=col("cached_ready_s"),
+               cached_serving_s=col("cached_serving_s"), cached_reconcile_s=col("cached_reconcile_s"),
+               compiled=sum(bool(r.get("compiled")) for r in runs),
+               from_cache=sum(bool(r.get("from_cache")) for r in runs), per_run=runs)
 
 
 def _restart_row(name: str, data: dict, command: str) -> dict:
@@ -704,21 +730,27 @@ def markdown(result: dict) -> str:
             "",
             f"`gwctl run` on a fresh pin directory in a network namespace (one veth, XDP attached), with N "
             f"TCPRoutes of {BACKENDS_PER_ROUTE} backends each ({LISTENERS_PER_GATEWAY} listeners per Gateway, "
-            "one address per Gateway). *Ready* is the time from starting the process until `/readyz` answers "
+            "one address per Gateway), twice per run: *first start on a node* with an empty program cache "
+            "(bcc compiles in a child process), then *with the node's program cache* on another fresh pin "
+            "directory (the programs that first start recorded are loaded through the verifier, no compile: "
+            "any later start without pinned programs, e.g. after a reboot). "
+            "*Ready* is the time from starting the process until `/readyz` answers "
             "200, i.e. every frontend, backend and Maglev table is in the kernel. *Startup* is until the agent "
-            "logs `serving` (interpreter, imports, bcc compile, attach); *first reconcile* is the agent's own "
+            "logs `serving` (interpreter, imports, programs compiled or loaded, attach); *first reconcile* is the agent's own "
             "figure (translate, read maps, plan, write); the rest of *ready* is mostly reading the YAML. "
             "*RSS* is the agent's VmRSS 2 s after ready, *peak* its VmHWM. *Edit at scale* sets one route's "
             "weight to 0 in a running agent: its reconcile, and write-to-reconciled (incl. poll and load). "
-            "Median (p25-p75) over runs.",
+            "Memory and the edit are the first start's. Median (p25-p75) over runs.",
             "",
-            "| routes | backends | ready s | startup s | first reconcile s | map writes | RSS MiB | peak MiB "
+            "| routes | backends | ready s: first start on a node | startup s | ready s: with the node's program "
+            "cache | startup s | first reconcile s | map writes | RSS MiB | peak MiB "
             "| edit at scale: reconcile s | edit: write to reconciled s | runs | command |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in cold:
             lines.append(
                 f"| {r['routes']:,} | {r['backends']:,} | {_fmt(r)} | {_fmt(r['serving_s'])} | "
+                f"{_fmt(r.get('cached_ready_s') or {})} | {_fmt(r.get('cached_serving_s') or {})} | "
                 f"{_fmt(r['reconcile_s'])} | {r['writes']:,} | {_fmt(r['rss_mib'], 0)} | {_fmt(r['hwm_mib'], 0)} | "
                 f"{_fmt(r['edit_reconcile_s'])} | {_fmt(r['edit_to_reconciled_s'])} | {len(r['runs'])} | "
                 f"`{r['command']}` |")

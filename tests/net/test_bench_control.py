@@ -45,6 +45,9 @@ def test_cold_start_and_edit_to_packet_tiny(tmp_path):
     assert run["rss_mib"] > 0 and run["hwm_mib"] >= run["rss_mib"]
     assert run["writes"] > 20 * 8  # a backend and a member per endpoint, and more
     assert run["edit_reconcile_s"] > 0 and run["edit_writes"] > 0 and run["edit_to_reconciled_s"] > 0
+    # the first start compiled, the second (a fresh pin directory) loaded what it recorded
+    assert run["compiled"] and run["from_cache"]
+    assert run["cached_ready_s"] > 0 and run["cached_serving_s"] > 0 and run["cached_reconcile_s"] > 0
     _no_leftovers(cold["lab"])
 
     edit = control.edit_to_packet(5, tmp_path, gap=(0.05, 0.25))

@@ -107,6 +107,18 @@ def test_control_aims(results):
     assert rss.met is (cold["cold-start-10000"]["rss_mib"]["median"] <= 250)
 
 
+def test_a_cold_start_with_the_program_cache_is_judged_with_the_compiling_start_beside_it(results):
+    cold = {r["name"]: r for r in results["parts"]["control"]["rows"]}["cold-start-1000"]
+    cold.update(median=9.5, cached_ready_s={"median": 0.8}, cached_serving_s={"median": 0.5},
+                cached_reconcile_s={"median": 0.1})
+    ready = by_aim(results)["1,000 routes x 8 backends ready <= 1 s"]
+    assert ready.met is True
+    assert ready.measured == "0.80 s with the node's program cache; first start on a node (compiling) 9.50 s"
+    cold["cached_ready_s"] = {"median": 1.5}
+    ready = by_aim(results)["1,000 routes x 8 backends ready <= 1 s"]
+    assert ready.met is False and "startup (interpreter" in ready.why and "0.50 s" in ready.why
+
+
 def test_what_the_run_did_not_measure_says_so_and_borrows_nothing(results):
     del results["parts"]["control"]
     del results["parts"]["packet_compare"]
