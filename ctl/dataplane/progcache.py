@@ -24,6 +24,7 @@ the agent compiles instead.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import logging
@@ -399,7 +400,9 @@ def load_cached(spec: DataplaneSpec, cache_dir: Path, build: str) -> tuple[tuple
         return None
     try:
         return load_entry(spec, decode(data, build)), path
-    except (CacheEntryError, abicheck.AbiMismatch, OSError) as error:
+    except (CacheEntryError, abicheck.AbiMismatch, bpfsys.VerifierRejected) as error:
+        if isinstance(error, bpfsys.VerifierRejected) and error.errno not in _REFUSED:
+            return _cannot_load(path, str(error))  # e.g. EPERM: the process, not the entry
         reason = str(error)
         if isinstance(error, bpfsys.VerifierRejected) and error.log:
             reason += f"; the verifier said: {error.log.splitlines()[-1]}"
@@ -407,3 +410,15 @@ def load_cached(spec: DataplaneSpec, cache_dir: Path, build: str) -> tuple[tuple
                     extra={"event": "program_cache_unusable", "file": str(path), "reason": reason})
         path.unlink(missing_ok=True)
         return None
+    except OSError as error:  # creating or pinning a map: nothing the entry can help
+        return _cannot_load(path, str(error))
+
+
+# What the kernel answers when the verifier refuses a program (the entry is at fault).
+_REFUSED = (errno.EACCES, errno.EINVAL, errno.E2BIG)
+
+
+def _cannot_load(path: Path, reason: str) -> None:
+    log.warning("cannot load the program cache entry %s (%s): compiling", path, reason,
+                extra={"event": "program_cache_unusable", "file": str(path), "reason": reason})
+    return None

@@ -238,3 +238,20 @@ def test_loading_from_the_cache_never_maps_bcc_or_clang(plab, pin_dirs, cache_di
                           json.dumps(TEST_SPEC_SIZES)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"cached": True, "bcc_imported": False, "mapped": []}
+
+
+def test_an_entry_that_fails_for_a_reason_of_its_own_is_kept(plab, cache_dir, monkeypatch, caplog):
+    """Maps cannot be pinned outside bpffs: the start cannot use the entry, but the next
+    start with a usable pin directory can, so the entry stays."""
+    entry = _record_lab(plab, cache_dir)
+    not_bpffs = Path(f"/tmp/xgpc{secrets.token_hex(3)}")
+    monkeypatch.setattr(compiler, "compile_in_child", _no_compile)
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(CompileAttempted):
+            load_programs(_spec(not_bpffs, cache_dir))
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warning.startswith(f"cannot load the program cache entry {progcache.entry_path(cache_dir, entry.build)}")
+        assert progcache.entry_path(cache_dir, entry.build).exists()
+        assert not list(not_bpffs.iterdir())  # nothing pinned, nothing half made
+    finally:
+        shutil.rmtree(not_bpffs, ignore_errors=True)
