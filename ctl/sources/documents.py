@@ -120,12 +120,13 @@ def parse_documents(text: str, filename: str) -> ParseResult:
             objects.append(parsed)
 
     index = 0
+    may_alias = "&" in text or "*" in text or len(text) > MAX_EXPANDED_NODES
     loader = _Loader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
             index += 1
-            fast = _plain_document(loader, node) if node is not None else None
+            fast = _plain_document(loader, node, may_alias) if node is not None else None
             if fast is not None:
                 document, duplicates = fast
                 if document is None:
@@ -157,6 +158,15 @@ def parse_documents(text: str, filename: str) -> ParseResult:
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+@functools.lru_cache(maxsize=4096)
+def _scalar(tag: str, text: str) -> Any:
+    """A non-string scalar as PyYAML's safe constructor builds it (YAML 1.1: 0x1F, 1_000,
+    yes/no, ~), once per text: ports and flags recur, and the values are immutable."""
+    return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, ScalarNode(tag, text))
+
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 # Scalars other than strings, built by the loader's own constructors (YAML 1.1 rules:
@@ -169,20 +179,23 @@ class _NotPlain(Exception):
     pass
 
 
-def _plain_document(loader: Any, root: Node) -> tuple[Any, tuple[tuple[str, str], ...]] | None:
+def _plain_document(loader: Any, root: Node, may_alias: bool = True
+                    ) -> tuple[Any, tuple[tuple[str, str], ...]] | None:
     """The document (and its duplicate fields: none) in one walk over its nodes, for the
     documents manifests are made of: no anchors or aliases, no merge keys, no explicit
     tags beyond the core ones, string keys, no field set twice. Anything else returns
     None and takes the general path (alias and duplicate checks, PyYAML's constructor),
     which gives the same result; this one only skips its three separate walks and the
-    constructor's generators."""
+    constructor's generators. ``may_alias=False`` (the text has no ``&`` or ``*``, so
+    no anchor or alias, and is too short to reach MAX_EXPANDED_NODES) skips looking
+    for a node met twice."""
     seen: set[int] = set()
-    constructors = loader.yaml_constructors
 
     def build(node: Node) -> Any:
-        if id(node) in seen:
-            raise _NotPlain  # an alias: shared objects and expansion limits
-        seen.add(id(node))
+        if may_alias:
+            if id(node) in seen:
+                raise _NotPlain  # an alias: shared objects and expansion limits
+            seen.add(id(node))
         kind, tag = type(node), node.tag
         if kind is ScalarNode:
             if tag == _STR_TAG:
@@ -190,7 +203,7 @@ def _plain_document(loader: Any, root: Node) -> tuple[Any, tuple[tuple[str, str]
                 # names...) for as long as the models holding it live.
                 return intern(node.value)
             if tag in _SCALAR_TAGS:
-                return constructors[tag](loader, node)
+                return _scalar(tag, node.value)
             raise _NotPlain
         if kind is MappingNode and tag == _MAP_TAG:
             mapping: dict[Any, Any] = {}
@@ -198,9 +211,12 @@ def _plain_document(loader: Any, root: Node) -> tuple[Any, tuple[tuple[str, str]
             for key_node, value_node in pairs:
                 # String keys only (not merge keys, numbers...): then a field set twice
                 # shows as a shorter mapping.
-                if type(key_node) is not ScalarNode or key_node.tag != _STR_TAG or id(key_node) in seen:
+                if type(key_node) is not ScalarNode or key_node.tag != _STR_TAG:
                     raise _NotPlain
-                seen.add(id(key_node))
+                if may_alias:
+                    if id(key_node) in seen:
+                        raise _NotPlain
+                    seen.add(id(key_node))
                 mapping[key_node.value] = build(value_node)
             if len(mapping) != len(pairs):
                 raise _NotPlain  # duplicate fields: the general path names them and their lines
