@@ -31,7 +31,33 @@ _PRESERVE = "x-kubernetes-preserve-unknown-fields"
 def unknown_fields(schema: dict[str, Any], value: Any) -> list[Problem]:
     """Every field of value that schema does not declare, as (path, message), in
     document order."""
+    if not _any_unknown(schema, value):
+        return []  # the common case, without building a path for every node
     return [(format_path(path), "unknown field") for path in _unknown(schema, value, ())]
+
+
+def _any_unknown(schema: dict[str, Any], value: Any) -> bool:
+    """Whether _unknown would yield anything: the same walk, stopping at the first."""
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        declared = isinstance(properties, dict)
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            if declared and key in properties:
+                inner = properties[key]
+            elif isinstance(extra, dict):
+                inner = extra
+            elif declared and not schema.get(_PRESERVE) and extra is not True:
+                return True
+            else:
+                continue
+            if isinstance(item, (dict, list)) and _any_unknown(inner, item):
+                return True
+    elif isinstance(value, list):
+        items = schema.get("items")
+        if isinstance(items, dict):
+            return any(_any_unknown(items, item) for item in value if isinstance(item, (dict, list)))
+    return False
 
 
 def _unknown(schema: dict[str, Any], value: Any, path: Path) -> Iterator[Path]:
