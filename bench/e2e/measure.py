@@ -21,7 +21,7 @@ from ..common import rerun, row, summary
 from .paths import PeerPaths
 from .topology import _cpu_share, _stop_group
 from .settings import (
-    ATTEMPTS, BULK_VIP_PORT, CPS_VIP_PORT, LATENCY_CPU, METRICS, PART, PATH_LABELS, PATHS,
+    ATTEMPTS, BULK_VIP_PORT, DIAGNOSTIC_PATHS, LATENCY_CPU, METRICS, PART, PATH_LABELS, PATHS,
     QUICK_ROUNDS, QUICK_SECONDS, ROUNDS, ROW_METRICS, RR_VIP_PORT, SECONDS, TITLE,
     UDP_FLOWS, UDP_PAYLOAD, UDP_VIP_PORT, WRK_CONNECTIONS, WRK_THREADS,
 )
@@ -140,24 +140,30 @@ class Bench(PeerPaths):
         return Sample({"udp-pps": rx / elapsed}, evidence)
 
     def measure_tcp_cps(self, seconds: float) -> Sample:
+        # One wrk per target, together as many threads and connections as one wrk on the
+        # VIP (the route path addresses both backends itself).
+        urls = self.cps_urls()
+        threads, connections = WRK_THREADS // len(urls), WRK_CONNECTIONS // len(urls)
         before = self.snapshot()
-        done = self.lab.run(
-            self.lab.client.ns,
-            ["wrk", "-t", WRK_THREADS, "-c", WRK_CONNECTIONS, "-d", f"{seconds:g}s", "--timeout", "2s",
-             "-H", "Connection: close", f"http://{self.vip}:{CPS_VIP_PORT}/"],
-            timeout=seconds + 60)
+        procs = [self.lab.popen(self.lab.client.ns,
+                                ["wrk", "-t", threads, "-c", connections, "-d", f"{seconds:g}s",
+                                 "--timeout", "2s", "-H", "Connection: close", url],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+                 for url in urls]
+        try:
+            texts = [proc.communicate(timeout=seconds + 60)[0] for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         after = self.snapshot()
-        text = done.stdout
-        match = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+)", text, re.M)
-        if not match:
-            raise RuntimeError(f"unexpected wrk output: {text}")
-        requests = int(match.group(1))
-        wall = float(match.group(2)) * {"s": 1, "ms": 1e-3, "m": 60, "us": 1e-6}[match.group(3)]
-        errors = {}
-        if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
-            errors = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-        if m := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
-            errors["non_2xx"] = int(m.group(1))
+        requests, wall, errors = 0, 0.0, {}
+        for text in texts:
+            got, took, errs = _wrk_result(text)
+            requests, wall = requests + got, max(wall, took)
+            errors = {k: errors.get(k, 0) + v for k, v in errs.items()}
         d = _delta(before, after)
         evidence = {"cpu_pct": _cpu_share(d["cpu"]), "requests": requests, "seconds": wall, "wrk_errors": errors,
                     "gw_conntrack_entries": self.conntrack_count() if self.current == "nft" else None,
@@ -282,6 +288,21 @@ class Bench(PeerPaths):
         return out
 
 
+def _wrk_result(text: str) -> tuple[int, float, dict[str, int]]:
+    """(requests, seconds, socket errors) from one wrk run's output."""
+    match = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+)", text, re.M)
+    if not match:
+        raise RuntimeError(f"unexpected wrk output: {text}")
+    requests = int(match.group(1))
+    wall = float(match.group(2)) * {"s": 1, "ms": 1e-3, "m": 60, "us": 1e-6}[match.group(3)]
+    errors = {}
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
+        errors = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
+        errors["non_2xx"] = int(m.group(1))
+    return requests, wall, errors
+
+
 def _delta(before, after):
     if isinstance(before, dict):
         return {k: _delta(before.get(k, 0), v) for k, v in after.items()}
@@ -318,7 +339,7 @@ def run(quick: bool = False, only: str | None = None, *, rounds: int | None = No
     """Measure every selected metric on every selected path, paths interleaved per round.
 
     Extra keywords (not part of the bench contract) let the smoke test run a tiny subset;
-    `diagnostics` adds the xdp-dnat tcp-cps visit per round and one CPU profile of the
+    `diagnostics` adds the xdp-dnat and route (the bound) tcp-cps visits per round and one CPU profile of the
     UDP flood per kernel path in the first round.
     """
     from lab import netlab
@@ -328,7 +349,7 @@ def run(quick: bool = False, only: str | None = None, *, rounds: int | None = No
     seconds = seconds or (QUICK_SECONDS if quick else SECONDS)
     visits = [(p, metrics) for p in paths]
     if diagnostics and "xdp" in paths and "tcp-cps" in metrics and not only:
-        visits.append(("xdp-dnat", ("tcp-cps",)))
+        visits += [(path, ("tcp-cps",)) for path in DIAGNOSTIC_PATHS]
     per_round: dict[tuple[str, str], dict[int, float]] = {}
     evidence: dict[str, list] = {}
     profiles: dict[str, dict | None] = {}

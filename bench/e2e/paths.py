@@ -1,5 +1,6 @@
-"""The four ways of serving the VIP (xdp, tc, nftables, Envoy) and the xdp-dnat
-diagnostic: entering and leaving each one, and proving it is alone on gw."""
+"""The four ways of serving the VIP (xdp, tc, nftables, Envoy) and the diagnostics
+(xdp-dnat; route, the bound: nothing on gw but its routes): entering and leaving each
+one, and proving it is alone on gw."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class PeerPaths(Topology):
                              "-l", "warning", "--log-path", self.tmp / "envoy.log"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.wait_envoy_ready()
-        else:
+        elif path != "route":  # route: nothing to set up, gw only forwards
             raise ValueError(path)
         self.verify_alone(path)
         self.warm_up()
@@ -193,10 +194,17 @@ class PeerPaths(Topology):
         """Resolve gw's neighbours and check the path answers before measuring."""
         for b in self.cps_backends:  # from gw itself: resolves its neighbour entries
             self.lab.run(self.gw.ns, ["curl", "-s", "-m", "5", f"http://{b.v4}:{CPS_BE_PORT}/"])
-        for _ in range(3):
-            out = self.lab.run(self.lab.client.ns, ["curl", "-s", "-m", "5", f"http://{self.vip}:{CPS_VIP_PORT}/"],
-                               check=False).stdout
-            if out == "ok":
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"path {self.current}: no HTTP answer through the VIP")
+        for url in self.cps_urls():
+            for _ in range(3):
+                out = self.lab.run(self.lab.client.ns, ["curl", "-s", "-m", "5", url], check=False).stdout
+                if out == "ok":
+                    break
+                time.sleep(0.5)
+            else:
+                raise RuntimeError(f"path {self.current}: no HTTP answer from {url}")
+
+    def cps_urls(self) -> list[str]:
+        """Where tcp-cps connects: the VIP, or on the route path each backend itself."""
+        if self.current == "route":
+            return [f"http://{b.v4}:{CPS_BE_PORT}/" for b in self.cps_backends]
+        return [f"http://{self.vip}:{CPS_VIP_PORT}/"]

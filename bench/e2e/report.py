@@ -143,6 +143,12 @@ def _findings(result) -> list[str]:
             snat, dnat = med[("tcp-cps", "xdp")], med[("tcp-cps", "xdp-dnat")]
             text += (f": the same program reaches {dnat / snat:.2f}x its SNAT-mode rate without SNAT "
                      "ports." if snat else ".")
+        if ("tcp-cps", "route") in med and med.get(("tcp-cps", "nft")):
+            bound, nft = med[("tcp-cps", "route")], med[("tcp-cps", "nft")]
+            text += (f" The bound (route: gw only routes, no NAT, no program, no conntrack; the client "
+                     f"connects to the backends themselves) reached {bound:,.0f}/s, {bound / nft:.2f}x "
+                     f"nftables: no gateway on these veths can open more than that, so an aim above "
+                     f"{bound / nft:.2f}x nftables cannot be met here.")
         nft_ev = _ev(rows, "tcp-cps", "nft")
         ct = _median_of(nft_ev, "gw_conntrack_entries")
         if ct:
@@ -338,7 +344,8 @@ def _fmt(value: float, unit: str) -> str:
 
 def charts(result: dict, outdir: Path) -> list[Path]:
     colors = {PATH_LABELS[p]: c for p, c in {"xdp": "#2b7bba", "tc": "#7fb3d5", "nft": "#e67e22", "envoy": "#8e44ad",
-                                             "xdp-dnat": "#b0b0b0"}.items() if p in PATH_LABELS}
+                                             "xdp-dnat": "#b0b0b0",
+                                             "route": "#606060"}.items() if p in PATH_LABELS}
     by_metric: dict[str, list] = {}
     for r in result["rows"]:
         by_metric.setdefault(ROW_METRICS[r["metric_key"]][0], []).append(r)

@@ -15,7 +15,12 @@ PATH_LABELS = {
     # Diagnostic, not a peer: the xdp path with the tcp-cps service in DNAT mode, which
     # needs no SNAT ports.
     "xdp-dnat": "diagnostic: xdp-gateway XDP, DNAT mode",
+    # Diagnostic, the bound: gw only routes (no NAT, no program, no conntrack); the client
+    # addresses the backends themselves. No gateway in this topology can do more.
+    "route": "bound: plain routing in gw, client to backends",
 }
+# Diagnostic paths: not peers, visited for tcp-cps only.
+DIAGNOSTIC_PATHS = ("xdp-dnat", "route")
 METRICS = ("udp-pps", "tcp-cps", "latency", "throughput")
 # Row metric -> (measurement, title, unit, higher is better)
 ROW_METRICS = {

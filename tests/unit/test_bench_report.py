@@ -66,6 +66,20 @@ def test_missed_connection_aims_cite_the_snat_drops_of_the_run(results):
     assert a.met is False and f"{drops:,} SYNs dropped" in a.why and "#where-xdp-loses-or-wins-less-and-why" in a.why
 
 
+def test_missed_connection_aims_cite_the_bound_of_the_same_run(results):
+    """e2e's route path (gw only routes) bounds what any gateway could reach: a missed cps
+    aim says how far that bound is from the peer, per round like the aim itself."""
+    e2e_rows = results["parts"]["e2e"]["rows"]
+    nft = next(r for r in e2e_rows if r["metric_key"] == "tcp-cps" and r["path"] == "nft")
+    bound = copy.deepcopy(nft)
+    bound.update(path="route", per_round=[v * 1.1 for v in nft["per_round"]], median=nft["median"] * 1.1)
+    e2e_rows.append(bound)
+    found = by_aim(results)
+    for aim in ("new TCP conn/s, snat mode, >= 1.2x nftables DNAT", "new TCP conn/s, dnat mode, more than nftables DNAT"):
+        if not found[aim].met:
+            assert f"({bound['median']:,.0f} conn/s), is 1.10x the same peer" in found[aim].why, found[aim].why
+
+
 def test_per_packet_aims_follow_the_ratios(results):
     rows = {r["case"]: r for r in results["parts"]["packet_compare"]["rows"] if r["hook"] == "xdp"}
     for case, target, label in aims.PACKET_AIMS:
