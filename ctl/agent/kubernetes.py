@@ -39,14 +39,17 @@ class KubernetesAgent:
         self.cluster = ClusterStatus(api, self.source, node, namespace, reconciler.config.controller_name,
                                      lambda: reconciler.statuses, lease_duration=lease_duration)
 
-    def run(self, stop: threading.Event, observe: Callable[[ReconcileOutcome], None] = lambda _: None) -> None:
+    def run(self, stop: threading.Event, observe: Callable[[ReconcileOutcome], None] = lambda _: None,
+            heap: HeapCollector | None = None, idle: Callable[[], None] = lambda: None) -> None:
+        """Reconciles each settled snapshot; ``idle`` is called now and then while the
+        cluster is quiet (in this thread, so never during a reconcile)."""
         self.source.start()
         self.cluster.start()
         log.info("watching the cluster", extra={"event": "kubernetes", "node": self.node,
                                                 "namespace": self.cluster.namespace})
-        heap = HeapCollector()  # no collector passes over the whole state inside a reconcile
+        heap = heap or HeapCollector()  # no collector passes over the whole state inside a reconcile
         try:
-            for loaded in self.source.snapshots(stop=stop.is_set):
+            for loaded in self.source.snapshots(stop=stop.is_set, idle=idle):
                 # An invalid object keeps its last valid version in the snapshot; its
                 # problem is reported (log, Event) without blocking everyone else's config.
                 with heap.paused():
@@ -85,9 +88,10 @@ class KubernetesCollector(Collector):
 
 
 def run_kubernetes(options: AgentOptions, reconciler: Reconciler, observe: Callable[[ReconcileOutcome], None],
-                   stop: threading.Event, registry: CollectorRegistry | None = None) -> None:
+                   stop: threading.Event, registry: CollectorRegistry | None = None,
+                   heap: HeapCollector | None = None, idle: Callable[[], None] = lambda: None) -> None:
     api = api_client(str(options.kubeconfig) if options.kubeconfig else None)
     agent = KubernetesAgent(api, reconciler, options.node_name, options.namespace, options.lease_duration)
     if registry is not None:
         registry.register(KubernetesCollector(agent))
-    agent.run(stop, observe)
+    agent.run(stop, observe, heap, idle)

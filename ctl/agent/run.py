@@ -163,9 +163,9 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
                          max_services=options.max_services, max_backends=options.max_backends,
                          ct_size=options.ct_size, program_cache=options.program_cache)
     dataplane = Dataplane.load(spec)
-    # Standalone, edits are planned against what the agent wrote (it is its pin
-    # directory's only writer) and the watcher's idle calls repair drift.
-    dataplane.remember_writes = not options.kubernetes
+    # Edits are planned against what the agent wrote (it is its pin directory's only
+    # writer); the source's idle calls read the maps back now and then to repair drift.
+    dataplane.remember_writes = True
     prepare_kernel(options.interfaces, options.nat)
     for name, (ifindex, _) in links.items():
         mode = attach(dataplane, ifindex, options.attach)
@@ -197,6 +197,27 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
     server.start()
     log.info("serving", extra={"event": "serving", "address": server.address,
                                 "config": "kubernetes" if options.kubernetes else str(options.config_dir)})
+    # No collector passes over the whole state inside a reconcile, nor between edits
+    # that follow each other: the full pass waits for an idle moment.
+    collector = Collector(full_when_idle=True)
+
+    def repair() -> None:
+        # Edits are planned against what the agent wrote; while idle, the maps are read
+        # back now and then so that drift is corrected too.
+        collector.idle()
+        translation = reconciler.state.translation
+        if translation is None or not dataplane.repair_due(REPAIR_INTERVAL):
+            return
+        with collector.paused():
+            try:
+                repaired = dataplane.program(translation.desired, dp_config, read_back=True)
+            except (OSError, ValueError) as error:
+                log.error("reading the maps back failed", extra={"event": "repair_failed", "error": str(error)})
+                return
+        if repaired:
+            log.warning("the maps differed from what the agent wrote: repaired",
+                        extra={"event": "repaired", "writes": len(repaired.ops)})
+
     try:
         if options.kubernetes:
             from .kubernetes import run_kubernetes  # the kubernetes client only when asked for
@@ -205,31 +226,11 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
                 metrics.observe(outcome)
                 release_free_memory()
 
-            run_kubernetes(options, reconciler, observe, stop, registry)
+            run_kubernetes(options, reconciler, observe, stop, registry, collector, repair)
         else:
             assert options.config_dir is not None
             parsed = ParseCache()  # an edit re-parses only the files it changed
             generations = GenerationBook()  # a spec edit bumps metadata.generation, as the API server does
-            # No collector passes over the whole state inside a reconcile, nor between
-            # edits that follow each other: the full pass waits for an idle moment.
-            collector = Collector(full_when_idle=True)
-
-            def repair() -> None:
-                # Edits are planned against what the agent wrote; while idle, the maps
-                # are read back now and then so that drift is corrected too.
-                collector.idle()
-                translation = reconciler.state.translation
-                if translation is None or not dataplane.repair_due(REPAIR_INTERVAL):
-                    return
-                with collector.paused():
-                    try:
-                        repaired = dataplane.program(translation.desired, dp_config, read_back=True)
-                    except (OSError, ValueError) as error:
-                        log.error("reading the maps back failed", extra={"event": "repair_failed", "error": str(error)})
-                        return
-                if repaired:
-                    log.warning("the maps differed from what the agent wrote: repaired",
-                                extra={"event": "repaired", "writes": len(repaired.ops)})
 
             for _ in watch_directory(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set,
                                      settle=options.settle_window, idle=repair):

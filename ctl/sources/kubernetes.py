@@ -212,13 +212,24 @@ class KubernetesSource:
     def version_of(self, kind: str) -> str:
         return self._states[kind].version
 
-    def snapshots(self, stop: Callable[[], bool] | None = None) -> Iterator[LoadResult]:
-        """The first complete snapshot, then one per settled burst of changes."""
+    def snapshots(self, stop: Callable[[], bool] | None = None,
+                  idle: Callable[[], None] = lambda: None) -> Iterator[LoadResult]:
+        """The first complete snapshot, then one per settled burst of changes; between
+        them, idle() every 0.2 s while nothing changes (outside the lock)."""
         stopped = stop or self._stopping.is_set
         seen = -1
         while not stopped() and not self._stopping.is_set():
             with self._changed:
-                while (not self.synced or self._revision == seen) and not stopped() and not self._stopping.is_set():
+                quiet = self.synced and self._revision == seen
+                if quiet:
+                    self._changed.wait(0.2)
+                    quiet = self._revision == seen
+            if quiet:
+                if seen >= 0 and not stopped():
+                    idle()
+                continue
+            with self._changed:
+                while not self.synced and not stopped() and not self._stopping.is_set():
                     self._changed.wait(0.2)
                 if stopped() or self._stopping.is_set():
                     return

@@ -246,6 +246,32 @@ def test_scaling_an_endpoint_slice_moves_new_flows_within_a_second_and_keeps_liv
     assert report["backend"] == "be0", report
 
 
+def test_a_map_entry_deleted_behind_the_agents_back_is_restored_while_the_cluster_is_quiet(kube_agent):
+    """As standalone: edits are planned against what the agent wrote, and while nothing
+    changes in the cluster it reads the maps back now and then, so drift is repaired
+    without waiting for the next change."""
+    from ipaddress import ip_address
+
+    from ctl.agent.run import REPAIR_INTERVAL
+    from ctl.dataplane import writer
+    from ctl.model import FrontendKey, Protocol
+
+    net = kube_agent.net
+    kube_agent.apply(web_config(net, [endpoint(net, 0), endpoint(net, 1)]))
+    edit_slice(kube_agent, [endpoint(net, 1)])
+    wait_for(lambda: spread(kube_agent, "tcp", 80, count=10)["counts"] == {"be1": 10}, timeout=10,
+             what="the edited slice programmed")
+    key = writer.frontend_key_struct(FrontendKey(ip_address(net.vip4), 80, Protocol.TCP))
+    repaired_before = len(kube_agent.events("repaired"))
+    with PinnedMaps.open(kube_agent.pin_dir) as maps:
+        assert maps.delete("frontends", key)
+        wait_for(lambda: maps.get("frontends", key) is not None, timeout=REPAIR_INTERVAL + 20,
+                 what="the deleted frontend restored")
+    # The log line follows the write (after the collector's pass): wait for it too.
+    wait_for(lambda: len(kube_agent.events("repaired")) > repaired_before, timeout=10, what="the repair logged")
+    assert spread(kube_agent, "tcp", 80, count=20)["counts"] == {"be1": 20}
+
+
 def test_the_api_server_away_for_ten_seconds_keeps_traffic_and_converges_after(kube_agent):
     net = kube_agent.net
     kube_agent.apply(web_config(net, [endpoint(net, 0), endpoint(net, 1)]))

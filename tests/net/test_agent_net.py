@@ -319,6 +319,10 @@ def test_a_map_entry_deleted_behind_the_agents_back_is_restored(agent):
         while maps.get("frontends", key) is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert maps.get("frontends", key) is not None, "the agent did not restore the deleted frontend"
+    # The log line follows the write (after the collector's pass): wait for it too.
+    deadline = time.monotonic() + 10
+    while len(agent.events("repaired")) <= repaired_before and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert len(agent.events("repaired")) > repaired_before
     report = spread(agent, "tcp", 80, count=50)
     assert report["refused"] == 0 and report["timeout"] == 0 and sum(report["counts"].values()) == 50, report
