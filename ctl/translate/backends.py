@@ -215,14 +215,28 @@ class _IdentityMemo:
     with the very same objects (compared by identity: pydantic models hash and compare
     by value, field by field, which would cost what the memo saves). An edit at 10,000
     routes re-translates every route; this recomputes only the pools whose Service or
-    EndpointSlices changed. Holds what the last two translations used, no more."""
+    EndpointSlices changed. Holds what the last two translations used, no more.
+
+    An incremental translation (``ctl.translate.incremental``) asks only for the pools of
+    the listeners an edit touched, and starts no generation: each edit's new pool (and
+    the objects it was made of) would stay until the next full translation, which may
+    never come while only endpoints change. So a generation also ends once the current
+    one has grown to twice what the last full translation used."""
 
     def __init__(self) -> None:
         self._current: dict[Any, tuple[Any, Any]] = {}
         self._previous: dict[Any, tuple[Any, Any]] = {}
+        self._limit = _MIN_LIMIT
 
     def next_generation(self) -> None:
+        self._limit = max(_MIN_LIMIT, 2 * len(self._current))
+        self._rotate()
+
+    def _rotate(self) -> None:
         self._previous, self._current = self._current, {}
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
 
     def get(self, inputs: tuple[Any, ...]) -> Any:
         key = _identities(inputs)
@@ -233,10 +247,13 @@ class _IdentityMemo:
         return found[1]
 
     def put(self, inputs: tuple[Any, ...], result: Any) -> Any:
+        if len(self._current) >= self._limit:
+            self._rotate()  # the previous generation still answers: only long-unused pools go
         self._current[_identities(inputs)] = (inputs, result)  # the inputs stay alive: ids stay theirs
         return result
 
 
+_MIN_LIMIT = 1024  # pools per generation, whatever the size of the last full translation
 _VALUES = (int, float, str, type(None))  # compared by value (bool is an int)
 
 

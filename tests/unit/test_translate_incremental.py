@@ -14,7 +14,7 @@ from ctl.sources import ParseCache, load_directory
 from ctl.translate import translate
 from ctl.translate.incremental import Translator
 
-from tests.unit.test_translate_memo import GATEWAY, CONFIG, SERVICES, _edit, _random_world, _service, _slice, _write
+from tests.unit.test_translate_memo import GATEWAY, CONFIG, SERVICES, _edit, _random_world, _route, _service, _slice, _write
 
 HTTP_GATEWAY = """\
 ---
@@ -109,3 +109,25 @@ def test_a_translation_that_was_not_applied_is_forgotten() -> None:
     translator.last = object()  # type: ignore[assignment]
     translator.forget()
     assert translator.last is None
+
+
+def test_edits_that_only_change_weights_keep_the_pool_memo_bounded(tmp_path: Path, monkeypatch) -> None:
+    """Incremental translations start no memo generation; without a bound, every edit's
+    new pool (and the objects it was made of) would stay until a full translation."""
+    from ctl.translate import backends
+
+    monkeypatch.setattr(backends, "_POOLS", backends._IdentityMemo())
+    monkeypatch.setattr(backends, "_MIN_LIMIT", 16, raising=False)
+    files = {"00-gateway.yaml": GATEWAY, "service-0.yaml": _service(0, "TCP"),
+             "slice-0-v4.yaml": _slice(0, 4, [(1, "{ready: true}"), (2, "{ready: true}")], "p").replace("PROTO", "TCP")}
+    cache, translator, sizes = ParseCache(), Translator(), []
+    for weight in range(1, 301):
+        # Route 0 splits between s0 (weight `weight`) and s1, which does not exist: each
+        # weight is a pool of its own.
+        _write(tmp_path, {**files, "route-0.yaml": _route(0, [(0, weight), (1, 1)])})
+        loaded = load_directory(tmp_path, cache)
+        assert not loaded.problems, loaded.problems
+        translator.translate(loaded.snapshot, CONFIG)
+        sizes.append(len(backends._POOLS))
+    assert translator.full == 1 and translator.incremental == 299
+    assert max(sizes) <= 2 * 16 + 2, sizes[-5:]
