@@ -180,7 +180,7 @@ def decode(data: bytes, build: str) -> Entry:
         layouts = {name: {role: (str(type_name), {field: (int(o), int(s)) for field, (o, s) in layout.items()})
                           for role, (type_name, layout) in roles.items()}
                    for name, roles in body["layouts"].items()}
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CacheEntryError(f"malformed entry ({type(error).__name__}: {error})") from None
     for definition in maps:
         if not (all(isinstance(getattr(definition, f), int)
@@ -197,9 +197,21 @@ def decode(data: bytes, build: str) -> Entry:
     if [p.pin for p in programs] != [pin for pin, *_ in PROGRAMS]:
         raise CacheEntryError(f"it holds programs {[p.pin for p in programs]}")
     for program in programs:
-        if any(name not in names for _, name in program.relocations) or len(program.insns) % 8:
-            raise CacheEntryError(f"program {program.name}: a relocation names an unknown map")
+        if len(program.insns) % 8:
+            raise CacheEntryError(f"program {program.name}: a partial instruction")
+        loads = {index for index, _ in _recorded_map_loads(program.insns)}
+        for index, name in program.relocations:
+            if name not in names or index not in loads:
+                raise CacheEntryError(f"program {program.name}: relocation ({index}, {name!r}) names no map "
+                                      f"or no map load")
     return Entry(build, programs, maps, layouts)
+
+
+def _recorded_map_loads(insns: bytes) -> list[tuple[int, int]]:
+    try:
+        return map_fd_loads(insns)
+    except Unrecordable as error:
+        raise CacheEntryError(str(error)) from None
 
 
 def entry_path(cache_dir: Path, build: str) -> Path:

@@ -50,6 +50,7 @@ def test_this_build_has_a_digest_without_importing_bcc():
 # -- the program cache's pure parts (progcache.py) ----------------------------------------
 
 import struct  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -148,3 +149,13 @@ def test_the_headers_identity_follows_the_files_bcc_compiles_against(tmp_path: P
     autoconf.write_text("#define CONFIG_BPF 1\n#define CONFIG_X 1\n")  # the same release's headers, rebuilt
     assert buildid.headers_identity([], environ, modules_dir=tmp_path / "none") != before
     assert buildid.digest(["s"], [], "k", "b", "l", before) != buildid.digest(["s"], [], "k", "b", "l", "")
+
+
+def test_a_relocation_must_point_at_a_map_load():
+    entry = _entry()
+    program = entry.programs[0]
+    for relocations in (((0, "frontends"),), ((2, "frontends"),), ((1000, "frontends"),), ((1, "nothing"),)):
+        broken = replace(entry, programs=(replace(program, relocations=relocations),
+                                                    *entry.programs[1:]))
+        with pytest.raises(progcache.CacheEntryError, match="relocation"):
+            progcache.decode(progcache.encode(broken), BUILD)
