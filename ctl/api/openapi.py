@@ -89,8 +89,10 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
             result[key] = item
         for key, sub in schema["properties"].items():
             if key not in result and "default" in sub:
-                result[key] = copy.deepcopy(sub["default"])
-            if key in result:
+                default = sub["default"]
+                result[key] = copy.deepcopy(default) if isinstance(default, (dict, list)) else default
+            # Scalars come back as they are: only containers can hold anything to fill.
+            if key in result and isinstance(result[key], (dict, list)):
                 result[key] = apply_defaults(sub, result[key])
         return result
     if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
