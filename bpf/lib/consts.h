@@ -28,6 +28,9 @@
 #define FRAG_SIZE 8192
 #endif
 
+/* Interfaces the peer_devs map can mark. */
+#define PEER_DEVS_SIZE 256
+
 /* SNAT addresses a frontend can use (struct frontend.snat_addrs). */
 #define SNAT_MAX_ADDRS 4
 

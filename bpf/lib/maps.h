@@ -49,6 +49,12 @@ BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_entry, frags, FRAG_SIZ
  * netlink watcher and the reconciler never overwrite each other's writes. */
 BPF_TABLE_PINNED("array", __u32, __u32, generations, GEN_MAX, PIN_DIR "/generations_v1");
 
+/* Interfaces (ifindex -> 1) that are veths whose peer lives in another network
+ * namespace, marked by the agent when it attaches the tc programs: tc ingress hands a
+ * packet for such a next hop straight to the peer (bpf_redirect_peer), skipping this
+ * side's transmit and the backlog queue between the two ends. */
+BPF_TABLE_PINNED("hash", __u32, __u32, peer_devs, PEER_DEVS_SIZE, PIN_DIR "/peer_devs_v1");
+
 /* Counters: per service id, per backend id, per enum reason, per hook x verdict. */
 BPF_TABLE_PINNED("percpu_array", __u32, struct flow_stats, svc_stats, MAX_SERVICES,
 		 PIN_DIR "/svc_stats_v1");

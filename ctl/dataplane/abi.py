@@ -157,6 +157,7 @@ class FragEntry(ctypes.Structure):
 
 
 FRAG_SIZE = 8192  # FRAG_SIZE in consts.h
+PEER_DEVS_SIZE = 256  # PEER_DEVS_SIZE in consts.h
 
 
 class VipKey(ctypes.Structure):
@@ -226,6 +227,7 @@ PINNED_MAPS: dict[str, tuple[str, type, type]] = {
     "config": ("config_v2", u32, Config),
     "generations": ("generations_v1", u32, u32),
     "frags": ("frags_v2", FragKey, FragEntry),
+    "peer_devs": ("peer_devs_v1", u32, u32),
     "svc_stats": ("svc_stats_v1", u32, FlowStats),
     "be_stats": ("be_stats_v1", u32, FlowStats),
     "reasons": ("reasons_v1", u32, u64),

@@ -42,6 +42,17 @@ class Dataplane:
     def attach_tc(self, ifindex: int, ingress: bool = True, egress: bool = True,
                   netns: str | None = None) -> None:
         loader.attach_tc(ifindex, self.programs, ingress, egress, netns)
+        self.mark_peer_device(ifindex, loader.has_peer_elsewhere(ifindex, netns))
+
+    def mark_peer_device(self, ifindex: int, peer_elsewhere: bool) -> None:
+        """Lets tc ingress redirect packets for `ifindex` to its peer (peer_devs map).
+        Decided when the programs attach; a veth whose peer later moves into this
+        namespace needs the programs attached again."""
+        with PinnedMaps.open(self.spec.pin_dir) as maps:
+            if peer_elsewhere:
+                maps.put("peer_devs", ifindex, 1)
+            else:
+                maps.delete("peer_devs", ifindex)
 
     def program(self, desired: DesiredState, config: DataplaneConfig = DataplaneConfig(),
                 read_back: bool = False) -> Plan:

@@ -74,7 +74,7 @@ class DataplaneSpec:
             "frontends": self.max_services, "vips": self.max_services,
             "backends": self.max_backends, "maglev_outer": self.max_services,
             "ct_fwd": self.ct_size, "ct_rev": self.ct_size, "config": 1,
-            "generations": abi.GEN_MAX, "frags": abi.FRAG_SIZE,
+            "generations": abi.GEN_MAX, "frags": abi.FRAG_SIZE, "peer_devs": abi.PEER_DEVS_SIZE,
             "svc_stats": self.max_services, "be_stats": self.max_backends,
             "reasons": abi.REASON_MAX, "verdicts": len(abi.Hook) * len(abi.Verdict),
         }[map_name]
@@ -376,6 +376,18 @@ def attach_tc(ifindex: int, programs: Programs, ingress: bool = True, egress: bo
             if wanted:
                 ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=name,
                        prio=TC_PRIO, parent=parent, classid=1, direct_action=True)
+
+
+def has_peer_elsewhere(ifindex: int, netns: str | None = None) -> bool:
+    """Whether tc ingress may hand packets for this interface straight to its peer
+    (bpf_redirect_peer): a veth or netkit device whose peer lives in another network
+    namespace (the link then carries the peer's namespace id); the kernel drops a peer
+    redirect to anything else."""
+    with _iproute(netns) as ipr:
+        (link,) = ipr.link("get", index=ifindex)
+    info = link.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    return kind in ("veth", "netkit") and link.get_attr("IFLA_LINK_NETNSID") is not None
 
 
 def detach_xdp(ifindex: int, netns: str | None = None) -> None:

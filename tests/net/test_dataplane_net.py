@@ -233,15 +233,35 @@ def test_g_live_connection_survives_an_agent_restart(net, xdp_gw, tmp_path):
     assert report["errors"] == [] and report["exchanges"] >= 30, report
 
 
+def tx_packets(ns: str, ifindex: int) -> int:
+    done = subprocess.run(["ip", "-n", ns, "-j", "-s", "link"], check=True, capture_output=True, text=True)
+    (link,) = [link for link in json.loads(done.stdout) if link["ifindex"] == ifindex]
+    return link["stats64"]["tx"]["packets"]
+
+
 def test_h_weighted_split_through_tc_instead_of_xdp(net, gw):
+    """Through tc every gw interface is a veth with its peer in another namespace, so
+    tc ingress hands forwarded packets straight to the peer (bpf_redirect_peer): they
+    reach the backends without passing gw's side of the veth, whose transmit counter
+    stays far below what the backends received."""
     gw.attach("tc")
     try:
         assert all(net.xdp_prog_id(net.gw.ns, i) is None for i in gw.ifindexes)
+        with PinnedMaps.open(gw.pin_dir) as maps:
+            assert sorted(maps.keys("peer_devs")) == sorted(gw.ifindexes)
+        assert not loader.has_peer_elsewhere(1, netns=net.gw.ns)  # lo: no peer at all
         gw.program(gw.service((70, 30, 0)))
+        be_sides = [b.gw_ifindex for b in net.backends[:2]]
+        before = [tx_packets(net.gw.ns, i) for i in be_sides]
         report = tcp_spread(net, net.vip4)
+        sent = sum(tx_packets(net.gw.ns, i) - b for i, b in zip(be_sides, before))
         assert report["refused"] == 0 and report["timeout"] == 0, report
         assert_split(report["counts"], (70, 30, 0), CONNECTIONS)
         assert gw.verdicts()[(Hook.TC_INGRESS, Verdict.REDIRECT)] > 0
+        # At least a SYN, an ACK with the request and a FIN per connection went to the
+        # backends; the veth sides in gw saw only what the kernel sent itself (ARP, the
+        # first packets while a neighbour resolved).
+        assert sent < CONNECTIONS, (sent, CONNECTIONS)
     finally:
         gw.attach("xdp")
 
