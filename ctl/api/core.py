@@ -11,6 +11,7 @@ import base64
 import binascii
 import functools
 import ipaddress
+import socket
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -26,7 +27,15 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # Endpoint addresses are parsed when a slice is validated and again by every
 # translation; at 10,000 routes that is 80,000 strings that rarely change, so both
 # share one cache (ValueError is not cached: a bad address is reported each time).
-parse_ip_address = functools.lru_cache(maxsize=1 << 18)(ipaddress.ip_address)
+@functools.lru_cache(maxsize=1 << 18)
+def parse_ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """ipaddress.ip_address(text). A dotted quad goes through inet_pton first, which
+    accepts exactly what ip_address accepts (four decimal octets, no leading zero) at a
+    third of the cost; anything else, and every error message, is ip_address's."""
+    try:
+        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+    except (OSError, TypeError, ValueError):
+        return ipaddress.ip_address(text)
 
 
 def _check(error: str | None) -> None:

@@ -420,3 +420,22 @@ spec:
     edited = first.metadata.model_copy(update={"generation": 2})
     assert edited.model_fields_set == {"name", "namespace", "generation"}
     assert first.metadata.model_fields_set == second.metadata.model_fields_set == {"name", "namespace"}
+
+
+@pytest.mark.parametrize("text", ["10.0.0.1", "0.0.0.0", "255.255.255.255", "fd00::1", "::ffff:1.2.3.4", "01.2.3.4",
+                                  "1.2.3.04", "256.1.1.1", "1.2.3", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4\x00", "0x1.2.3.4",
+                                  "1..2.3", "\uff11.2.3.4", "", "x", "1.2.3.4/32"])
+def test_endpoint_addresses_parse_exactly_as_ipaddress_does(text: str) -> None:
+    from ipaddress import ip_address
+
+    from ctl.api.core import parse_ip_address
+
+    try:
+        expected: object = ip_address(text)
+    except ValueError as error:
+        expected = str(error)
+    try:
+        got: object = parse_ip_address.__wrapped__(text)
+    except ValueError as error:
+        got = str(error)
+    assert got == expected and type(got) is type(expected)
