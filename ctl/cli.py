@@ -177,6 +177,30 @@ def run(
         raise fail(str(error))
 
 
+@app.command()
+def down(
+    pin_dir: PinDir = DEFAULT_PIN_DIR,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="the agent's run directory (default /run/<pin dir name>)")] = None,
+) -> None:
+    """Take the gateway off this host: its programs off the interfaces, the Envoy it started,
+    its pinned maps and programs. Run it after stopping the agent; the program cache stays."""
+    from ctl.agent.down import AgentRunning, take_down
+    from l7sidecar.envoy import RunPaths
+
+    try:
+        report = take_down(pin_dir, RunPaths(run_dir or Path("/run") / pin_dir.name))
+    except AgentRunning as error:
+        raise fail(str(error))
+    except OSError as error:
+        raise fail(f"cannot take the gateway down: {error}")
+    for attachment in report.detached:
+        out.print(f"detached {attachment.hook} from {attachment.interface}")
+    if report.envoy_stopped:
+        out.print("stopped Envoy")
+    out.print(f"removed {report.pins_removed} pins from {report.pin_dir}" if report.pins_removed
+              else f"nothing pinned in {report.pin_dir}")
+
+
 @app.command("envoy-bootstrap")
 def envoy_bootstrap(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="the agent's private run directory (ADS socket, Envoy admin socket)")] = Path("/run/xdp-gateway"),

@@ -72,6 +72,10 @@ class RunPaths:
     def log_file(self) -> Path:
         return self.run_dir / "envoy.log"
 
+    @property
+    def agent_pid_file(self) -> Path:
+        return self.run_dir / "agent.pid"
+
     def create(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o700)

@@ -29,7 +29,7 @@ from ctl.translate import TranslateConfig
 
 from l7sidecar.envoy import RunPaths
 
-from . import datapath_watch
+from . import datapath_watch, down
 from .heap import Collector
 from .l7 import L7Runtime, LocalAddresses
 from .metrics import AgentMetrics, DataplaneCollector
@@ -157,6 +157,16 @@ def release_free_memory() -> None:
 
 
 def run_agent(options: AgentOptions, stop: threading.Event) -> None:
+    if (pid := down.running_agent(options.run_paths)) is not None:
+        raise AgentError(f"another agent (pid {pid}) runs with {options.pin_dir}; stop it first")
+    down.record_agent(options.run_paths)  # for `gwctl down`, which must not pull the floor from under us
+    try:
+        _run_agent(options, stop)
+    finally:
+        down.forget_agent(options.run_paths)
+
+
+def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
     links = interface_addresses(options.interfaces)
     snat = options.snat_addresses or default_snat_addresses(links)
     spec = DataplaneSpec(pin_dir=options.pin_dir, maglev_size=options.maglev_size,

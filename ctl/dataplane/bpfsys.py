@@ -110,6 +110,7 @@ def _lib() -> ctypes.CDLL:
         "bpf_obj_get": ([ctypes.c_char_p], cint),
         "bpf_obj_pin": ([cint, ctypes.c_char_p], cint),
         "bpf_map_get_fd_by_id": ([u32], cint),
+        "bpf_prog_get_fd_by_id": ([u32], cint),
         "bpf_btf_get_fd_by_id": ([u32], cint),
         "bpf_obj_get_info_by_fd": ([cint, vp, ctypes.POINTER(u32)], cint),
         "bpf_prog_test_run_opts": ([cint, vp], cint),
@@ -213,6 +214,10 @@ def obj_pin(fd: int, path: str | os.PathLike) -> None:
 
 def map_fd_by_id(map_id: int) -> int:
     return _check(_lib().bpf_map_get_fd_by_id(map_id), f"opening map id {map_id}")
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return _check(_lib().bpf_prog_get_fd_by_id(prog_id), f"opening program id {prog_id}")
 
 
 def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int,

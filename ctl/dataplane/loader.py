@@ -400,6 +400,73 @@ def detach_xdp(ifindex: int, netns: str | None = None) -> None:
                 pass  # not attached in that mode
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """One of our programs attached to an interface, as the kernel reports it."""
+
+    interface: str
+    ifindex: int
+    hook: str  # "xdp", "tc ingress" or "tc egress"
+
+
+_TC_FILTER_NAMES = {"xg_tc_ingress": "tc ingress", "xg_tc_egress": "tc egress"}
+
+
+def _program_maps(prog_id: int) -> frozenset[int] | None:
+    """The ids of the maps a loaded program holds (None: it is gone)."""
+    try:
+        fd = bpfsys.prog_fd_by_id(prog_id)
+    except OSError:
+        return None
+    try:
+        return frozenset(bpfsys.prog_info(fd).map_ids)
+    finally:
+        os.close(fd)
+
+
+def our_attachments(pin_dir: Path, netns: str | None = None) -> list[Attachment]:
+    """Every interface of this network namespace running a program of this pin
+    directory: our XDP program, or a clsact filter under the names we attach with,
+    holding one of the maps pinned there (another gateway's programs, with a pin
+    directory of their own, are left alone)."""
+    ours = {i for i in pinned_map_ids(pin_dir).values() if i is not None}
+    found: list[Attachment] = []
+    if not ours:
+        return found
+    with _iproute(netns) as ipr:
+        for link in ipr.get_links():
+            ifindex, name = link["index"], link.get_attr("IFLA_IFNAME")
+            xdp = link.get_attr("IFLA_XDP")
+            prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") if xdp is not None else None
+            if prog_id and (_program_maps(prog_id) or frozenset()) & ours:
+                found.append(Attachment(name, ifindex, "xdp"))
+            for parent in (TC_INGRESS_PARENT, TC_EGRESS_PARENT):
+                try:
+                    filters = ipr.get_filters(index=ifindex, parent=parent)
+                except Exception:
+                    continue  # no clsact qdisc
+                for message in filters:
+                    options = message.get_attr("TCA_OPTIONS")
+                    if options is None:
+                        continue
+                    hook = _TC_FILTER_NAMES.get(options.get_attr("TCA_BPF_NAME"))
+                    prog_id = options.get_attr("TCA_BPF_ID")
+                    if (hook and prog_id and (_program_maps(prog_id) or frozenset()) & ours
+                            and Attachment(name, ifindex, hook) not in found):
+                        found.append(Attachment(name, ifindex, hook))
+    return found
+
+
+def remove_attachment(attachment: Attachment, netns: str | None = None) -> None:
+    """Takes one of our programs off its interface (as ``our_attachments`` found it)."""
+    if attachment.hook == "xdp":
+        detach_xdp(attachment.ifindex, netns)
+        return
+    parent = TC_INGRESS_PARENT if attachment.hook == "tc ingress" else TC_EGRESS_PARENT
+    with _iproute(netns) as ipr:
+        ipr.tc("del-filter", "bpf", attachment.ifindex, TC_HANDLE, prio=TC_PRIO, parent=parent)
+
+
 def detach(ifindex: int, netns: str | None = None) -> None:
     """Removes our XDP program and tc filters from an interface (on request only)."""
     detach_xdp(ifindex, netns)

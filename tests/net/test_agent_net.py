@@ -328,6 +328,39 @@ def test_a_map_entry_deleted_behind_the_agents_back_is_restored(agent):
     assert report["refused"] == 0 and report["timeout"] == 0 and sum(report["counts"].values()) == 50, report
 
 
+def test_gwctl_down_takes_the_gateway_off_the_host_once_the_agent_stopped(agent):
+    net = agent.net
+
+    def down() -> tuple[int, str, str]:
+        proc = net.popen(net.gw.ns, [sys.executable, "-m", "ctl.cli", "down", "--pin-dir", agent.pin_dir],
+                         host_mounts=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout, stderr = proc.communicate(timeout=120)
+        return proc.returncode, stdout, stderr
+
+    agent.replace_config(example_files())
+    code, _, stderr = down()
+    assert code == 1 and "still runs" in stderr and "Traceback" not in stderr, stderr
+    assert sum(spread(agent, "tcp", 80, count=20)["counts"].values()) == 20, "refused: nothing was touched"
+
+    agent.stop()
+    try:
+        code, stdout, stderr = down()
+        assert code == 0, stderr
+        interfaces = ["front", *(b.gw_ifname for b in net.backends)]
+        assert [line for line in stdout.splitlines() if line.startswith("detached")] == \
+            [f"detached xdp from {name}" for name in interfaces], stdout
+        assert "removed" in stdout and not agent.pin_dir.exists()
+        links = net.run(net.gw.ns, ["ip", "-d", "link", "show"]).stdout
+        assert "prog/xdp" not in links, links
+        report = spread(agent, "tcp", 80, count=5, timeout=0.5)
+        assert not report["counts"], f"the VIP is no longer served: {report}"
+        again = down()
+        assert again[0] == 0 and "nothing pinned" in again[1], again
+    finally:
+        agent.start()  # for the tests after this one: from the program cache, no compile
+    assert sum(spread(agent, "tcp", 80, count=20)["counts"].values()) == 20
+
+
 # -- the Gateway API conformance scenarios, with real traffic --------------------------
 def conformance_files(case: str) -> dict[str, str]:
     """The golden input of a conformance case, with endpoints moved onto the lab's

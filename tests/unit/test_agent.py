@@ -812,3 +812,41 @@ def test_fingerprint_sees_a_same_size_rewrite_within_one_timestamp_tick(tmp_path
     assert before != after
     old = fingerprint(tmp_path, now_ns=stat.st_mtime_ns + 10**10)  # long settled: stat only
     assert old[0][4] == ""
+
+
+def test_a_second_agent_on_the_same_run_directory_refuses_to_start(tmp_path: Path) -> None:
+    """The run directory names the agent that runs (for `gwctl down`, which refuses to
+    pull the floor from under it); a second agent with the same pin directory refuses too."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from ctl.agent import down
+    from ctl.agent.run import AgentError, AgentOptions, run_agent
+    from l7sidecar.envoy import RunPaths
+
+    paths = RunPaths(tmp_path / "run")
+    stale = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    paths.create()
+    paths.agent_pid_file.write_text(stale.stdout)
+    assert down.running_agent(paths) is None, "a pid file of a process that ended names no agent"
+    # Something that looks like `gwctl run` (the word is in its argv), alive:
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "run"])
+    try:
+        paths.agent_pid_file.write_text(f"{other.pid}\n")
+        # /proc/PID/cmdline can read empty for a moment after exec: wait for it.
+        deadline = time.monotonic() + 10
+        while down.running_agent(paths) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert down.running_agent(paths) == other.pid
+        options = AgentOptions(config_dir=tmp_path, interfaces=("lo",), run_dir=paths.run_dir,
+                               pin_dir=tmp_path / "pins")
+        with pytest.raises(AgentError, match=f"another agent \\(pid {other.pid}\\) runs"):
+            run_agent(options, threading.Event())
+        with pytest.raises(down.AgentRunning, match="stop it first"):
+            down.take_down(tmp_path / "pins", paths)
+    finally:
+        other.kill()
+        other.wait()
+    assert down.running_agent(paths) is None
