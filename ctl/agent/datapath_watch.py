@@ -1,7 +1,9 @@
 """Two things the agent watches beside its manifests, each in its own thread:
 
 * routes, neighbours and links (netlink): any change bumps the FIB generation, so that
-  flows look their next hop up again once instead of using the one they cached;
+  flows look their next hop up again once instead of using the one they cached; a link
+  change also unmarks interfaces in peer_devs that no longer have their peer in another
+  namespace (gone, or the peer moved here), to which a peer redirect would be dropped;
 * SNAT exhaustion (the data path's DROP_SNAT_EXHAUSTED counter): logged once per
   interval while it grows, so a pool that runs dry is never silent (it is also the
   metric xdpgw_drops{reason="snat_exhausted"}).
@@ -34,6 +36,21 @@ FORWARDING_EVENTS = frozenset({RTM_NEWLINK, RTM_DELLINK, RTM_NEWROUTE, RTM_DELRO
 def changes_forwarding(message_types: Iterable[int]) -> bool:
     """Whether a batch of rtnetlink messages may have changed a next hop."""
     return any(t in FORWARDING_EVENTS for t in message_types)
+
+
+def changes_links(message_types: Iterable[int]) -> bool:
+    return any(t in (RTM_NEWLINK, RTM_DELLINK) for t in message_types)
+
+
+def unmark_stale_peers(maps: PinnedMaps) -> list[int]:
+    """Removes the peer_devs marks of interfaces (in the calling thread's namespace)
+    whose peer is no longer in another namespace; returns their ifindexes."""
+    from ctl.dataplane.loader import has_peer_elsewhere
+
+    stale = [ifindex for ifindex in maps.keys("peer_devs") if not has_peer_elsewhere(ifindex)]
+    for ifindex in stale:
+        maps.delete("peer_devs", ifindex)
+    return stale
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,9 @@ def watch_routes(pin_dir: Path, stop: threading.Event,
             types = [m["header"]["type"] for m in ipr.get()]
             if changes_forwarding(types):
                 with PinnedMaps.open(pin_dir) as maps:
+                    if changes_links(types) and (stale := unmark_stale_peers(maps)):
+                        log.info("interfaces no longer redirect to a peer namespace",
+                                 extra={"event": "peer_devs", "unmarked": stale})
                     gen = bump_generation(maps, abi.Gen.FIB)
                 log.debug("routing changed: next hops will be looked up again",
                           extra={"event": "fib_generation", "generation": gen})

@@ -382,9 +382,14 @@ def has_peer_elsewhere(ifindex: int, netns: str | None = None) -> bool:
     """Whether tc ingress may hand packets for this interface straight to its peer
     (bpf_redirect_peer): a veth or netkit device whose peer lives in another network
     namespace (the link then carries the peer's namespace id); the kernel drops a peer
-    redirect to anything else."""
+    redirect to anything else. An interface that is gone has none."""
     with _iproute(netns) as ipr:
-        (link,) = ipr.link("get", index=ifindex)
+        try:
+            (link,) = ipr.link("get", index=ifindex)
+        except Exception as exc:  # pyroute2 raises NetlinkError
+            if getattr(exc, "code", None) == errno.ENODEV:
+                return False
+            raise
     info = link.get_attr("IFLA_LINKINFO")
     kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
     return kind in ("veth", "netkit") and link.get_attr("IFLA_LINK_NETNSID") is not None

@@ -66,6 +66,44 @@ def test_established_flow_uses_its_cached_next_hop_until_routing_changes(plab):
         _set_backend_mac(plab, backend_mac(0))
 
 
+def test_a_link_change_unmarks_interfaces_without_a_peer_elsewhere(plab):
+    """peer_devs marks only veths whose peer is in another namespace: after any link
+    change the watcher drops marks that do not hold (a veth whose peer is in the same
+    namespace, lo, a gone interface), so that tc never redirects into a missing peer."""
+    gone = 9999
+    with NetNS(plab.netns, flags=0) as ns:
+        ns.link("add", ifname="xgpeera", kind="veth", peer="xgpeerb")
+        local_veth = ns.link_lookup(ifname="xgpeera")[0]
+    stop, bumped, listening = threading.Event(), threading.Event(), threading.Event()
+    try:
+        with plab.maps() as maps:
+            for ifindex in (1, local_veth, gone):
+                maps.put("peer_devs", ifindex, 1)
+
+        def watch() -> None:
+            _enter_netns(plab.netns)  # this thread only
+            watch_routes(plab.pin_dir, stop, on_bump=lambda gen: bumped.set(), on_listening=listening.set)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            assert listening.wait(5)
+            with NetNS(plab.netns, flags=0) as ns:
+                ns.link("set", index=ns.link_lookup(ifname="xgpeerb")[0], mtu=1400)
+            assert bumped.wait(5), "the netlink watcher saw the link change"
+            with plab.maps() as maps:
+                assert maps.keys("peer_devs") == []
+        finally:
+            stop.set()
+            watcher.join()
+    finally:
+        with plab.maps() as maps:
+            for ifindex in maps.keys("peer_devs"):
+                maps.delete("peer_devs", ifindex)
+        with NetNS(plab.netns, flags=0) as ns:
+            ns.link("del", ifname="xgpeera")
+
+
 def test_the_reply_path_caches_its_next_hop_too(plab):
     plab.program(state(service()))
     out = plab.xdp(bytes(syn4())).data
