@@ -326,6 +326,11 @@ def test_an_edit_planned_against_what_was_written_is_the_full_plan():
             # What was written is what a full plan leaves, and nothing is left to do.
             assert not p.plan(desired, written.actual, CONFIG, limits)
             assert written.backend_index == {ep: i for i, ep in written.actual.backends.items()}
+            users: dict = {}
+            for service in desired.services:
+                for endpoint in {b.endpoint for b in service.backends}:
+                    users[endpoint] = users.get(endpoint, 0) + 1
+            assert written.endpoint_users == users and written.desired == desired.by_frontend()
 
 
 def test_an_edit_refuses_what_does_not_fit_like_a_full_plan():
@@ -341,3 +346,8 @@ def test_an_edit_refuses_what_does_not_fit_like_a_full_plan():
     mixed = DesiredState((svc(backends=(("2001:db8::1", 1),)),))
     with pytest.raises(p.PlanError, match="address family"):
         p.plan_edit(mixed, written, CONFIG, limits)
+    # A refused edit changed nothing of what was written (edits update it in place).
+    fits = DesiredState((svc(port=81),))
+    full = p.plan(fits, written.actual, CONFIG, limits)
+    edit, _ = p.plan_edit(fits, written, CONFIG, limits)
+    assert _normal(edit) == _normal(full)
