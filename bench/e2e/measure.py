@@ -218,16 +218,19 @@ class Bench(PeerPaths):
                                + f"; iperf3 server log ends: {server_log}")
         end = report["end"]
 
-        def avg_size(link):
-            return round(d[link]["tx_bytes"] / d[link]["tx_packets"]) if d[link]["tx_packets"] else None
+        def avg_size(link, way="tx"):
+            packets = d[link][f"{way}_packets"]
+            return round(d[link][f"{way}_bytes"] / packets) if packets else None
 
         evidence = {"cpu_pct": _cpu_share(d["cpu"]), "retransmits": end["sum_sent"].get("retransmits"),
                     "sender_gbps": round(end["sum_sent"]["bits_per_second"] / 1e9, 3),
                     "client_cpu_pct": round(end.get("cpu_utilization_percent", {}).get("host_total", 0), 1),
                     "client_tx_packets": d["client_uplink"]["tx_packets"],
                     "client_tx_avg_bytes": avg_size("client_uplink"),
-                    "gw_to_be0_packets": d["gw_be0"]["tx_packets"],
-                    "gw_to_be0_avg_bytes": avg_size("gw_be0"),
+                    # As be0 received them: the tc path hands packets to be0 with a peer
+                    # redirect, which gw's side of the veth never transmits.
+                    "gw_to_be0_packets": d["be0_uplink"]["rx_packets"],
+                    "gw_to_be0_avg_bytes": avg_size("be0_uplink", "rx"),
                     **_nonzero(d["dataplane"], prefix="dp_")}
         return Sample({"throughput": end["sum_received"]["bits_per_second"] / 1e9}, evidence)
 

@@ -284,7 +284,7 @@ class Topology:
     def link_stats(self, ns: str, ifindex: int) -> dict:
         (link,) = self.ipr[ns].link("get", index=ifindex)
         st = link.get_attr("IFLA_STATS64")
-        return {k: st[k] for k in ("rx_packets", "tx_packets", "rx_dropped", "tx_dropped", "tx_bytes")}
+        return {k: st[k] for k in ("rx_packets", "tx_packets", "rx_dropped", "tx_dropped", "tx_bytes", "rx_bytes")}
 
     def snmp(self, ns: str) -> dict[str, int]:
         lines = self.lab.run(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
