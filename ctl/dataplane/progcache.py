@@ -250,6 +250,11 @@ def inner_maps(source: str) -> dict[str, str]:
             re.findall(r'"\w+_of_maps\$(\w+)"\s*,\s*[^,]+,\s*[^,]+,\s*(\w+)\s*,', source)}
 
 
+def pinned_declarations(source: str) -> set[str]:
+    """The maps bcc pins (BPF_TABLE_PINNED(type, key, value, name, ...))."""
+    return set(re.findall(r'BPF_TABLE_PINNED\(\s*"[^"]+"\s*,\s*[^,]+,\s*[^,]+,\s*(\w+)\s*,', source))
+
+
 def record(spec: DataplaneSpec, programs: Programs, build: str) -> Entry:
     """The cache entry of programs just compiled in this process (bcc's modules in
     programs._modules: xdp_lb.c's, then tc_lb.c's)."""
@@ -259,9 +264,11 @@ def record(spec: DataplaneSpec, programs: Programs, build: str) -> Entry:
 
     modules = dict(zip(("xdp_lb.c", "tc_lb.c"), programs._modules))
     pinned = _pinned_ids(spec.pin_dir)
-    inner = {}
+    inner, declared_pinned = {}, set()
     for source in modules:
-        inner |= inner_maps(expand_includes(BPF_DIR / source))
+        text = expand_includes(BPF_DIR / source)
+        inner |= inner_maps(text)
+        declared_pinned |= pinned_declarations(text)
     maps: dict[str, MapDef] = {}
     for map_id, (name, file) in pinned.items():
         fd = bpfsys.map_fd_by_id(map_id)
@@ -282,8 +289,11 @@ def record(spec: DataplaneSpec, programs: Programs, build: str) -> Entry:
                 else:
                     seen_fds[fd] = info.name
                     known = maps.get(info.name)
-                    if known is not None and known.pin is not None:
-                        raise Unrecordable(f"{function}: map {info.name} is not the one pinned under its name")
+                    if (known is not None and known.pin is not None) or info.name in declared_pinned:
+                        # A pinned map the cache would make private: the programs would read a map
+                        # the agent never writes. Every pinned map must be in abi.PINNED_MAPS.
+                        raise Unrecordable(f"{function}: map {info.name} is pinned by its declaration but not "
+                                           f"one of abi.PINNED_MAPS pinned under {spec.pin_dir}")
                     maps.setdefault(info.name, _map_def(fd, info.name, None, inner.get(info.name)))
             relocations.append((index, seen_fds[fd]))
         recorded.append(ProgramDef(

@@ -159,3 +159,13 @@ def test_a_relocation_must_point_at_a_map_load():
                                                     *entry.programs[1:]))
         with pytest.raises(progcache.CacheEntryError, match="relocation"):
             progcache.decode(progcache.encode(broken), BUILD)
+
+
+def test_the_pinned_maps_are_read_from_bccs_declarations():
+    from ctl.dataplane import abi
+    from ctl.dataplane.buildid import ENTRY_FILES
+    from ctl.dataplane.source import BPF_DIR, expand_includes
+
+    declared = set().union(*(progcache.pinned_declarations(expand_includes(BPF_DIR / f)) for f in ENTRY_FILES))
+    # every map bcc pins is one the loader knows by name (else the cache would make it private)
+    assert declared == set(abi.PINNED_MAPS) | {"maglev_inner"}
