@@ -13,6 +13,8 @@ from .plan import DataplaneConfig, Limits, Plan, Written, plan, plan_edit
 
 log = logging.getLogger(__name__)
 
+READ_BACK_SHARE = 0.01  # at most this share of an idle agent's time goes to reading the maps back
+
 
 @dataclass
 class Dataplane:
@@ -25,6 +27,7 @@ class Dataplane:
     remember_writes: bool = False
     written: Written | None = field(default=None, repr=False)
     read_back_at: float = field(default=float("-inf"), repr=False)  # time.monotonic()
+    read_back_seconds: float = field(default=0.0, repr=False)  # what reading the maps took last time
 
     @classmethod
     def load(cls, spec: loader.DataplaneSpec) -> "Dataplane":
@@ -61,9 +64,12 @@ class Dataplane:
         with PinnedMaps.open(self.spec.pin_dir, create_control_maps=True) as maps:
             if self.remember_writes and self.written is not None and not read_back:
                 result, written = plan_edit(desired, self.written, config, self.limits)
+                read = False
             else:
+                self.read_back_at = reading = time.monotonic()
                 actual = reader.read_actual(maps)
-                self.read_back_at = time.monotonic()
+                self.read_back_seconds = time.monotonic() - reading
+                read = True
                 if (self.written is not None and actual == self.written.actual
                         and desired.by_frontend() == self.written.desired and actual.config == config):
                     # A repair found the maps as written: nothing to plan.
@@ -74,10 +80,16 @@ class Dataplane:
             self.written = None  # until the writes are all done: a failure reads back next time
             writer.apply(maps, result.ops)
             self.written = written
+            if read:
+                self.read_back_at = time.monotonic()  # the maps are as planned from what was read
         if result:
             log.info("programmed data path: %d map writes", len(result.ops))
         return result
 
     def repair_due(self, interval: float) -> bool:
-        """Whether the maps were last read back more than ``interval`` seconds ago."""
-        return time.monotonic() - self.read_back_at >= interval
+        """Whether the maps were last read back more than ``interval`` seconds ago, and
+        more than READ_BACK_SHARE of the time is left between two read-backs: an edit
+        that arrives during one waits for it (about a second at 10,000 routes), so at
+        scale they come less often than every ``interval``."""
+        since = time.monotonic() - self.read_back_at
+        return since >= interval and since >= self.read_back_seconds / READ_BACK_SHARE

@@ -850,3 +850,21 @@ def test_a_second_agent_on_the_same_run_directory_refuses_to_start(tmp_path: Pat
         other.kill()
         other.wait()
     assert down.running_agent(paths) is None
+
+
+def test_read_backs_take_at_most_a_small_share_of_an_idle_agents_time() -> None:
+    """An edit arriving during a read-back waits for it: at scale (a second at 10,000
+    routes) read-backs come less often than every REPAIR_INTERVAL."""
+    import time
+
+    from ctl.agent.run import REPAIR_INTERVAL
+    from ctl.dataplane.dataplane import READ_BACK_SHARE, Dataplane
+
+    dataplane = Dataplane(spec=None, programs=None)  # type: ignore[arg-type] - only the timing is used
+    assert dataplane.repair_due(REPAIR_INTERVAL), "never read back: due"
+    dataplane.read_back_at, dataplane.read_back_seconds = time.monotonic() - REPAIR_INTERVAL - 1, 0.02
+    assert dataplane.repair_due(REPAIR_INTERVAL), "a cheap read-back: every interval"
+    dataplane.read_back_seconds = 1.0
+    assert not dataplane.repair_due(REPAIR_INTERVAL)
+    dataplane.read_back_at = time.monotonic() - 1.0 / READ_BACK_SHARE - 1
+    assert dataplane.repair_due(REPAIR_INTERVAL)
