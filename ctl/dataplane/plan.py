@@ -419,40 +419,9 @@ def _edited_services(desired: DesiredState, written: Written
 
 def applied(actual: ActualState, ops: Iterable[Op]) -> ActualState:
     """What the maps hold once the writer has executed ``ops`` on maps holding ``actual``."""
-    frontends, backends, digests = dict(actual.frontends), dict(actual.backends), dict(actual.table_digests)
-    tables, vips, config = set(actual.tables), dict(actual.vips), actual.config
-    owners, members = dict(actual.owners), dict(actual.members)
-    for op in ops:
-        match op:
-            case PutConfig(c):
-                config = c
-            case PutBackend(i, endpoint, _):
-                backends[i] = endpoint
-            case PutTable(i, _, digest):
-                tables.add(i)
-                digests[i] = digest
-            case PutFrontend(key, record, _):
-                frontends[key] = record
-            case PutOwner(i, owner):
-                owners[i] = owner
-            case PutMember(i, b, weight):
-                members[(i, b)] = weight
-            case DeleteMember(i, b):
-                members.pop((i, b), None)
-            case DeleteOwner(i):
-                owners.pop(i, None)
-            case PutVip(address, count):
-                vips[address] = count
-            case DeleteFrontend(key):
-                frontends.pop(key, None)
-            case DeleteVip(address):
-                vips.pop(address, None)
-            case DeleteTable(i):
-                tables.discard(i)
-                digests.pop(i, None)
-            case DeleteBackend(i):
-                backends.pop(i, None)
-    return ActualState(frontends, backends, digests, frozenset(tables), vips, config, owners, members)
+    copy = ActualState(dict(actual.frontends), dict(actual.backends), dict(actual.table_digests), actual.tables,
+                       dict(actual.vips), actual.config, dict(actual.owners), dict(actual.members))
+    return _apply_in_place(copy, ops)
 
 
 def _apply_in_place(actual: ActualState, ops: Iterable[Op]) -> ActualState:
