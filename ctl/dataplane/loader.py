@@ -462,22 +462,23 @@ def our_attachments(pin_dir: Path, netns: str | None = None) -> list[Attachment]
     return found
 
 
+_TC_PARENTS = {"tc ingress": TC_INGRESS_PARENT, "tc egress": TC_EGRESS_PARENT}
+
+
 def remove_attachment(attachment: Attachment, netns: str | None = None) -> None:
     """Takes one of our programs off its interface (as ``our_attachments`` found it)."""
     if attachment.hook == "xdp":
         detach_xdp(attachment.ifindex, netns)
         return
-    parent = TC_INGRESS_PARENT if attachment.hook == "tc ingress" else TC_EGRESS_PARENT
     with _iproute(netns) as ipr:
-        ipr.tc("del-filter", "bpf", attachment.ifindex, TC_HANDLE, prio=TC_PRIO, parent=parent)
+        ipr.tc("del-filter", "bpf", attachment.ifindex, TC_HANDLE, prio=TC_PRIO,
+               parent=_TC_PARENTS[attachment.hook])
 
 
 def detach(ifindex: int, netns: str | None = None) -> None:
     """Removes our XDP program and tc filters from an interface (on request only)."""
-    detach_xdp(ifindex, netns)
-    with _iproute(netns) as ipr:
-        for parent in (TC_INGRESS_PARENT, TC_EGRESS_PARENT):
-            try:
-                ipr.tc("del-filter", "bpf", ifindex, TC_HANDLE, prio=TC_PRIO, parent=parent)
-            except Exception:
-                pass  # not attached there
+    for hook in ("xdp", *_TC_PARENTS):
+        try:
+            remove_attachment(Attachment("", ifindex, hook), netns)
+        except Exception:
+            pass  # not attached there
