@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cache
@@ -166,12 +167,9 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
         down.forget_agent(options.run_paths)
 
 
-def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
-    links = interface_addresses(options.interfaces)
-    snat = options.snat_addresses or default_snat_addresses(links)
-    spec = DataplaneSpec(pin_dir=options.pin_dir, maglev_size=options.maglev_size,
-                         max_services=options.max_services, max_backends=options.max_backends,
-                         ct_size=options.ct_size, program_cache=options.program_cache)
+def load_and_attach(spec: DataplaneSpec, options: AgentOptions,
+                    links: dict[str, tuple[int, list[IPAddress]]]) -> Dataplane:
+    """The programs in the kernel and on the interfaces, the maps empty or as they were."""
     dataplane = Dataplane.load(spec)
     # Edits are planned against what the agent wrote (it is its pin directory's only
     # writer); the source's idle calls read the maps back now and then to repair drift.
@@ -185,6 +183,24 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
     # Our programs now read this build's maps: an older build's maps and programs only cost kernel memory.
     if removed := loader.remove_superseded_pins(options.pin_dir, dataplane.programs.build):
         log.info("removed maps and programs an older build left", extra={"event": "superseded_pins", "pins": removed})
+    return dataplane
+
+
+def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
+    links = interface_addresses(options.interfaces)
+    snat = options.snat_addresses or default_snat_addresses(links)
+    spec = DataplaneSpec(pin_dir=options.pin_dir, maglev_size=options.maglev_size,
+                         max_services=options.max_services, max_backends=options.max_backends,
+                         ct_size=options.ct_size, program_cache=options.program_cache)
+    parsed = ParseCache()  # an edit re-parses only the files it changed
+    # Loading programs is mostly the verifier's time in the kernel (the GIL is free
+    # meanwhile): the YAML is read and validated beside it, and the first reconcile
+    # finds it parsed. Nothing is written to the maps before both are done.
+    with ThreadPoolExecutor(1, thread_name_prefix="load-programs") as pool:
+        loading = pool.submit(load_and_attach, spec, options, links)
+        if options.config_dir is not None:
+            load_directory(options.config_dir, parsed)
+        dataplane = loading.result()  # its error, as raised (the same message and exit as before)
 
     # Cached next hops follow routing changes; SNAT exhaustion is logged, not silent.
     datapath_watch.start(datapath_watch.watch_routes, options.pin_dir, stop)
@@ -239,7 +255,6 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
             run_kubernetes(options, reconciler, observe, stop, registry, collector, repair)
         else:
             assert options.config_dir is not None
-            parsed = ParseCache()  # an edit re-parses only the files it changed
             generations = GenerationBook()  # a spec edit bumps metadata.generation, as the API server does
 
             for _ in watch_directory(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set,
