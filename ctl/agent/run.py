@@ -193,13 +193,17 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
                          max_services=options.max_services, max_backends=options.max_backends,
                          ct_size=options.ct_size, program_cache=options.program_cache)
     parsed = ParseCache()  # an edit re-parses only the files it changed
+    # No collector passes over the whole state inside a reconcile, nor between edits
+    # that follow each other: the full pass waits for an idle moment.
+    collector = Collector(full_when_idle=True)
     # Loading programs is mostly the verifier's time in the kernel (the GIL is free
     # meanwhile): the YAML is read and validated beside it, and the first reconcile
     # finds it parsed. Nothing is written to the maps before both are done.
     with ThreadPoolExecutor(1, thread_name_prefix="load-programs") as pool:
         loading = pool.submit(load_and_attach, spec, options, links)
         if options.config_dir is not None:
-            load_directory(options.config_dir, parsed)
+            with collector.paused():
+                load_directory(options.config_dir, parsed)
         dataplane = loading.result()  # its error, as raised (the same message and exit as before)
 
     # Cached next hops follow routing changes; SNAT exhaustion is logged, not silent.
@@ -223,9 +227,6 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
     server.start()
     log.info("serving", extra={"event": "serving", "address": server.address,
                                 "config": "kubernetes" if options.kubernetes else str(options.config_dir)})
-    # No collector passes over the whole state inside a reconcile, nor between edits
-    # that follow each other: the full pass waits for an idle moment.
-    collector = Collector(full_when_idle=True)
 
     def repair() -> None:
         # Edits are planned against what the agent wrote; while idle, the maps are read
