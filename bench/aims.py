@@ -170,7 +170,7 @@ def _edit_at(results: dict, routes: int) -> dict | None:
     routes (a `routes` field, or a name ending in the number, e.g. edit-to-packet-10000)."""
     for r in _rows(results, "control"):
         name = r.get("name", "")
-        if "edit" not in name or "packet" not in name or r.get("p99") is None:
+        if "edit" not in name or "packet" not in name or r.get("p99") is None or r.get("in_read_back"):
             continue
         size = r.get("routes")
         if size is None:
@@ -179,6 +179,12 @@ def _edit_at(results: dict, routes: int) -> dict | None:
         if size is not None and size >= routes:
             return r
     return None
+
+
+def _edit_in_read_back_at(results: dict, routes: int) -> dict | None:
+    """The edit-to-packet row of edits timed into the agent's read-backs, at `routes` or more."""
+    return next((r for r in _rows(results, "control") if r.get("in_read_back") and r.get("p99") is not None
+                 and r.get("routes", 0) >= routes), None)
 
 
 def _pure_steps(results: dict, routes: int) -> dict | None:
@@ -256,8 +262,14 @@ def control_aims(results: dict) -> list[Aim]:
                      f"at 10,000 routes (see {_pure_link(results)})")
         out.append(Aim(text, NOT_MEASURED, None, link, hint.lstrip("; ")))
     else:
-        out.append(Aim(text, f"p99 {edit['p99']:.0f} ms over {edit.get('edits', '?')} edits", edit["p99"] <= 100,
-                       _link(results, "control", "Edit to packet")))
+        # A sporadic edit can meet the idle agent's read-back of the maps: that case counts too.
+        during = _edit_in_read_back_at(results, 10_000)
+        measured = f"p99 {edit['p99']:.0f} ms over {edit.get('edits', '?')} edits"
+        met = edit["p99"] <= 100
+        if during is not None:
+            measured += f"; edits during a read-back: p99 {during['p99']:.0f} ms over {during.get('edits', '?')}"
+            met = met and during["p99"] <= 100
+        out.append(Aim(text, measured, met, _link(results, "control", "Edit to packet")))
     return out
 
 

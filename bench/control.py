@@ -16,6 +16,12 @@ Rows:
                    the backends (weights 1/0 and 0/1) by replacing its file; the time
                    from the write to the SYN of the first new connection that reaches
                    the new backend, over many edits.
+  edit-to-packet-in-read-back-<N>
+                   the same beside N generated routes, each edit written at a random
+                   moment of a read-back of the maps (the agent reads them back while
+                   idle to repair drift; here as often as it may, --read-back-interval 0
+                   --read-back-share 0.5, and the edit waits for the agent to log that
+                   one started): what a sporadic edit meets when it arrives mid-read.
   restart-<N>      the agent started on a fresh pin directory, stopped, and started
                    again on the same pins (a restart, or `gwctl run` after a crash):
                    time to ready and the agent's memory after ready, both times, for
@@ -64,6 +70,9 @@ EDITS, QUICK_EDITS = 100, 10
 EDIT_AIM_MS = 100  # issue 10: one edit at 10,000 routes reaches the data path in p99 <= 100 ms
 BREAKDOWN_SIZES = (1_000, 10_000)
 EDIT_SCALE_SIZES = (10_000,)  # edit-to-packet beside that many routes (the aim's figure: p99 at 10,000)
+# edit-to-packet-in-read-back: the agent reads its maps back whenever it is idle, as long
+# as the read-backs take at most half its time, and the edits are timed into them.
+READ_BACK_FLAGS = ("--read-back-interval", 0, "--read-back-share", 0.5)
 BREAKDOWN_RUNS = {1_000: 3, 10_000: 1}
 
 # Map capacities big enough for 10,000 frontends and 80,000 backends; the same for every
@@ -496,17 +505,20 @@ def _scale_edit(agent: Agent, config: Path, timeout: float) -> dict:
 
 # -- edit to packet ---------------------------------------------------------------------
 def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float, float] = (0.3, 0.8),
-                   routes: int = 0) -> dict:
+                   routes: int = 0, in_read_back: bool = False) -> dict:
     """Latency from replacing the route file to the first connection on the new backend;
     with ``routes``, beside that many generated TCPRoutes (8 backends each) in the
-    same directory, which the agent holds and programs too."""
+    same directory, which the agent holds and programs too. ``in_read_back``: the
+    agent reads its maps back as often as it may, and each edit is written at a random
+    moment within the duration of the last read-back after the agent logged that the
+    next one started (instead of after a random gap)."""
     from ctl.dataplane import loader
     from lab import netlab
 
     port = 80
     config = work / f"flip-{routes}"
     config.mkdir(parents=True, exist_ok=True)
-    if routes:
+    if routes and not (config / "scale").exists():  # shared by both edit-to-packet rows of this size
         generate(config / "scale", routes)
         (config / "scale" / "00-gatewayclass.yaml").unlink()  # the flip config has it
     with netlab.lab(backends=2) as net:
@@ -515,8 +527,9 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
         files = flip_config(str(net.vip4), port, (str(be0.v4), 8080), (str(be1.v4), 8080), 1, 0)
         for name, text in files.items():
             (config / name).write_text(text)
-        agent = Agent(net, config, ["front", be0.gw_ifname, be1.gw_ifname], work / f"agent-flip-{routes}.log",
-                      f"flip{routes}", AGENT_FLAGS if routes else ())
+        flags = (AGENT_FLAGS if routes else ()) + (READ_BACK_FLAGS if in_read_back else ())
+        name = f"flip{routes}{'rb' if in_read_back else ''}"
+        agent = Agent(net, config, ["front", be0.gw_ifname, be1.gw_ifname], work / f"agent-{name}.log", name, flags)
         prober = None
         try:
             _pass_module, pass_fd = loader.compile_xdp_pass()  # the far ends need an XDP program
@@ -541,20 +554,30 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
             current = 0
             rng = random.Random(7)
             for k in range(edits):
-                # a random pause: the edits land at random phases of the watcher's poll,
-                # and SNAT ports of the previous edit's connections age out
-                time.sleep(rng.uniform(*gap))
+                read_back = None
+                if in_read_back:
+                    # the next read-back to start, then a random moment within as long as the last one took
+                    read_back = agent.wait_event("read_back", len(agent.events("read_back")) + 1, 300)
+                    time.sleep(rng.uniform(0, read_back["last_seconds"]))
+                else:
+                    # a random pause: the edits land at random phases of the watcher's poll,
+                    # and SNAT ports of the previous edit's connections age out
+                    time.sleep(rng.uniform(*gap))
                 current ^= 1
                 target = net.backends[current].name
                 text = route_text(1 - current, current)
                 replace_file(config / "30-routes.yaml", text)
-                written = time.monotonic()
+                written, written_wall = time.monotonic(), time.time()
                 result = expect(target)
                 if result["syn_at"] is None:
                     raise RuntimeError(f"edit {k}: no connection reached {target}: {result}\n{agent.tail()}")
                 samples.append({"ms": (result["syn_at"] - written) * 1000,
                                 "done_ms": (result["done_at"] - written) * 1000,
                                 "attempts": result["attempts"], "errors": result["errors"]})
+                if read_back is not None:
+                    samples[-1].update(
+                        after_read_back_start_ms=(written_wall - datetime.fromisoformat(read_back["time"]).timestamp())
+                        * 1000, read_back_s=read_back["last_seconds"])
             # the packet can beat the agent's log line of the last edit
             agent.wait_event("reconciled", reconciled_before + edits, 10)
             reconciles = agent.events("reconciled")[reconciled_before:]
@@ -569,7 +592,8 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
             net.detach_xdp_pass()
     return {"samples": samples, "lab": net.prefix, "routes": routes, "reconcile_s": [e["seconds"] for e in reconciles],
             "reconcile_writes": [e["writes"] for e in reconciles], "poll_interval_s": poll_interval(),
-            "settle_window_s": settle_window()}
+            "settle_window_s": settle_window(), "in_read_back": in_read_back,
+            "read_backs": len(agent.events("read_back")), "read_backs_abandoned": len(agent.events("read_back_abandoned"))}
 
 
 # -- pure breakdown ---------------------------------------------------------------------
@@ -614,6 +638,7 @@ def run(quick: bool = False, only: str | None = None, log=None) -> dict:
     sizes = QUICK_SIZES if quick else SIZES
     wanted = [f"cold-start-{n}" for n in sizes] + [f"restart-{n}" for n in RESTART_SIZES if n in sizes] + \
              ["edit-to-packet"] + [f"edit-to-packet-{n}" for n in EDIT_SCALE_SIZES if n in sizes] + \
+             [f"edit-to-packet-in-read-back-{n}" for n in EDIT_SCALE_SIZES if n in sizes] + \
              [f"breakdown-{n}" for n in BREAKDOWN_SIZES if n in sizes]
     if only:
         wanted = [only]
@@ -632,13 +657,17 @@ def run(quick: bool = False, only: str | None = None, log=None) -> dict:
             elif kind == "edit-to-packet":
                 data = edit_to_packet(QUICK_EDITS if quick else EDITS, work, log=log, routes=int(size))
                 result["rows"].append(_edit_row(name, data, command))
+            elif kind == "edit-to-packet-in-read-back":
+                data = edit_to_packet(QUICK_EDITS if quick else EDITS, work, log=log, routes=int(size),
+                                      in_read_back=True)
+                result["rows"].append(_edit_row(name, data, command))
             elif kind == "breakdown":
                 n = int(size)
                 data = breakdown(n, 1 if quick else BREAKDOWN_RUNS.get(n, 1), work, log=log)
                 result["rows"].append(_breakdown_row(name, data, command))
             else:
                 raise SystemExit(f"unknown row {name!r}; rows: cold-start-<N>, restart-<N>, edit-to-packet, "
-                                 "edit-to-packet-<N>, "
+                                 "edit-to-packet-<N>, edit-to-packet-in-read-back-<N>, "
                                  "breakdown-<N>")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -695,7 +724,11 @@ def _edit_row(name: str, data: dict, command: str) -> dict:
                errors=sum(sum(s["errors"].values()) for s in data["samples"]),
                reconcile_ms=summary([s * 1000 for s in data["reconcile_s"]]) if data["reconcile_s"] else {},
                poll_interval_ms=data["poll_interval_s"] * 1000, routes=data.get("routes", 0),
-               settle_window_ms=data.get("settle_window_s", 0) * 1000, samples_ms=ms)
+               settle_window_ms=data.get("settle_window_s", 0) * 1000, samples_ms=ms,
+               in_read_back=data.get("in_read_back", False), read_backs=data.get("read_backs"),
+               read_backs_abandoned=data.get("read_backs_abandoned"),
+               after_read_back_start_ms=summary([s["after_read_back_start_ms"] for s in data["samples"]])
+               if data.get("in_read_back") else {})
 
 
 def _breakdown_row(name: str, data: dict, command: str) -> dict:
@@ -795,17 +828,24 @@ def markdown(result: dict) -> str:
             f"directory has had no file event for {r.get('settle_window_ms', 0):.0f} ms (so that an edit of "
             "several files is programmed once). *Beside routes*: the same config directory also holds that "
             "many generated TCPRoutes (8 backends each), which the agent programs too. The agent's own "
-            "reconcile of each edit is shown beside it.",
+            "reconcile of each edit is shown beside it. *When*: the edits come 0.3-0.8 s apart (an idle "
+            "agent reads its maps back to repair drift at most 1% of its time, so these rarely meet a "
+            "read-back), or *in a read-back*: the agent reads its maps back whenever idle (hidden options "
+            "`--read-back-interval 0 --read-back-share 0.5`) and each edit is written at a random moment "
+            "within the last read-back's duration after the agent logged that the next one started; "
+            "read-backs abandoned for an edit are counted.",
             "",
-            "| beside routes | edits | p50 ms | p90 ms | p99 ms | mean ms | min-max ms | agent reconcile ms (median) "
-            "| command |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| beside routes | when | edits | p50 ms | p90 ms | p99 ms | mean ms | min-max ms "
+            "| agent reconcile ms (median) | read-backs (abandoned) | command |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in edit:
+            when = "in a read-back" if r.get("in_read_back") else "0.3-0.8 s apart"
+            read_backs = f"{r['read_backs']} ({r['read_backs_abandoned']})" if r.get("in_read_back") else "-"
             lines.append(
-                f"| {r.get('routes', 0):,} | {r['edits']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | "
+                f"| {r.get('routes', 0):,} | {when} | {r['edits']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | "
                 f"{r['mean']:.1f} | {r['min']:.1f}-{r['max']:.1f} | {_fmt(r['reconcile_ms'], 1)} | "
-                f"`{r['command']}` |")
+                f"{read_backs} | `{r['command']}` |")
         lines.append("")
     if split:
         lines += [
@@ -873,7 +913,8 @@ def charts(result: dict, outdir: Path) -> list[Path]:
         for r in edits:
             ms = sorted(r["samples_ms"])
             axis.step(ms, [(i + 1) / len(ms) for i in range(len(ms))], where="post",
-                      label=f"beside {r.get('routes', 0):,} routes ({len(ms)} edits)")
+                      label=f"beside {r.get('routes', 0):,} routes"
+                            f"{', in a read-back' if r.get('in_read_back') else ''} ({len(ms)} edits)")
         if edits[0].get("settle_window_ms"):
             axis.axvline(edits[0]["settle_window_ms"], color="tab:gray", linestyle=":", label="settle window")
         axis.axvline(EDIT_AIM_MS, color="tab:red", linestyle="--", label=f"aim at 10,000 routes: p99 {EDIT_AIM_MS} ms")

@@ -140,6 +140,8 @@ def run(
     max_backends: Annotated[int, typer.Option("--max-backends", help="backend capacity of the maps")] = DEFAULT_CAPACITY.max_backends,
     ct_size: Annotated[int, typer.Option("--ct-size", help="conntrack capacity (flows, LRU)")] = DEFAULT_CAPACITY.ct_size,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    read_back_interval: Annotated[Optional[float], typer.Option("--read-back-interval", hidden=True, help="seconds between read-backs of the maps while idle (default 10; benchmarks)")] = None,
+    read_back_share: Annotated[Optional[float], typer.Option("--read-back-share", hidden=True, help="at most this share of an idle agent's time reads the maps back (default 0.01; benchmarks)")] = None,
 ) -> None:
     """Program the kernel from a directory of manifests (--config) or the cluster (--kubernetes)
     and keep it in step."""
@@ -160,6 +162,8 @@ def run(
             kubernetes=kubernetes or kubeconfig is not None, kubeconfig=kubeconfig,
             run_dir=run_dir, envoy=envoy,
             node_name=node_name or socket.gethostname(), namespace=namespace, lease_duration=lease_duration,
+            **{name: value for name, value in (("read_back_interval", read_back_interval),
+                                               ("read_back_share", read_back_share)) if value is not None},
         )
     except ValueError as error:
         raise fail(str(error), 2)

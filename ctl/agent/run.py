@@ -20,7 +20,7 @@ from pyroute2 import IPRoute
 
 from ctl.capacity import DEFAULT as DEFAULT_CAPACITY
 from ctl.dataplane import loader
-from ctl.dataplane.dataplane import Dataplane
+from ctl.dataplane.dataplane import READ_BACK_SHARE, Dataplane
 from ctl.dataplane.loader import DataplaneSpec, XdpMode
 from ctl.model import IPAddress, NatMode
 from ctl.dataplane.plan import DataplaneConfig
@@ -72,6 +72,14 @@ class AgentOptions:
     run_dir: Path | None = None
     # Start and supervise Envoy (standalone); in a cluster it is a container of its own.
     envoy: bool = True
+    # How often an idle agent reads the maps back to repair drift: at most every interval,
+    # and at most this share of its time (benchmarks set them to see edits meet a read-back).
+    read_back_interval: float = REPAIR_INTERVAL
+    read_back_share: float = READ_BACK_SHARE
+
+    def __post_init__(self) -> None:
+        if self.read_back_interval < 0 or not 0 < self.read_back_share <= 1:
+            raise ValueError("the read-back interval must be >= 0 seconds and its share of the time in (0, 1]")
 
     @property
     def run_paths(self) -> RunPaths:
@@ -233,8 +241,9 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
         # back now and then so that drift is corrected too.
         collector.idle()
         translation = reconciler.state.translation
-        if translation is None or not dataplane.repair_due(REPAIR_INTERVAL):
+        if translation is None or not dataplane.repair_due(options.read_back_interval, options.read_back_share):
             return
+        log.info("reading the maps back", extra={"event": "read_back", "last_seconds": dataplane.read_back_seconds})
         with collector.paused():
             try:
                 repaired = dataplane.program(translation.desired, dp_config, read_back=True)

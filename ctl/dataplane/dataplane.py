@@ -86,10 +86,10 @@ class Dataplane:
             log.info("programmed data path: %d map writes", len(result.ops))
         return result
 
-    def repair_due(self, interval: float) -> bool:
+    def repair_due(self, interval: float, share: float = READ_BACK_SHARE) -> bool:
         """Whether the maps were last read back more than ``interval`` seconds ago, and
-        more than READ_BACK_SHARE of the time is left between two read-backs: an edit
+        more than ``share`` of the time is left between two read-backs: an edit
         that arrives during one waits for it (about a second at 10,000 routes), so at
         scale they come less often than every ``interval``."""
         since = time.monotonic() - self.read_back_at
-        return since >= interval and since >= self.read_back_seconds / READ_BACK_SHARE
+        return since >= interval and since >= self.read_back_seconds / share
