@@ -509,9 +509,9 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
     """Latency from replacing the route file to the first connection on the new backend;
     with ``routes``, beside that many generated TCPRoutes (8 backends each) in the
     same directory, which the agent holds and programs too. ``in_read_back``: the
-    agent reads its maps back as often as it may, and each edit is written at a random
-    moment within the duration of the last read-back after the agent logged that the
-    next one started (instead of after a random gap)."""
+    agent reads its maps back as often as it may, and each edit is written after the
+    agent logged that a read-back started, at a random moment within as long as the
+    first read-back took (instead of after a random gap)."""
     from ctl.dataplane import loader
     from lab import netlab
 
@@ -549,6 +549,11 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
             warm = expect(be0.name)  # the path works and neighbours are resolved
             if warm["backend"] != be0.name:
                 raise RuntimeError(f"no connection reached {be0.name}: {warm}")
+            read_back_s = None
+            if in_read_back:
+                # How long a read-back takes here: the first one after the start, which no
+                # edit interrupted (the second one's start logs it).
+                read_back_s = agent.wait_event("read_back", 2, 600)["last_seconds"]
             reconciled_before = len(agent.events("reconciled"))
             samples = []
             current = 0
@@ -556,9 +561,9 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
             for k in range(edits):
                 read_back = None
                 if in_read_back:
-                    # the next read-back to start, then a random moment within as long as the last one took
+                    # the next read-back to start, then a random moment within as long as one takes
                     read_back = agent.wait_event("read_back", len(agent.events("read_back")) + 1, 300)
-                    time.sleep(rng.uniform(0, read_back["last_seconds"]))
+                    time.sleep(rng.uniform(0, read_back_s))
                 else:
                     # a random pause: the edits land at random phases of the watcher's poll,
                     # and SNAT ports of the previous edit's connections age out
@@ -577,7 +582,7 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
                 if read_back is not None:
                     samples[-1].update(
                         after_read_back_start_ms=(written_wall - datetime.fromisoformat(read_back["time"]).timestamp())
-                        * 1000, read_back_s=read_back["last_seconds"])
+                        * 1000)
             # the packet can beat the agent's log line of the last edit
             agent.wait_event("reconciled", reconciled_before + edits, 10)
             reconciles = agent.events("reconciled")[reconciled_before:]
@@ -592,7 +597,7 @@ def edit_to_packet(edits: int, work: Path, log=lambda *a: None, gap: tuple[float
             net.detach_xdp_pass()
     return {"samples": samples, "lab": net.prefix, "routes": routes, "reconcile_s": [e["seconds"] for e in reconciles],
             "reconcile_writes": [e["writes"] for e in reconciles], "poll_interval_s": poll_interval(),
-            "settle_window_s": settle_window(), "in_read_back": in_read_back,
+            "settle_window_s": settle_window(), "in_read_back": in_read_back, "read_back_s": read_back_s,
             "read_backs": len(agent.events("read_back")), "read_backs_abandoned": len(agent.events("read_back_abandoned"))}
 
 
@@ -726,7 +731,7 @@ def _edit_row(name: str, data: dict, command: str) -> dict:
                poll_interval_ms=data["poll_interval_s"] * 1000, routes=data.get("routes", 0),
                settle_window_ms=data.get("settle_window_s", 0) * 1000, samples_ms=ms,
                in_read_back=data.get("in_read_back", False), read_backs=data.get("read_backs"),
-               read_backs_abandoned=data.get("read_backs_abandoned"),
+               read_backs_abandoned=data.get("read_backs_abandoned"), read_back_s=data.get("read_back_s"),
                after_read_back_start_ms=summary([s["after_read_back_start_ms"] for s in data["samples"]])
                if data.get("in_read_back") else {})
 
@@ -831,21 +836,23 @@ def markdown(result: dict) -> str:
             "reconcile of each edit is shown beside it. *When*: the edits come 0.3-0.8 s apart (an idle "
             "agent reads its maps back to repair drift at most 1% of its time, so these rarely meet a "
             "read-back), or *in a read-back*: the agent reads its maps back whenever idle (hidden options "
-            "`--read-back-interval 0 --read-back-share 0.5`) and each edit is written at a random moment "
-            "within the last read-back's duration after the agent logged that the next one started; "
-            "read-backs abandoned for an edit are counted.",
+            "`--read-back-interval 0 --read-back-share 0.5`), and each edit is written once the agent "
+            "logged that a read-back started, after a random pause of up to what one uninterrupted "
+            "read-back takes (the first, before the edits: *read-back s*); read-backs abandoned for an "
+            "edit are counted.",
             "",
             "| beside routes | when | edits | p50 ms | p90 ms | p99 ms | mean ms | min-max ms "
-            "| agent reconcile ms (median) | read-backs (abandoned) | command |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| agent reconcile ms (median) | read-back s | read-backs (abandoned) | command |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in edit:
             when = "in a read-back" if r.get("in_read_back") else "0.3-0.8 s apart"
             read_backs = f"{r['read_backs']} ({r['read_backs_abandoned']})" if r.get("in_read_back") else "-"
+            read_back_s = f"{r['read_back_s']:.2f}" if r.get("read_back_s") is not None else "-"
             lines.append(
                 f"| {r.get('routes', 0):,} | {when} | {r['edits']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | "
                 f"{r['mean']:.1f} | {r['min']:.1f}-{r['max']:.1f} | {_fmt(r['reconcile_ms'], 1)} | "
-                f"{read_backs} | `{r['command']}` |")
+                f"{read_back_s} | {read_backs} | `{r['command']}` |")
         lines.append("")
     if split:
         lines += [

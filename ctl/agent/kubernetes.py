@@ -40,9 +40,10 @@ class KubernetesAgent:
                                      lambda: reconciler.statuses, lease_duration=lease_duration)
 
     def run(self, stop: threading.Event, observe: Callable[[ReconcileOutcome], None] = lambda _: None,
-            heap: HeapCollector | None = None, idle: Callable[[], None] = lambda: None) -> None:
-        """Reconciles each settled snapshot; ``idle`` is called now and then while the
-        cluster is quiet (in this thread, so never during a reconcile)."""
+            heap: HeapCollector | None = None,
+            idle: Callable[[Callable[[], bool]], None] = lambda edit_waiting: None) -> None:
+        """Reconciles each settled snapshot; ``idle(edit_waiting)`` is called now and then
+        while the cluster is quiet (in this thread, so never during a reconcile)."""
         self.source.start()
         self.cluster.start()
         log.info("watching the cluster", extra={"event": "kubernetes", "node": self.node,
@@ -89,7 +90,8 @@ class KubernetesCollector(Collector):
 
 def run_kubernetes(options: AgentOptions, reconciler: Reconciler, observe: Callable[[ReconcileOutcome], None],
                    stop: threading.Event, registry: CollectorRegistry | None = None,
-                   heap: HeapCollector | None = None, idle: Callable[[], None] = lambda: None) -> None:
+                   heap: HeapCollector | None = None,
+                   idle: Callable[[Callable[[], bool]], None] = lambda edit_waiting: None) -> None:
     api = api_client(str(options.kubeconfig) if options.kubeconfig else None)
     agent = KubernetesAgent(api, reconciler, options.node_name, options.namespace, options.lease_duration)
     if registry is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from pyroute2 import IPRoute
 
 from ctl.capacity import DEFAULT as DEFAULT_CAPACITY
 from ctl.dataplane import loader
-from ctl.dataplane.dataplane import READ_BACK_SHARE, Dataplane
+from ctl.dataplane.dataplane import READ_BACK_SHARE, Dataplane, ReadBackAbandoned
 from ctl.dataplane.loader import DataplaneSpec, XdpMode
 from ctl.model import IPAddress, NatMode
 from ctl.dataplane.plan import DataplaneConfig
@@ -236,9 +237,9 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
     log.info("serving", extra={"event": "serving", "address": server.address,
                                 "config": "kubernetes" if options.kubernetes else str(options.config_dir)})
 
-    def repair() -> None:
+    def repair(edit_waiting: Callable[[], bool]) -> None:
         # Edits are planned against what the agent wrote; while idle, the maps are read
-        # back now and then so that drift is corrected too.
+        # back now and then so that drift is corrected too, giving way to any edit.
         collector.idle()
         translation = reconciler.state.translation
         if translation is None or not dataplane.repair_due(options.read_back_interval, options.read_back_share):
@@ -246,7 +247,11 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
         log.info("reading the maps back", extra={"event": "read_back", "last_seconds": dataplane.read_back_seconds})
         with collector.paused():
             try:
-                repaired = dataplane.program(translation.desired, dp_config, read_back=True)
+                repaired = dataplane.repair(translation.desired, dp_config, lambda: stop.is_set() or edit_waiting())
+            except ReadBackAbandoned as abandoned:
+                log.info("an edit waits: the read-back stops, and goes on at the next idle moment",
+                         extra={"event": "read_back_abandoned", "map": str(abandoned)})
+                return
             except (OSError, ValueError) as error:
                 log.error("reading the maps back failed", extra={"event": "repair_failed", "error": str(error)})
                 return

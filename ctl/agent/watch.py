@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import select
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,13 +77,31 @@ def changes(root: Path, interval: float = POLL_INTERVAL, sleep: Callable[[float]
     yield from _changes_from(root, last, interval, sleep, stop, settle, clock)
 
 
-def _nothing() -> None:
+# idle(edit_waiting): called while nothing changes; edit_waiting() tells, cheaply, whether
+# an edit has arrived since (so that long idle work can give way to it).
+Idle = Callable[[Callable[[], bool]], None]
+
+
+def _nothing(edit_waiting: Callable[[], bool]) -> None:
     pass
+
+
+def _differs_from(root: Path, last: Fingerprint, interval: float, clock: Callable[[], float]) -> Callable[[], bool]:
+    """Polling's edit_waiting: whether the files differ from ``last``, by a fingerprint
+    at most every ``interval`` seconds (as soon as polling would see the edit)."""
+    checked, differs = clock(), False
+
+    def edit_waiting() -> bool:
+        nonlocal checked, differs
+        if not differs and clock() - checked >= interval:
+            checked, differs = clock(), not same(fingerprint(root), last)
+        return differs
+    return edit_waiting
 
 
 def _changes_from(root: Path, last: Fingerprint, interval: float, sleep: Callable[[float], None],
                   stop: Callable[[], bool], settle: float, clock: Callable[[], float],
-                  idle: Callable[[], None] = _nothing) -> Iterator[Fingerprint]:
+                  idle: Idle = _nothing) -> Iterator[Fingerprint]:
     pending: Fingerprint | None = None  # the newest state seen while the burst goes on
     since = 0.0  # when pending was first seen: the quiet window counts from there
     while not stop():
@@ -97,7 +116,7 @@ def _changes_from(root: Path, last: Fingerprint, interval: float, sleep: Callabl
                 yield last
             pending = None
         elif pending is None:
-            idle()
+            idle(_differs_from(root, last, interval, clock))
 
 
 def same(a: Fingerprint, b: Fingerprint) -> bool:
@@ -155,6 +174,11 @@ class DirectoryEvents:
             self._watch_tree()  # a new subdirectory: watch it too
         return True
 
+    def pending(self) -> bool:
+        """Whether an event waits to be read (it stays there for ``wait``)."""
+        readable, _, _ = select.select([self._inotify.fileno()], [], [], 0)
+        return bool(readable)
+
     def close(self) -> None:
         self._inotify.close()
 
@@ -163,12 +187,12 @@ def notified_changes(root: Path, events: DirectoryEvents, interval: float = POLL
                      stop: Callable[[], bool] = lambda: False, settle: float = SETTLE_WINDOW,
                      rescan: float = RESCAN_INTERVAL, clock: Callable[[], float] = time.monotonic,
                      sleep: Callable[[float], None] = time.sleep,
-                     idle: Callable[[], None] = _nothing) -> Iterator[Fingerprint]:
+                     idle: Idle = _nothing) -> Iterator[Fingerprint]:
     """As ``changes``, woken by inotify: yields the fingerprint now, then each time it
     has changed and no file event has arrived for ``settle`` seconds. Between events
     it looks again every ``rescan`` seconds anyway (and calls idle() when nothing
-    changed); waits in steps of ``interval`` so that stop() is seen promptly. If the
-    root goes away, polling takes over."""
+    changed, an edit waiting being an event queued); waits in steps of ``interval``
+    so that stop() is seen promptly. If the root goes away, polling takes over."""
     last = fingerprint(root)
     yield last
     next_rescan = clock() + rescan
@@ -191,16 +215,17 @@ def notified_changes(root: Path, events: DirectoryEvents, interval: float = POLL
             last = current
             yield last
         elif not woke:
-            idle()
+            idle(events.pending)
 
 
 def watch_directory(root: Path, interval: float = POLL_INTERVAL, stop: Callable[[], bool] = lambda: False,
                     settle: float = SETTLE_WINDOW, sleep: Callable[[float], None] = time.sleep,
                     clock: Callable[[], float] = time.monotonic,
-                    idle: Callable[[], None] = _nothing) -> Iterator[Fingerprint]:
+                    idle: Idle = _nothing) -> Iterator[Fingerprint]:
     """The agent's watcher: inotify where it works, polling where not (no inotify in
     this kernel or container, the watch limit reached, no directory yet). idle() is
-    called now and then while nothing changes (in the watcher's thread)."""
+    called now and then while nothing changes (in the watcher's thread), with a
+    cheap check of whether an edit has arrived since."""
     try:
         events = DirectoryEvents(root)
     except OSError as error:

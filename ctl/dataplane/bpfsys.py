@@ -270,14 +270,18 @@ def map_keys(fd: int, key_type: type) -> list:
 _UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: the kernel's ENOTSUPP
 
 
-def map_items(fd: int, key_type: type, value_type: type, chunk: int = 4096) -> list[tuple] | None:
+def map_items(fd: int, key_type: type, value_type: type, chunk: int = 4096,
+              between: Callable[[], None] | None = None) -> list[tuple] | None:
     """Every (key, value) of a hash map, thousands per syscall (BPF_MAP_LOOKUP_BATCH)
     instead of two syscalls per entry; a snapshot, as entries may change meanwhile.
-    None when this kernel or map type cannot batch (the caller iterates instead)."""
+    None when this kernel or map type cannot batch (the caller iterates instead).
+    ``between`` is called before each batch after the first (it may raise to stop)."""
     rows: list[tuple] = []
     token_in = None
     token_out = ctypes.create_string_buffer(8)  # where the next batch starts (a bucket)
     while True:
+        if between is not None and token_in is not None:
+            between()
         keys, values = (key_type * chunk)(), (value_type * chunk)()
         n = ctypes.c_uint32(chunk)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from . import loader, reader, writer
 from ctl.model import DesiredState
@@ -14,6 +16,22 @@ from .plan import DataplaneConfig, Limits, Plan, Written, plan, plan_edit
 log = logging.getLogger(__name__)
 
 READ_BACK_SHARE = 0.01  # at most this share of an idle agent's time goes to reading the maps back
+# A map whose reading was abandoned for an edit this many times in a row is read to the
+# end the next time, edit or not: a read-back completes under any trickle of edits.
+READ_BACK_YIELDS = 3
+
+
+class ReadBackAbandoned(Exception):
+    """A read-back stopped because an edit waits; nothing was written."""
+
+
+def _nothing_waits() -> bool:
+    return False
+
+
+def _give_way(edit_waiting: Callable[[], bool], part: str, forced: bool) -> None:
+    if not forced and edit_waiting():
+        raise ReadBackAbandoned(part)
 
 
 @dataclass
@@ -28,6 +46,11 @@ class Dataplane:
     written: Written | None = field(default=None, repr=False)
     read_back_at: float = field(default=float("-inf"), repr=False)  # time.monotonic()
     read_back_seconds: float = field(default=0.0, repr=False)  # what reading the maps took last time
+    # A read-back under way (``repair``): the maps found as written so far, the time it
+    # has taken (abandoned attempts included), and per map the abandons in a row.
+    read_back_checked: set[str] = field(default_factory=set, repr=False)
+    read_back_spent: float = field(default=0.0, repr=False)
+    read_back_abandons: dict[str, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, spec: loader.DataplaneSpec) -> "Dataplane":
@@ -69,6 +92,7 @@ class Dataplane:
                 self.read_back_at = reading = time.monotonic()
                 actual = reader.read_actual(maps)
                 self.read_back_seconds = time.monotonic() - reading
+                self._forget_read_back()  # this read covered every map
                 read = True
                 if (self.written is not None and actual == self.written.actual
                         and desired.by_frontend() == self.written.desired and actual.config == config):
@@ -86,10 +110,72 @@ class Dataplane:
             log.info("programmed data path: %d map writes", len(result.ops))
         return result
 
+    def repair(self, desired: DesiredState, config: DataplaneConfig = DataplaneConfig(),
+               edit_waiting: Callable[[], bool] = _nothing_waits) -> Plan:
+        """Reads the maps back to correct drift (an entry someone else changed or
+        deleted), giving way to edits: an idle agent's read-back takes about a second
+        at 10,000 routes, and an edit must not wait for it.
+
+        The maps are compared one by one with what this object wrote. As soon as
+        ``edit_waiting()`` is true (asked between maps, and between batches of a big
+        one) it raises ReadBackAbandoned, having written nothing. The maps compared so
+        far stay compared: an edit changes them only by writes that ``written``
+        records, so the next call goes on with the map it abandoned (from that map's
+        start). Reading some maps before an edit and planning against them with others
+        read after it would not be sound; comparing each with what was written at the
+        time it is read is. A map abandoned READ_BACK_YIELDS times in a row is read to
+        the end the next time: the read-back completes under any trickle of edits, and
+        then an edit waits for one map at most, not for all of them.
+
+        Returns an empty plan when every map is as written. When one differs, or
+        nothing is remembered, every map is read at once and planned against as
+        ``program(read_back=True)`` does (a repair: rare, and it does not yield)."""
+        if not self.remember_writes or self.written is None:
+            return self.program(desired, config, read_back=True)
+        started = time.monotonic()
+        try:
+            with PinnedMaps.open(self.spec.pin_dir, create_control_maps=True) as maps:
+                as_written = self._compare_maps(maps, edit_waiting)
+        finally:
+            self.read_back_spent += time.monotonic() - started
+        written = self.written
+        if as_written and desired.by_frontend() == written.desired and written.actual.config == config:
+            self.read_back_seconds = self.read_back_spent
+            self.read_back_at = time.monotonic()
+            self._forget_read_back()
+            return Plan((), {k: r.service_id for k, r in written.actual.frontends.items()},
+                        dict(written.backend_index))
+        return self.program(desired, config, read_back=True)
+
+    def _compare_maps(self, maps: PinnedMaps, edit_waiting: Callable[[], bool]) -> bool:
+        """Whether the maps not yet compared in this read-back hold what was written."""
+        assert self.written is not None
+        for part, read in reader.PARTS.items():
+            if part in self.read_back_checked:
+                continue
+            abandons = self.read_back_abandons.get(part, 0)
+            checkpoint = partial(_give_way, edit_waiting, part, abandons >= READ_BACK_YIELDS)
+            try:
+                checkpoint()
+                value = read(maps, checkpoint)
+            except ReadBackAbandoned:
+                self.read_back_abandons[part] = abandons + 1
+                raise
+            self.read_back_abandons.pop(part, None)
+            if value != getattr(self.written.actual, part):
+                return False
+            self.read_back_checked.add(part)
+        return True
+
+    def _forget_read_back(self) -> None:
+        self.read_back_checked.clear()
+        self.read_back_abandons.clear()
+        self.read_back_spent = 0.0
+
     def repair_due(self, interval: float, share: float = READ_BACK_SHARE) -> bool:
         """Whether the maps were last read back more than ``interval`` seconds ago, and
-        more than ``share`` of the time is left between two read-backs: an edit
-        that arrives during one waits for it (about a second at 10,000 routes), so at
-        scale they come less often than every ``interval``."""
+        more than ``share`` of the time is left between two read-backs: one costs about
+        a second of CPU at 10,000 routes, so at scale they come less often than every
+        ``interval``. A read-back under way (``repair`` gave way to an edit) stays due."""
         since = time.monotonic() - self.read_back_at
         return since >= interval and since >= self.read_back_seconds / share

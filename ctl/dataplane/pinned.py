@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,6 +14,10 @@ import numpy as np
 from . import abi, bpfsys
 
 DIGEST_MAP_FILE = abi.CONTROL_MAPS["digests"][0]
+
+
+def _never() -> None:
+    pass
 
 
 class PinnedMaps:
@@ -56,14 +60,9 @@ class PinnedMaps:
         """Control-plane maps are absent until an agent first programs this pin dir."""
         return self._fds[name] >= 0
 
-    def keys(self, name: str) -> list:
-        if not self.has(name):
-            return []
-        key_t, value_t = self._types(name)
-        rows = bpfsys.map_items(self._fds[name], key_t, value_t)
-        if rows is not None:
-            return [_plain(k) for k, _ in rows]
-        return [_plain(k) for k in bpfsys.map_keys(self._fds[name], key_t)]
+    def keys(self, name: str, checkpoint: Callable[[], None] = _never) -> list:
+        """``checkpoint`` as for ``items``."""
+        return [key for key, _ in self.items(name, checkpoint)]
 
     def get(self, name: str, key):
         key_t, value_t = self._types(name)
@@ -91,16 +90,22 @@ class PinnedMaps:
         key_t, _ = self._types(name)
         return bpfsys.map_delete(self._fds[name], _c(key_t, key))
 
-    def items(self, name: str) -> Iterator[tuple]:
+    def items(self, name: str, checkpoint: Callable[[], None] = _never) -> Iterator[tuple]:
+        """Every (key, value); ``checkpoint`` is called between the kernel's batches and
+        every few hundred rows the caller takes (it may raise: a read-back giving way)."""
         if not self.has(name):
             return
         key_t, value_t = self._types(name)
-        rows = bpfsys.map_items(self._fds[name], key_t, value_t)
+        rows = bpfsys.map_items(self._fds[name], key_t, value_t, between=checkpoint)
         if rows is not None:
-            for key, value in rows:
+            for i, (key, value) in enumerate(rows):
+                if i % _CHECK_EVERY == _CHECK_EVERY - 1:
+                    checkpoint()
                 yield _plain(key), _plain(value)
             return
-        for key in [_plain(k) for k in bpfsys.map_keys(self._fds[name], key_t)]:
+        for i, key in enumerate([_plain(k) for k in bpfsys.map_keys(self._fds[name], key_t)]):
+            if i % _CHECK_EVERY == _CHECK_EVERY - 1:
+                checkpoint()
             value = self.get(name, key)
             if value is not None:  # deleted while we iterated
                 yield key, value
@@ -209,14 +214,16 @@ class PinnedMaps:
         if self._fds["digests"] >= 0:
             bpfsys.map_delete(self._fds["digests"], ctypes.c_uint32(service_id))
 
-    def table_digests(self) -> dict[int, int]:
-        return dict(self.items("digests"))
+    def table_digests(self, checkpoint: Callable[[], None] = _never) -> dict[int, int]:
+        return dict(self.items("digests", checkpoint))
 
 
 # Inner maps open at once while swapping tables (file descriptors, until the batch).
 _SWAP_CHUNK = 256
 # Entries per batch update of an ordinary map: bounds the ctypes arrays of one syscall.
 _PUT_CHUNK = 4096
+# Rows taken from a read between two checkpoints (a few milliseconds of typing them).
+_CHECK_EVERY = 256
 
 
 # The kernel lays an array's elements out 8 bytes apart (value sizes round up to 8), and

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import abi
@@ -13,9 +14,16 @@ from .pinned import PinnedMaps
 from .plan import ActualState, DataplaneConfig, FrontendRecord
 
 
-def read_frontends(maps: PinnedMaps) -> dict[FrontendKey, FrontendRecord]:
+Checkpoint = Callable[[], None]  # called now and then while reading; may raise to stop
+
+
+def _never() -> None:
+    pass
+
+
+def read_frontends(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict[FrontendKey, FrontendRecord]:
     out = {}
-    for key, value in maps.items("frontends"):
+    for key, value in maps.items("frontends", checkpoint):
         address = abi.from_addr(key.addr, key.family)
         fk = FrontendKey(address, abi.from_port(key.port), Protocol(key.proto))
         nat = NatMode.DNAT if value.nat_mode == abi.NatModeC.DNAT else NatMode.SNAT
@@ -25,14 +33,19 @@ def read_frontends(maps: PinnedMaps) -> dict[FrontendKey, FrontendRecord]:
     return out
 
 
-def read_backends(maps: PinnedMaps) -> dict[int, Endpoint]:
+def read_backends(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict[int, Endpoint]:
     return {
         backend_id: Endpoint(abi.from_addr(v.addr, v.family), abi.from_port(v.port))
-        for backend_id, v in maps.items("backends")
+        for backend_id, v in maps.items("backends", checkpoint)
     }
 
 
-def read_config(maps: PinnedMaps) -> DataplaneConfig | None:
+def read_vips(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict:
+    """VIP -> how many frontends use it."""
+    return {abi.from_addr(key.addr, key.family): count for key, count in maps.items("vips", checkpoint)}
+
+
+def read_config(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> DataplaneConfig | None:
     raw = maps.get("config", 0)
     if raw is None or raw.snat_port_min == 0:  # never written: the array starts zeroed
         return None
@@ -41,29 +54,31 @@ def read_config(maps: PinnedMaps) -> DataplaneConfig | None:
     return DataplaneConfig(**fields)
 
 
-def read_owners(maps: PinnedMaps) -> dict[int, str]:
-    return {service_id: v.name.decode(errors="replace") for service_id, v in maps.items("owners")}
+def read_owners(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict[int, str]:
+    return {service_id: v.name.decode(errors="replace") for service_id, v in maps.items("owners", checkpoint)}
 
 
-def read_members(maps: PinnedMaps) -> dict[tuple[int, int], int]:
+def read_members(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict[tuple[int, int], int]:
     """(service id, backend id) -> configured weight x WEIGHT_SCALE."""
-    return {(k.service_id, k.backend_id): v for k, v in maps.items("members")}
+    return {(k.service_id, k.backend_id): v for k, v in maps.items("members", checkpoint)}
+
+
+# Each field of ActualState and how it is read, map by map (a read-back compares them one
+# at a time: ctl/dataplane/dataplane.py).
+PARTS: dict[str, Callable[[PinnedMaps, Checkpoint], object]] = {
+    "vips": read_vips,
+    "frontends": read_frontends,
+    "backends": read_backends,
+    "table_digests": lambda maps, checkpoint: maps.table_digests(checkpoint),
+    "tables": lambda maps, checkpoint: frozenset(maps.keys("maglev_outer", checkpoint)),
+    "config": read_config,
+    "owners": read_owners,
+    "members": read_members,
+}
 
 
 def read_actual(maps: PinnedMaps) -> ActualState:
-    vips = {}
-    for key, count in maps.items("vips"):
-        vips[abi.from_addr(key.addr, key.family)] = count
-    return ActualState(
-        frontends=read_frontends(maps),
-        backends=read_backends(maps),
-        table_digests=maps.table_digests(),
-        tables=frozenset(maps.keys("maglev_outer")),
-        vips=vips,
-        config=read_config(maps),
-        owners=read_owners(maps),
-        members=read_members(maps),
-    )
+    return ActualState(**{name: read(maps, _never) for name, read in PARTS.items()})
 
 
 @dataclass(frozen=True)

@@ -213,9 +213,10 @@ class KubernetesSource:
         return self._states[kind].version
 
     def snapshots(self, stop: Callable[[], bool] | None = None,
-                  idle: Callable[[], None] = lambda: None) -> Iterator[LoadResult]:
+                  idle: Callable[[Callable[[], bool]], None] = lambda edit_waiting: None) -> Iterator[LoadResult]:
         """The first complete snapshot, then one per settled burst of changes; between
-        them, idle() every 0.2 s while nothing changes (outside the lock)."""
+        them, idle(edit_waiting) every 0.2 s while nothing changes (outside the lock),
+        edit_waiting() telling whether a change has arrived since."""
         stopped = stop or self._stopping.is_set
         seen = -1
         while not stopped() and not self._stopping.is_set():
@@ -226,7 +227,7 @@ class KubernetesSource:
                     quiet = self._revision == seen
             if quiet:
                 if seen >= 0 and not stopped():
-                    idle()
+                    idle(lambda: self._revision != seen)
                 continue
             with self._changed:
                 while not self.synced and not stopped() and not self._stopping.is_set():

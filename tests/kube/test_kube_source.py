@@ -135,6 +135,28 @@ def test_a_burst_of_fifty_slice_changes_is_one_snapshot(cluster):
     assert got == ["10.99.10.59"]
 
 
+def test_idle_work_can_tell_that_a_change_arrived(cluster):
+    """idle() gets a cheap check that a change waits, so that the agent's read-back of
+    its maps can give way to it."""
+    api, source = cluster
+    checks: list[bool] = []
+
+    def idle(edit_waiting) -> None:
+        if checks:
+            return
+        checks.append(edit_waiting())
+        set_slice(api, "be-a-1", ["10.99.10.77"])  # arrives during the idle work
+        checks.append(wait_for(edit_waiting, what="the change seen as waiting"))
+
+    snapshots = source.snapshots(idle=idle)
+    next(snapshots)  # the current state
+    changed = next(snapshots)
+    assert checks == [False, True]
+    got = [a for e in next(s for s in changed.snapshot.endpoint_slices if s.name == "be-a-1").endpoints
+           for a in e.addresses]
+    assert got == ["10.99.10.77"]
+
+
 def test_an_invalid_edit_keeps_the_last_valid_version_and_is_reported(cluster):
     api, source = cluster
     route = next(d for d in example_documents() if d["kind"] == "TCPRoute")

@@ -63,12 +63,21 @@ def test_cold_start_and_edit_to_packet_tiny(tmp_path):
     assert all(sample["ms"] > 0 for sample in beside["samples"])
     _no_leftovers(beside["lab"])
 
+    # Edits timed into the agent's read-backs of its maps.
+    during = control.edit_to_packet(3, tmp_path, routes=20, in_read_back=True)
+    assert len(during["samples"]) == 3 and during["in_read_back"] and during["read_back_s"] > 0
+    assert during["read_backs"] >= 5  # the first two (one measured), then one per edit at least
+    assert all(sample["ms"] > 0 and sample["after_read_back_start_ms"] >= 0 for sample in during["samples"])
+    _no_leftovers(during["lab"])
+
     result = {"part": control.PART, "title": control.TITLE, "notes": ["tiny"], "rows": [
         control._cold_row("cold-start-20", cold, "cmd"), control._edit_row("edit-to-packet", edit, "cmd"),
-        control._edit_row("edit-to-packet-20", beside, "cmd")]}
+        control._edit_row("edit-to-packet-20", beside, "cmd"),
+        control._edit_row("edit-to-packet-in-read-back-20", during, "cmd")]}
     text = control.markdown(result)
     assert "| 20 | 160 |" in text and "Edit to packet" in text
-    assert "| 0 | 5 |" in text and "| 20 | 3 |" in text  # both edit rows
+    assert "| 0 | 0.3-0.8 s apart | 5 |" in text and "| 20 | 0.3-0.8 s apart | 3 |" in text  # the edit rows
+    assert "| 20 | in a read-back | 3 |" in text
     charts = control.charts(result, tmp_path / "charts")
     assert [p.name for p in charts] == ["control-cold-start.png", "control-edit-to-packet.png"]
     assert all(p.stat().st_size > 1000 for p in charts)

@@ -577,6 +577,51 @@ def test_inotify_hands_over_to_polling_when_the_directory_goes(tmp_path: Path) -
         events.close()
 
 
+def test_idle_work_can_tell_that_an_edit_arrived_under_inotify(tmp_path: Path) -> None:
+    """idle() gets a cheap check that an edit waits (an event queued on the inotify
+    descriptor, left there for the watcher), so that a long read-back can give way."""
+    write(tmp_path / "a.yaml", "a: 1\n", 1_000)
+    checks: list[bool] = []
+
+    def idle(edit_waiting) -> None:
+        if checks:
+            return
+        checks.append(edit_waiting())
+        write(tmp_path / "b.yaml", "b: 1\n", 2_000)  # the edit arrives during the idle work
+        checks.append(edit_waiting())
+
+    events = watch.DirectoryEvents(tmp_path)
+    try:
+        seen = watch.notified_changes(tmp_path, events, interval=0.01, settle=0.02, rescan=0,
+                                      stop=_stop_after(30), idle=idle)
+        assert names(next(seen)) == ["a.yaml"]
+        assert names(next(seen)) == ["a.yaml", "b.yaml"], "the event that idle() saw was lost"
+    finally:
+        events.close()
+    assert checks == [False, True]
+
+
+def test_idle_work_can_tell_that_an_edit_arrived_while_polling(tmp_path: Path) -> None:
+    """Polling, the check is a fingerprint, at most once per poll interval."""
+    write(tmp_path / "a.yaml", "a: 1\n", 1_000)
+    checks: list[bool] = []
+    script = Script(nothing, nothing, nothing, nothing)
+
+    def idle(edit_waiting) -> None:
+        if checks:
+            return
+        checks.append(edit_waiting())
+        write(tmp_path / "b.yaml", "b: 1\n", 2_000)
+        checks.append(edit_waiting())  # no poll's worth of time has passed: not looked yet
+        script.now += 0.05
+        checks.append(edit_waiting())
+
+    seen = list(watch._changes_from(tmp_path, watch.fingerprint(tmp_path), 0.05, script.sleep, script.stop,
+                                    0, script.clock, idle))
+    assert checks == [False, False, True]
+    assert [names(fp) for fp in seen] == [["a.yaml", "b.yaml"]]
+
+
 def test_watch_directory_polls_a_directory_that_does_not_exist_yet(tmp_path: Path) -> None:
     root = tmp_path / "config"
 
@@ -853,8 +898,8 @@ def test_a_second_agent_on_the_same_run_directory_refuses_to_start(tmp_path: Pat
 
 
 def test_read_backs_take_at_most_a_small_share_of_an_idle_agents_time() -> None:
-    """An edit arriving during a read-back waits for it: at scale (a second at 10,000
-    routes) read-backs come less often than every REPAIR_INTERVAL."""
+    """A read-back costs CPU (a second at 10,000 routes): at scale they come less often
+    than every REPAIR_INTERVAL."""
     import time
 
     from ctl.agent.run import REPAIR_INTERVAL

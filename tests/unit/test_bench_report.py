@@ -157,6 +157,23 @@ def test_the_edit_aim_reads_a_ten_thousand_route_edit_row_when_the_control_part_
     assert by_aim(results)["one weight edit at 10,000 routes reaches the data path: p99 <= 100 ms"].met is False
 
 
+def test_the_edit_aim_counts_edits_that_meet_a_read_back(results):
+    """A sporadic edit can arrive while the idle agent reads its maps back: the aim is
+    met only if those edits are fast too."""
+    aim = "one weight edit at 10,000 routes reaches the data path: p99 <= 100 ms"
+    rows = results["parts"]["control"]["rows"]
+    template = next(r for r in rows if r["name"] == "edit-to-packet")
+    rows.append(copy.deepcopy(template) | {"name": "edit-to-packet-10000", "routes": 10_000, "p99": 50.0})
+    during = copy.deepcopy(template) | {"name": "edit-to-packet-in-read-back-10000", "routes": 10_000,
+                                        "p99": 900.0, "in_read_back": True}
+    rows.insert(0, during)  # listed first: still not taken for the back-to-back figure
+    edit = by_aim(results)[aim]
+    assert edit.met is False
+    assert edit.measured.startswith("p99 50 ms") and "during a read-back: p99 900 ms" in edit.measured
+    during["p99"] = 90.0
+    assert by_aim(results)[aim].met is True
+
+
 def test_the_pure_steps_of_the_run_explain_a_missed_cold_start(results):
     compare = results["parts"]["control_compare"]
     size = compare["sizes"][0]
