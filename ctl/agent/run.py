@@ -249,8 +249,8 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
             try:
                 repaired = dataplane.repair(translation.desired, dp_config, lambda: stop.is_set() or edit_waiting())
             except ReadBackAbandoned as abandoned:
-                log.info("an edit waits: the read-back stops, and goes on at the next idle moment",
-                         extra={"event": "read_back_abandoned", "map": str(abandoned)})
+                log.info("the read-back of the maps gave way (an edit waits, or the agent stops); "
+                         "it goes on at the next idle moment", extra={"event": "read_back_abandoned", "map": str(abandoned)})
                 return
             except (OSError, ValueError) as error:
                 log.error("reading the maps back failed", extra={"event": "repair_failed", "error": str(error)})
