@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -42,6 +44,51 @@ class ApiModel(BaseModel):
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 
 
+class SharedModel(ApiModel):
+    """A part that many objects hold equal copies of (a listener's allowedRoutes, a
+    Service's ports, a route's parentRef): validation gives every equal value the same
+    instance, as long as any object holds it. At 10,000 routes about 20 MiB of the
+    parsed objects were such copies, each with its own ``__dict__``. Sharing is safe
+    because models are frozen values; nothing may tell them apart by identity."""
+
+    def __init__(self, /, **data: Any) -> None:
+        # A constructor makes the instance it is given: no shared one replaces it.
+        token = _CONSTRUCTING.set(True)
+        try:
+            super().__init__(**data)
+        finally:
+            _CONSTRUCTING.reset(token)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _shared(cls, value: Any, handler: Any) -> Any:
+        made = handler(value)
+        return made if _CONSTRUCTING.get() else _share(made)
+
+
+_CONSTRUCTING: ContextVar[bool] = ContextVar("constructing", default=False)
+
+
+# Shared parts by hash, held weakly: an edit that drops the last user of a value drops it.
+_SHARED: weakref.WeakValueDictionary[int, SharedModel] = weakref.WeakValueDictionary()
+
+
+def _share(value: SharedModel) -> SharedModel:
+    try:
+        key = hash(value)
+    except TypeError:  # a field holds a mapping (a label selector): not hashable, not shared
+        return value
+    found = _SHARED.get(key)
+    if found is None:
+        _SHARED[key] = value
+        return value
+    # Another value with the same hash (rare) keeps its place; this one is not shared.
+    return found if found.__class__ is value.__class__ and found == value else value
+
+
+_NOTHING: dict[str, str] = {}
+
+
 class ObjectMeta(ApiModel):
     name: str
     # Empty for cluster-scoped kinds; the parser fills "default" for namespaced ones, as
@@ -52,6 +99,17 @@ class ObjectMeta(ApiModel):
     # The API server starts generations at 1; files carry none.
     generation: int = Field(default=1, ge=1)
     creation_timestamp: datetime | None = None
+
+    def model_post_init(self, context: object, /) -> None:
+        super().model_post_init(context)
+        # Most objects have no labels and no annotations: one empty mapping for all of
+        # them instead of two each (60,000 at 10,000 routes). Models are frozen values;
+        # nothing changes these mappings in place.
+        fields = self.__dict__
+        if not fields["labels"]:
+            fields["labels"] = _NOTHING
+        if not fields["annotations"]:
+            fields["annotations"] = _NOTHING
 
     @field_validator("creation_timestamp")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ctl.api.base import GATEWAY_GROUP, ApiModel, K8sObject
+from ctl.api.base import GATEWAY_GROUP, ApiModel, K8sObject, SharedModel
 
 
 class ParametersReference(ApiModel):
@@ -34,7 +34,7 @@ class GatewayClass(K8sObject):
     spec: GatewayClassSpec
 
 
-class RouteGroupKind(ApiModel):
+class RouteGroupKind(SharedModel):
     group: str = GATEWAY_GROUP
     kind: str
 
@@ -52,12 +52,12 @@ class LabelSelector(ApiModel):
     match_expressions: tuple[LabelSelectorRequirement, ...] = ()
 
 
-class RouteNamespaces(ApiModel):
+class RouteNamespaces(SharedModel):
     from_: Literal["All", "Selector", "Same"] = Field(default="Same", alias="from")
     selector: LabelSelector | None = None
 
 
-class AllowedRoutes(ApiModel):
+class AllowedRoutes(SharedModel):
     namespaces: RouteNamespaces = RouteNamespaces()
     # None: unspecified, the listener protocol decides. The spec treats an empty list
     # the same way.
@@ -76,7 +76,7 @@ class ListenerTLSConfig(ApiModel):
     certificate_refs: tuple[SecretObjectReference, ...] = ()
 
 
-class Listener(ApiModel):
+class Listener(SharedModel):
     name: str
     hostname: str | None = None
     port: int = Field(ge=1, le=65535)

@@ -11,10 +11,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ctl.api.base import GATEWAY_GROUP, ApiModel, K8sObject
+from ctl.api.base import GATEWAY_GROUP, ApiModel, K8sObject, SharedModel
 
 
-class ParentReference(ApiModel):
+class ParentReference(SharedModel):
     group: str = GATEWAY_GROUP
     kind: str = "Gateway"
     namespace: str | None = None
@@ -123,7 +123,7 @@ class FilteredBackendRef(BackendRef):
     filters: tuple[RouteFilter, ...] = ()
 
 
-class PathMatch(ApiModel):
+class PathMatch(SharedModel):
     type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
     value: str = "/"
 
@@ -134,7 +134,7 @@ class HeaderMatch(ApiModel):
     value: str
 
 
-class HTTPRouteMatch(ApiModel):
+class HTTPRouteMatch(SharedModel):
     path: PathMatch | None = PathMatch()
     headers: tuple[HeaderMatch, ...] = ()
     query_params: tuple[HeaderMatch, ...] = ()

@@ -272,7 +272,10 @@ def service_table_size(service: Service, members: Members, cap: int) -> int:
     return table_size(len(service.backends) + has_reject, cap)
 
 
-@functools.lru_cache(maxsize=1 << 15)  # the members tuple hashes in C; the digest costs more
+# The members tuple hashes in C; the digest costs more (13 us). Small: a full plan of
+# a large configuration (a repair) would keep every service's members alive (12 MiB at
+# 10,000 routes) to save 0.13 s; an edit computes only the digests it changes.
+@functools.lru_cache(maxsize=1 << 10)
 def table_digest(members: Members, size: int, seed: int) -> int:
     """Identifies a table by what it is a pure function of: its members, the size, the
     seed and the placement version. Stored beside each table in the kernel, so that a

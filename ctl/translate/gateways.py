@@ -13,7 +13,7 @@ from ctl.translate.addresses import AddressAssignment, assign_addresses
 from ctl.translate.conditions import ConditionType, Reason
 from ctl.translate.config import TranslateConfig
 from ctl.translate.listeners import ListenerKey, ListenerView, Support, view_listener
-from ctl.translate.status import Condition, ListenerStatus, ObjectStatus
+from ctl.translate.status import Condition, ListenerStatus, ObjectStatus, make_condition
 
 if TYPE_CHECKING:
     from ctl.translate.conflicts import Conflict
@@ -113,7 +113,7 @@ def listener_programmed(status: ListenerStatus) -> bool:
 def _condition(
     generation: int, config: TranslateConfig, kind: ConditionType, ok: bool, reason: Reason, message: str
 ) -> Condition:
-    return Condition(kind, "True" if ok else "False", reason, message, generation, config.now)
+    return make_condition(kind, "True" if ok else "False", reason, message, generation, config.now)
 
 
 def _listener_conditions(

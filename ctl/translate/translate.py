@@ -34,7 +34,7 @@ from ctl.translate.index import SnapshotIndex, age_order
 from ctl.translate.l7 import L7Input, L7Options, build_l7, is_pending_l7
 from ctl.translate.listeners import ListenerKey, ListenerView, Support
 from ctl.translate.render import frontend_order
-from ctl.translate.status import Condition, ListenerStatus, ObjectStatus, RouteParentStatus, carry_transition_times
+from ctl.translate.status import Condition, ListenerStatus, ObjectStatus, RouteParentStatus, carry_transition_times, make_condition
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def route_status(result: _RouteResult, winners: Mapping[ListenerKey, _RouteResul
     route = result.route
 
     def make(kind: ConditionType, ok: bool, reason: Reason, message: str) -> Condition:
-        return Condition(kind, "True" if ok else "False", reason, message, route.generation, config.now)
+        return make_condition(kind, "True" if ok else "False", reason, message, route.generation, config.now)
 
     failures = [b.failure for b in result.backends if b.failure]
     if failures:

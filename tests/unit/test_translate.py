@@ -345,3 +345,15 @@ def test_a_bad_snat_annotation_refuses_the_gateway_and_says_why(value: str, mess
     assert 'metadata.annotations["xdp-gateway.io/snat-addresses"]' in accepted.message
     assert message in accepted.message
     assert not translation.desired.services
+
+
+def test_equal_conditions_are_one_instance() -> None:
+    from datetime import UTC, datetime
+
+    from ctl.translate.status import make_condition
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    first = make_condition("Accepted", "True", "Accepted", "Route is accepted", 1, now)
+    assert make_condition("Accepted", "True", "Accepted", "Route is accepted", 1, now) is first
+    other = make_condition("Accepted", "True", "Accepted", "Route is accepted", 2, now)
+    assert other is not first and other.observed_generation == 2 and first.observed_generation == 1
