@@ -39,10 +39,11 @@ class Endpoint:
     address: IPAddress
     port: int
     # ipaddress hashes through hex(); planning 10,000 routes hashes endpoints ~10^6 times,
-    # about ten times each, and formats each as a Maglev key: both computed once. Slots:
-    # 80,000 endpoints at 10,000 routes, a __dict__ each would be most of their memory.
+    # about ten times each: computed once. Not the text (a Maglev key is formatted only
+    # for the tables a plan builds or checks; kept, it took 5 MiB at 10,000 routes).
+    # Slots: 80,000 endpoints at 10,000 routes, a __dict__ each would be most of their
+    # memory.
     _hash: int = field(init=False, repr=False, compare=False)
-    _text: str | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash((int(self.address), self.port)))
@@ -59,10 +60,9 @@ class Endpoint:
         return self.sort_key() < other.sort_key()
 
     def __str__(self) -> str:
-        if self._text is None:
-            host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
-            object.__setattr__(self, "_text", f"{host}:{self.port}")
-        return self._text  # type: ignore[return-value]
+        if self.address.version == 6:
+            return f"[{self.address}]:{self.port}"
+        return f"{self.address}:{self.port}"
 
 
 @functools.total_ordering
