@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from ctl.api import GATEWAY_GROUP, Gateway, Listener, Secret
 from ctl.l7model import Certificate, SourceRef
 from ctl.translate.conditions import Reason
@@ -61,6 +58,11 @@ def resolve_certificates(gateway: Gateway, listener: Listener, index: SnapshotIn
 
 def pem_problem(secret: Secret) -> str | None:
     """Why the Secret cannot serve as a TLS certificate, or None."""
+    # Imported here: only a configuration with a certificate pays for it (about 40 ms
+    # of every agent's start otherwise, measured with python -X importtime).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     if secret.type != TLS_SECRET_TYPE:
         return f"has type {secret.type}, not {TLS_SECRET_TYPE}"
     chain, key = secret.value("tls.crt"), secret.value("tls.key")
