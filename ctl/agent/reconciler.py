@@ -90,6 +90,19 @@ class Reconciler:
             self._record(outcome, translation if not problems else None, tuple(str(i) for i in loaded.ignored))
         return outcome
 
+    def translate_ahead(self, loaded: LoadResult) -> None:
+        """Translates `loaded` before its reconcile, e.g. while the programs load at a
+        start: the reconcile of the same input then reuses this pass (the translator's
+        edit of nothing). Records, programs and reports nothing; input with problems,
+        or a translation that fails, is left to the reconcile, which reports it."""
+        if loaded.problems:
+            return
+        previous = self.state.translation.statuses if self.state.translation else ()
+        try:
+            self.translator.translate(loaded.snapshot, replace(self.config, now=self.clock()), previous)
+        except Exception:  # noqa: BLE001 - the reconcile meets it again and reports it
+            self.translator.forget()
+
     def _record(self, outcome: ReconcileOutcome, translation: Translation | None, ignored: tuple[str, ...]) -> None:
         state = self.state
         for warning in ignored:

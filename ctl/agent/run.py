@@ -201,28 +201,31 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
     spec = DataplaneSpec(pin_dir=options.pin_dir, maglev_size=options.maglev_size,
                          max_services=options.max_services, max_backends=options.max_backends,
                          ct_size=options.ct_size, program_cache=options.program_cache)
+    dp_config = DataplaneConfig(hash_seed=options.hash_seed)
+    reconciler = Reconciler(
+        program=lambda desired: dataplane.program(desired, dp_config),  # dataplane: loaded below, before any reconcile
+        config=TranslateConfig(now=datetime.now(timezone.utc), addresses=options.addresses, snat_addresses=snat, nat=options.nat),
+    )
     parsed = ParseCache()  # an edit re-parses only the files it changed
+    generations = GenerationBook()  # a spec edit bumps metadata.generation, as the API server does
     # No collector passes over the whole state inside a reconcile, nor between edits
     # that follow each other: the full pass waits for an idle moment.
     collector = Collector(full_when_idle=True)
     # Loading programs is mostly the verifier's time in the kernel (the GIL is free
-    # meanwhile): the YAML is read and validated beside it, and the first reconcile
-    # finds it parsed. Nothing is written to the maps before both are done.
+    # meanwhile): the YAML is read, validated and translated beside it, and the first
+    # reconcile finds that done. Nothing is written to the maps before both are done.
     with ThreadPoolExecutor(1, thread_name_prefix="load-programs") as pool:
         loading = pool.submit(load_and_attach, spec, options, links)
         if options.config_dir is not None:
             with collector.paused():
-                load_directory(options.config_dir, parsed)
+                loaded = load_directory(options.config_dir, parsed)
+                snapshot, generations = generations.assign(loaded.snapshot)
+                reconciler.translate_ahead(replace(loaded, snapshot=snapshot))
         dataplane = loading.result()  # its error, as raised (the same message and exit as before)
 
     # Cached next hops follow routing changes; SNAT exhaustion is logged, not silent.
     datapath_watch.start(datapath_watch.watch_routes, options.pin_dir, stop)
     datapath_watch.start(datapath_watch.watch_snat_exhaustion, options.pin_dir, stop)
-    dp_config = DataplaneConfig(hash_seed=options.hash_seed)
-    reconciler = Reconciler(
-        program=lambda desired: dataplane.program(desired, dp_config),
-        config=TranslateConfig(now=datetime.now(timezone.utc), addresses=options.addresses, snat_addresses=snat, nat=options.nat),
-    )
     l7 = L7Runtime(reconciler, options.run_paths, manage_envoy=options.envoy and not options.kubernetes,
                    handoff=LocalAddresses())
     l7.start()
@@ -270,8 +273,6 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
             run_kubernetes(options, reconciler, observe, stop, registry, collector, repair)
         else:
             assert options.config_dir is not None
-            generations = GenerationBook()  # a spec edit bumps metadata.generation, as the API server does
-
             for _ in watch_directory(options.config_dir, options.poll_interval, sleep=stop.wait, stop=stop.is_set,
                                      settle=options.settle_window, idle=repair):
                 if stop.is_set():

@@ -241,6 +241,43 @@ def test_an_exception_inside_a_reconcile_is_a_problem_not_the_end(error: Excepti
     assert rec.state.problems == ()
 
 
+def test_a_translation_ahead_is_reused_by_the_reconcile_of_the_same_input() -> None:
+    datapath = FakeDataPath()
+    rec = reconciler(datapath, Clock())
+    loaded = examples()
+
+    rec.translate_ahead(loaded)
+    assert datapath.programmed == [] and rec.state == AgentState()  # nothing programmed, recorded or ready
+
+    outcome = rec.reconcile(loaded)
+    expected = translate(loaded.snapshot, replace(CONFIG, now=T0))
+    assert outcome.applied and rec.state.translation == expected and datapath.programmed == [expected.desired]
+    assert (rec.translator.full, rec.translator.incremental) == (1, 1)  # the reconcile edited nothing
+
+
+def test_input_with_problems_is_not_translated_ahead() -> None:
+    rec = reconciler(FakeDataPath(), Clock())
+    rec.translate_ahead(invalid_input())
+    assert rec.translator.last is None and rec.translator.full == 0
+
+
+def test_a_translation_that_fails_ahead_is_left_to_the_reconcile_to_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctl.translate import incremental
+
+    def defect(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    rec = reconciler(FakeDataPath(), Clock())
+    monkeypatch.setattr(incremental, "translate_pass", defect)
+    rec.translate_ahead(examples())
+    assert rec.translator.last is None and rec.state == AgentState()
+    outcome = rec.reconcile(examples())
+    assert outcome.problems == ("internal error while reconciling (a defect; please report it): RuntimeError('boom')",)
+
+    monkeypatch.undo()
+    assert rec.reconcile(examples()).applied
+
+
 def test_objects_of_unread_kinds_are_logged_once_and_kept_in_the_state(caplog: pytest.LogCaptureFixture) -> None:
     rec = reconciler(FakeDataPath(), Clock())
     widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\n"
