@@ -774,8 +774,9 @@ def markdown(result: dict) -> str:
             "any later start without pinned programs, e.g. after a reboot). "
             "*Ready* is the time from starting the process until `/readyz` answers "
             "200, i.e. every frontend, backend and Maglev table is in the kernel. *Startup* is until the agent "
-            "logs `serving` (interpreter, imports, programs compiled or loaded, attach); *first reconcile* is the agent's own "
-            "figure (translate, read maps, plan, write); the rest of *ready* is mostly reading the YAML. "
+            "logs `serving`: interpreter and imports, then the programs compiled or loaded and attached while the "
+            "main thread reads, validates and translates the YAML beside them; *first reconcile* is the agent's own "
+            "figure (read maps, plan, write; the translation was done before serving). "
             "*RSS* is the agent's VmRSS 2 s after ready, *peak* its VmHWM. *Edit at scale* sets one route's "
             "weight to 0 in a running agent: its reconcile, and write-to-reconciled (incl. poll and load). "
             "Memory and the edit are the first start's. Median (p25-p75) over runs.",
