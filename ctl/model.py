@@ -99,7 +99,7 @@ class WeightedEndpoint:
     weight: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     """One frontend and the backends that share its traffic."""
 

@@ -121,7 +121,7 @@ class ObjectMeta(ApiModel):
         return value
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ObjectRef:
     kind: str
     namespace: str

@@ -50,7 +50,7 @@ class DataplaneConfig:
 Limits = Capacity
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FrontendRecord:
     service_id: int
     nat: NatMode

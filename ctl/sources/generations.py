@@ -20,7 +20,7 @@ from ctl.api import K8sObject, ObjectRef
 from ctl.sources.snapshot import Snapshot, replaced_positions
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
     parsed: K8sObject  # as read from the file: an unchanged file yields this same object
     spec: bytes  # fingerprint of everything but metadata

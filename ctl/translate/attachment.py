@@ -20,7 +20,7 @@ from ctl.translate.listeners import ListenerView
 from ctl.translate.selectors import matches
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParentOutcome:
     parent_ref: ParentReference
     gateway: GatewayView

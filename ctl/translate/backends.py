@@ -27,7 +27,7 @@ from ctl.translate.conditions import Reason
 from ctl.translate.index import SnapshotIndex
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendResolution:
     rule_index: int
     ref_index: int
@@ -159,7 +159,7 @@ def _matching_port(slice_ports: Sequence[EndpointPort], port: ServicePort, servi
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendPool:
     backends: tuple[WeightedEndpoint, ...]
     reject_weight: float

@@ -33,7 +33,7 @@ _KINDS_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListenerView:
     gateway: Gateway
     spec: Listener

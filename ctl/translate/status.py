@@ -43,7 +43,7 @@ def make_condition(type: str, status: ConditionStatus, reason: str, message: str
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListenerStatus:
     name: str
     supported_kinds: tuple[RouteGroupKind, ...]
@@ -51,14 +51,14 @@ class ListenerStatus:
     conditions: tuple[Condition, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteParentStatus:
     parent_ref: ParentReference
     controller_name: str
     conditions: tuple[Condition, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectStatus:
     """The status of one object. GatewayClasses use ``conditions``; Gateways use
     ``conditions``, ``addresses`` and ``listeners``; routes use ``parents``."""

@@ -47,7 +47,7 @@ class Translation:
     l7: L7State = L7State()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _RouteResult:
     route: Route
     outcomes: tuple[ParentOutcome, ...]
