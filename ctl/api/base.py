@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.dataclasses import dataclass as validated_dataclass
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 CORE_GROUP = ""
@@ -89,7 +90,11 @@ def _share(value: SharedModel) -> SharedModel:
 _NOTHING: dict[str, str] = {}
 
 
-class ObjectMeta(ApiModel):
+# Every object has one: a slotted dataclass validated like the models, without the
+# __dict__ a model instance has (260 bytes each, 8 MiB at 10,000 routes). A spec edit's
+# new generation is ``dataclasses.replace(metadata, generation=...)``.
+@validated_dataclass(slots=True, config=ApiModel.model_config)
+class ObjectMeta:
     name: str
     # Empty for cluster-scoped kinds; the parser fills "default" for namespaced ones, as
     # kubectl does when a manifest names no namespace.
@@ -100,16 +105,14 @@ class ObjectMeta(ApiModel):
     generation: int = Field(default=1, ge=1)
     creation_timestamp: datetime | None = None
 
-    def model_post_init(self, context: object, /) -> None:
-        super().model_post_init(context)
+    def __post_init__(self) -> None:
         # Most objects have no labels and no annotations: one empty mapping for all of
-        # them instead of two each (60,000 at 10,000 routes). Models are frozen values;
+        # them instead of two each (60,000 at 10,000 routes). Objects are frozen values;
         # nothing changes these mappings in place.
-        fields = self.__dict__
-        if not fields["labels"]:
-            fields["labels"] = _NOTHING
-        if not fields["annotations"]:
-            fields["annotations"] = _NOTHING
+        if not self.labels:
+            object.__setattr__(self, "labels", _NOTHING)
+        if not self.annotations:
+            object.__setattr__(self, "annotations", _NOTHING)
 
     @field_validator("creation_timestamp")
     @classmethod

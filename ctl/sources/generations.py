@@ -116,4 +116,4 @@ def _next_entry(before: _Entry | None, obj: K8sObject) -> _Entry:
 def _with_generation(obj: K8sObject, generation: int) -> K8sObject:
     if obj.generation == generation:
         return obj
-    return obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"generation": generation})})
+    return obj.model_copy(update={"metadata": replace(obj.metadata, generation=generation)})

@@ -416,10 +416,10 @@ spec:
     first, second = parse(text).objects
     assert first.model_fields_set == second.model_fields_set == {"api_version", "kind", "metadata", "spec"}
     assert first.__pydantic_fields_set__ is second.__pydantic_fields_set__  # one set, not one per object
-    assert first.metadata.model_fields_set == {"name", "namespace"}
-    edited = first.metadata.model_copy(update={"generation": 2})
-    assert edited.model_fields_set == {"name", "namespace", "generation"}
-    assert first.metadata.model_fields_set == second.metadata.model_fields_set == {"name", "namespace"}
+    assert first.spec.ports[0].model_fields_set == {"name", "port", "protocol"}
+    edited = first.model_copy(update={"kind": "Service"})
+    assert edited.model_fields_set == {"api_version", "kind", "metadata", "spec"}
+    assert first.model_fields_set == second.model_fields_set == {"api_version", "kind", "metadata", "spec"}
 
 
 @pytest.mark.parametrize("text", ["10.0.0.1", "0.0.0.0", "255.255.255.255", "fd00::1", "::ffff:1.2.3.4", "01.2.3.4",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ctl.sources import ParseCache, parse_documents
 from ctl.sources.documents import assemble
 from ctl.sources.generations import GenerationBook
@@ -95,7 +97,7 @@ def test_replaced_positions_finds_objects_replaced_in_place_by_identity() -> Non
 
     a, b, c = (Namespace.model_validate({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}})
                for n in "abc")
-    b2 = b.model_copy(update={"metadata": b.metadata.model_copy(update={"labels": {"x": "y"}})})
+    b2 = b.model_copy(update={"metadata": dataclasses.replace(b.metadata, labels={"x": "y"})})
     assert replaced_positions((a, b, c), (a, b, c)) == []
     assert replaced_positions((a, b, c), (a, b2, c)) == [1]
     assert replaced_positions((a, b, c), (a, c, b)) is None  # renamed in place: not an in-place edit

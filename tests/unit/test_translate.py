@@ -82,7 +82,7 @@ def test_age_beats_name_order() -> None:
     """Rename the older route so that it sorts last by name: it must still win."""
     snapshot = golden_input("conformance-tcproute-multiple-routes-attachment")
     renamed = tuple(
-        r.model_copy(update={"metadata": r.metadata.model_copy(update={"name": "zz-older"})})
+        r.model_copy(update={"metadata": replace(r.metadata, name="zz-older")})
         if r.name == "tcproute-attach-older" else r
         for r in snapshot.tcp_routes
     )
