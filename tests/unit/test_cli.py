@@ -467,6 +467,18 @@ def test_run_with_a_bad_address_exits_2_before_touching_the_kernel(
     assert not pins.exists()
 
 
+@pytest.mark.parametrize("option, value", [("--read-back-share", "0"), ("--read-back-share", "1.5"),
+                                           ("--read-back-interval", "-1")])
+def test_run_with_a_bad_read_back_rhythm_exits_2_before_touching_the_kernel(
+        tmp_path: Path, keep_root_logger: None, option: str, value: str) -> None:
+    pins = tmp_path / "pins"
+    result = gwctl("run", "--config", str(EXAMPLES), "-i", "lo", option, value, "--pin-dir", str(pins))
+    assert result.exit_code == 2
+    assert plain(result.stderr) == ("error: the read-back interval must be >= 0 seconds and its share of the "
+                                    "time in (0, 1]")
+    assert not pins.exists()
+
+
 @pytest.mark.parametrize("args, message", [
     ((), "give exactly one of --config DIR and --kubernetes"),
     (("--config", str(EXAMPLES), "--kubernetes"), "give exactly one of --config DIR and --kubernetes"),
