@@ -76,78 +76,79 @@ class ActualState:
 
 
 # -- operations, in the order a plan lists them ------------------------------------------
-@dataclass(frozen=True)
+# Slotted: a cold plan at 10,000 routes holds 190,000 of them at once.
+@dataclass(frozen=True, slots=True)
 class PutConfig:
     config: DataplaneConfig
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PutBackend:
     backend_id: int
     endpoint: Endpoint
     fresh: bool  # a new id: its counters start from zero
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class PutTable:
     service_id: int
     slots: np.ndarray
     digest: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PutFrontend:
     key: FrontendKey
     record: FrontendRecord
     fresh: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PutVip:
     address: IPAddress
     count: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PutOwner:
     service_id: int
     owner: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PutMember:
     service_id: int
     backend_id: int
     weight_milli: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteMember:
     service_id: int
     backend_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteOwner:
     service_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteFrontend:
     key: FrontendKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteVip:
     address: IPAddress
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteTable:
     service_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteBackend:
     backend_id: int
 
