@@ -17,6 +17,13 @@ every network namespace, so the caller subtracts its own readings from ours.
         translate, plan against empty maps; then the same three steps again for a
         one-weight edit planned against maps that already hold the first result.
         Prints one JSON object (seconds per step, op counts, peak RSS).
+
+    python -m bench.control_probe memory --config DIR
+        what a cold reconcile leaves resident, the agent's way without the kernel: load
+        (parse cache, generation book), translate, plan against empty maps, what the
+        agent remembers it wrote; VmRSS after each step (the last after the agent's
+        collector pass and malloc_trim), VmHWM, and the MiB each holder keeps (objects
+        reachable from it and from no holder listed before it, by sys.getsizeof).
 """
 
 from __future__ import annotations
@@ -225,6 +232,69 @@ def breakdown(args: argparse.Namespace) -> dict:
     return out
 
 
+def memory(args: argparse.Namespace) -> dict:
+    import ctypes
+    import gc
+    from datetime import datetime, timezone
+    from ipaddress import ip_address
+
+    import ctl.sources
+    from ctl.agent.heap import Collector
+    from ctl.dataplane.plan import ActualState, DataplaneConfig, Limits, Written, plan
+    from ctl.sources.generations import GenerationBook
+    from ctl.translate import TranslateConfig
+    from ctl.translate.incremental import Translator
+
+    out: dict = {"rss_mib": {}}
+    step = lambda name: out["rss_mib"].__setitem__(name, _status_mib("VmRSS"))  # noqa: E731
+    step("imports")
+    limits = Limits(args.maglev_size, args.max_services, args.max_backends)
+    tconfig = TranslateConfig(now=datetime.now(timezone.utc), addresses=(),
+                              snat_addresses=(ip_address(args.snat_address),))
+    cache, book, translator = ctl.sources.ParseCache(), GenerationBook(), Translator()
+    with Collector().paused():
+        loaded = ctl.sources.load_directory(args.config, cache)
+        if loaded.problems:
+            raise SystemExit(f"problems in {args.config}: {loaded.problems[:3]}")
+        step("load")
+        snapshot, book = book.assign(loaded.snapshot)
+        translation = translator.translate(snapshot, tconfig)
+        del loaded, snapshot
+        step("translate")
+        result = plan(translation.desired, ActualState(), DataplaneConfig(), limits)
+        step("plan")
+        written = Written.after(translation.desired, ActualState(), result)
+        out["ops"] = len(result.ops)
+        del result, translation
+    ctypes.CDLL(None).malloc_trim(0)  # as the agent after a reconcile (release_free_memory)
+    step("after")
+    out["peak_mib"] = _status_mib("VmHWM")
+    holders = {"parse cache": cache, "generation book": book, "translator": translator, "written": written}
+    seen = {id(holders)}
+    kept = {}
+    for name, holder in holders.items():
+        size, stack = 0, [holder]
+        while stack:
+            obj = stack.pop()
+            if id(obj) in seen or isinstance(obj, (type, type(sys), type(len))):
+                continue
+            seen.add(id(obj))
+            size += sys.getsizeof(obj)
+            stack.extend(gc.get_referents(obj))
+        kept[name] = round(size / 2**20, 1)
+    out["kept_mib"] = kept
+    return out
+
+
+def _status_mib(key: str) -> float:
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no {key} in /proc/self/status")
+
+
 def _peak_rss_mib() -> float:
     """This process's peak resident memory: VmHWM, which belongs to the address space exec
     made (getrusage's ru_maxrss keeps the high-water mark of the parent it was forked from)."""
@@ -260,11 +330,19 @@ def main(argv: list[str] | None = None) -> int:
                        help="leave the garbage collector as Python sets it (the agent pauses it)")
     split.add_argument("--edit-from", default="weight: 1}")
     split.add_argument("--edit-to", default="weight: 0}")
+    kept = modes.add_parser("memory")
+    kept.add_argument("--config", required=True)
+    kept.add_argument("--snat-address", default="10.99.0.1")
+    kept.add_argument("--maglev-size", type=int, default=16381)
+    kept.add_argument("--max-services", type=int, default=16384)
+    kept.add_argument("--max-backends", type=int, default=131072)
     args = parser.parse_args(argv)
     if args.mode == "wait-ready":
         print(json.dumps(wait_ready(args)), flush=True)
     elif args.mode == "flip":
         flip(args)
+    elif args.mode == "memory":
+        print(json.dumps(memory(args)), flush=True)
     else:
         print(json.dumps(breakdown(args)), flush=True)
     return 0
