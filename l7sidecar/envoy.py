@@ -27,10 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from envoy.config.bootstrap.v3 import bootstrap_pb2
-from envoy.extensions.resource_monitors.downstream_connections.v3 import downstream_connections_pb2  # noqa: F401 - registers the type
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import json_format
 
 log = logging.getLogger(__name__)
 envoy_log = logging.getLogger("envoy")
@@ -85,6 +81,13 @@ def bootstrap(node_id: str, ads_socket: Path, admin_socket: Path, cluster: str =
               max_connections: int = 100000) -> dict:
     """Envoy's bootstrap: the node, admin on a Unix socket, everything else from ADS
     (gRPC over the agent's Unix socket, reconnecting within 2 s of the agent's return)."""
+    # The Envoy protos (tens of MiB) only where a bootstrap is built: the agent imports
+    # this module for its run directory whether or not it ever runs Envoy.
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+    from envoy.extensions.resource_monitors.downstream_connections.v3 import downstream_connections_pb2  # noqa: F401 - registers the type
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+    from google.protobuf import json_format
+
     h2 = http_protocol_options_pb2.HttpProtocolOptions()
     h2.explicit_http_config.http2_protocol_options.SetInParent()
     doc = {

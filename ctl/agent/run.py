@@ -33,7 +33,8 @@ from l7sidecar.envoy import RunPaths
 
 from . import datapath_watch, down
 from .heap import Collector
-from .l7 import L7Runtime, LocalAddresses
+from .handoff import LocalAddresses
+from .l7_on_demand import OnDemandL7
 from .metrics import AgentMetrics, DataplaneCollector
 from .reconciler import ReconcileOutcome, Reconciler
 from .server import AgentServer
@@ -226,8 +227,8 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
     # Cached next hops follow routing changes; SNAT exhaustion is logged, not silent.
     datapath_watch.start(datapath_watch.watch_routes, options.pin_dir, stop)
     datapath_watch.start(datapath_watch.watch_snat_exhaustion, options.pin_dir, stop)
-    l7 = L7Runtime(reconciler, options.run_paths, manage_envoy=options.envoy and not options.kubernetes,
-                   handoff=LocalAddresses())
+    l7 = OnDemandL7(reconciler, options.run_paths, manage_envoy=options.envoy and not options.kubernetes,
+                    handoff=LocalAddresses())
     l7.start()
     registry = CollectorRegistry()
     metrics = AgentMetrics(registry)

@@ -657,3 +657,29 @@ def test_dual_stack_gateway_serves_tcp_and_udp_over_both_families(agent):
     finally:
         agent.stop()
         agent.start()
+
+
+# -- L7 only where asked for (last: it leaves an Envoy running for the module's agent) --
+def test_an_l4_only_agent_loads_no_grpc_and_serves_its_first_http_listener(agent):
+    """gRPC and the Envoy protos (about 27 MiB of an agent) are loaded, the xDS socket
+    served and Envoy started only once the configuration has an L7 listener."""
+    run_paths = RunPaths(Path("/run") / agent.net.prefix)
+    agent.replace_config(example_files())
+
+    def grpc_loaded() -> bool:
+        return "cygrpc" in Path(f"/proc/{agent.proc.pid}/maps").read_text()
+
+    assert not grpc_loaded() and not run_paths.ads_socket.exists()
+    agent.replace_config({**example_files(), "40-web.yaml": (ROOT / "examples" / "l7" / "40-web.yaml").read_text()})
+
+    def web_programmed() -> bool:
+        web = next(o for o in agent.objects() if o["kind"] == "Gateway" and o["metadata"]["name"] == "web")
+        conditions = web["status"]["listeners"][0]["conditions"]
+        return any(c["type"] == "Programmed" and c["status"] == "True" for c in conditions)
+
+    deadline = time.monotonic() + 60  # Envoy's start on a busy machine
+    while not web_programmed() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert web_programmed() and grpc_loaded() and run_paths.ads_socket.exists()
+    tcp = spread(agent, "tcp", 80)  # L4 beside it, untouched
+    assert tcp["refused"] == 0 and tcp["timeout"] == 0
