@@ -97,7 +97,13 @@ class Agent:
             if old.name not in files:
                 old.unlink()
         for name, text in files.items():
-            (self.config_dir / name).write_text(text)
+            # Whole files at once, as config tools write them (a hidden file renamed into
+            # place): written in place, a file is empty between the truncation and the
+            # write, and on a busy machine the agent may settle and load it then; the
+            # objects it held are gone for that reconcile and come back at generation 1.
+            staged = self.config_dir / f".{name}.tmp"
+            staged.write_text(text)
+            staged.replace(self.config_dir / name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.reconciles() > before and bool(self.problems()) == expect_problems:
