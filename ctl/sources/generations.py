@@ -22,14 +22,30 @@ from ctl.sources.snapshot import Snapshot, replaced_positions
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    """An object whose generation is not the one it was read with."""
+
     parsed: K8sObject  # as read from the file: an unchanged file yields this same object
-    spec: bytes  # fingerprint of everything but metadata
     generation: int
+
+
+# An entry is the object as read (an unchanged file yields this same object) when its
+# generation is the one it was read with, as nearly all are; else an _Entry. No spec
+# fingerprint is kept: it is computed from the object when a new one replaces it (30,000
+# digests at 10,000 routes were 3 MiB, and a cold start computed them all for nothing).
+Entry = K8sObject | _Entry
+
+
+def _parsed(entry: Entry) -> K8sObject:
+    return entry.parsed if type(entry) is _Entry else entry
+
+
+def _generation(entry: Entry) -> int:
+    return entry.generation if type(entry) is _Entry else entry.metadata.generation
 
 
 @dataclass(frozen=True)
 class GenerationBook:
-    entries: Mapping[ObjectRef, _Entry] = field(default_factory=dict)
+    entries: Mapping[ObjectRef, Entry] = field(default_factory=dict)
     # The last snapshot numbered and its result: an edit that replaced objects in place
     # renumbers only those (at 10,000 routes, 30,000 objects would be looked at).
     source: Snapshot | None = None
@@ -46,17 +62,17 @@ class GenerationBook:
             edited = self._assign_in_place(snapshot)
             if edited is not None:
                 return edited
-        entries: dict[ObjectRef, _Entry] = {}
+        entries: dict[ObjectRef, Entry] = {}
         objects = []
         renumbered = False
         for obj in snapshot.objects():
             before = self.entries.get(obj.ref)
-            if before is not None and before.parsed is obj:  # the file was not re-parsed
+            if before is not None and _parsed(before) is obj:  # the file was not re-parsed
                 entry = before
             else:
                 entry = _next_entry(before, obj)
             entries[obj.ref] = entry
-            objects.append(_with_generation(obj, entry.generation))
+            objects.append(_with_generation(obj, _generation(entry)))
             renumbered = renumbered or objects[-1] is not obj
         numbered = Snapshot.of(objects) if renumbered else snapshot
         return numbered, GenerationBook(entries, snapshot, numbered)
@@ -85,7 +101,7 @@ class GenerationBook:
             for i in positions:
                 obj = getattr(snapshot, name)[i]
                 entry = entries[obj.ref] = _next_entry(entries.get(obj.ref), obj)
-                numbered[i] = _with_generation(obj, entry.generation)
+                numbered[i] = _with_generation(obj, _generation(entry))
             fields[name] = tuple(numbered)
         numbered_snapshot = replace(self.numbered, **fields)
         return numbered_snapshot, GenerationBook(entries, snapshot, numbered_snapshot)
@@ -100,17 +116,16 @@ def _spec_fingerprint(obj: K8sObject) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
-def _next_entry(before: _Entry | None, obj: K8sObject) -> _Entry:
+def _next_entry(before: Entry | None, obj: K8sObject) -> Entry:
     """The book's entry for `obj` given its last one: a spec change bumps the generation,
     the file's own value wins if higher, a new object starts at the file's value."""
-    spec = _spec_fingerprint(obj)
     if before is None:
-        generation = obj.generation
-    elif before.spec == spec:
-        generation = max(before.generation, obj.generation)
+        return obj
+    if _spec_fingerprint(_parsed(before)) == _spec_fingerprint(obj):
+        generation = max(_generation(before), obj.generation)
     else:
-        generation = max(before.generation + 1, obj.generation)
-    return _Entry(obj, spec, generation)
+        generation = max(_generation(before) + 1, obj.generation)
+    return obj if generation == obj.generation else _Entry(obj, generation)
 
 
 def _with_generation(obj: K8sObject, generation: int) -> K8sObject:
