@@ -47,7 +47,7 @@ _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 
 class SharedModel(ApiModel):
     """A part that many objects hold equal copies of (a listener's allowedRoutes, a
-    Service's ports, a route's parentRef): validation gives every equal value the same
+    Service's ports, a path match): validation gives every equal value the same
     instance, as long as any object holds it. At 10,000 routes about 20 MiB of the
     parsed objects were such copies, each with its own ``__dict__``. Sharing is safe
     because models are frozen values; nothing may tell them apart by identity."""

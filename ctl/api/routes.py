@@ -20,7 +20,10 @@ from ctl.api.base import GATEWAY_GROUP, ApiModel, K8sObject, SharedModel
 _part = validated_dataclass(slots=True, kw_only=True, config=ApiModel.model_config)
 
 
-class ParentReference(SharedModel):
+# One per route and parent (10,000 distinct ones at 10,000 routes, all to different
+# listeners): slotted like the parts below rather than a shared model with a __dict__.
+@_part
+class ParentReference:
     group: str = GATEWAY_GROUP
     kind: str = "Gateway"
     namespace: str | None = None
