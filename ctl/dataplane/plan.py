@@ -14,8 +14,8 @@ import hashlib
 from collections import ChainMap, OrderedDict
 from itertools import compress
 from operator import is_not
-from collections.abc import Container, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Container, ItemsView, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import numpy as np
@@ -372,6 +372,77 @@ def _count(addresses: Iterable[IPAddress]) -> dict[IPAddress, int]:
 
 
 # -- planning an edit against what was written -------------------------------------------
+def member_weights(service: Service, backend_ids: Mapping[Endpoint, int]) -> dict[int, int]:
+    """A service's entries of the members map: backend id -> weight x WEIGHT_SCALE."""
+    return {backend_ids[b.endpoint]: round(b.weight * WEIGHT_SCALE) for b in service.backends}
+
+
+class WrittenMembers(Mapping[tuple[int, int], int]):
+    """The members map as a plan for ``desired`` leaves it, computed from the desired
+    services and their ids when asked for instead of kept: a plan writes exactly these
+    entries and deletes every other, and at 10,000 routes keeping them took 80,000
+    (service id, backend id) tuples in a dict of as many entries (7 MiB). Read when
+    the maps are compared with what was written (a read-back, rare); an edit is
+    planned from the services it replaces. Its mappings are the Written's own."""
+
+    __slots__ = ("_desired", "_service_index", "_backend_index", "_keys", "_last")
+
+    def __init__(self, desired: Mapping[FrontendKey, Service], service_index: Mapping[FrontendKey, int],
+                 backend_index: Mapping[Endpoint, int]) -> None:
+        self._desired, self._service_index, self._backend_index = desired, service_index, backend_index
+        self._keys: dict[int, FrontendKey] | None = None  # service id -> frontend, when first needed
+        self._last: tuple[int, dict[int, int]] = (-1, {})  # lookups come service by service
+
+    def _weights(self, service_id: int) -> dict[int, int]:
+        if self._last[0] == service_id:
+            return self._last[1]
+        if self._keys is None:
+            self._keys = {i: k for k, i in self._service_index.items()}
+        key = self._keys.get(service_id)
+        weights = member_weights(self._desired[key], self._backend_index) if key is not None else {}
+        self._last = (service_id, weights)
+        return weights
+
+    def _pairs(self) -> Iterator[tuple[tuple[int, int], int]]:
+        for key, service in self._desired.items():
+            service_id = self._service_index[key]
+            for backend_id, weight in member_weights(service, self._backend_index).items():
+                yield (service_id, backend_id), weight
+
+    def __getitem__(self, member: tuple[int, int]) -> int:
+        return self._weights(member[0])[member[1]]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return (member for member, _ in self._pairs())
+
+    def __len__(self) -> int:
+        return sum(len({b.endpoint for b in s.backends}) for s in self._desired.values())
+
+    def items(self) -> ItemsView[tuple[int, int], int]:
+        return _PairsView(self)
+
+    def __eq__(self, other: object) -> bool:
+        # As Mapping's, without looking each entry up by its key.
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        count = 0
+        for member, weight in self._pairs():
+            if other.get(member) != weight:
+                return False
+            count += 1
+        return count == len(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"WrittenMembers({dict(self)!r})"
+
+
+class _PairsView(ItemsView):
+    def __iter__(self) -> Iterator[tuple[tuple[int, int], int]]:
+        return self._mapping._pairs()
+
+
 @dataclass(frozen=True)
 class Written:
     """What the agent last wrote: the desired state it planned for and the maps as that
@@ -380,7 +451,10 @@ class Written:
 
     desired: Mapping[FrontendKey, Service]
     actual: ActualState
-    endpoint_users: Mapping[Endpoint, int]
+    # The services using each endpoint, for the endpoints more than one service uses;
+    # every other endpoint in backend_index has one (at 10,000 routes of distinct
+    # backends, a count for each was a dict of 80,000 entries: 2.5 MiB).
+    shared_endpoints: Mapping[Endpoint, int]
     backend_index: Mapping[Endpoint, int]
     service_index: Mapping[FrontendKey, int]
     # The desired services in their order, when no frontend is listed twice: an edit
@@ -395,10 +469,16 @@ class Written:
         for service in services.values():
             for endpoint in {b.endpoint for b in service.backends}:
                 users[endpoint] = users.get(endpoint, 0) + 1
-        after = applied(actual, result.ops)
-        return cls(services, after, users, {ep: i for i, ep in after.backends.items()},
-                   {k: r.service_id for k, r in after.frontends.items() if k in services},
+        after = applied(actual, result.ops, members=False)
+        backend_index = {ep: i for i, ep in after.backends.items()}
+        service_index = {k: r.service_id for k, r in after.frontends.items() if k in services}
+        after = replace(after, members=WrittenMembers(services, service_index, backend_index))
+        return cls(services, after, {e: n for e, n in users.items() if n > 1}, backend_index, service_index,
                    desired.services if len(services) == len(desired.services) else None)
+
+    def users(self, endpoint: Endpoint) -> int:
+        """How many desired services use `endpoint` (each backend written is used)."""
+        return self.shared_endpoints.get(endpoint) or (1 if endpoint in self.backend_index else 0)
 
 
 def _edited_services(desired: DesiredState, written: Written
@@ -421,16 +501,18 @@ def _edited_services(desired: DesiredState, written: Written
     return {k: services[k] for k in changed}, services, changed, removed
 
 
-def applied(actual: ActualState, ops: Iterable[Op]) -> ActualState:
-    """What the maps hold once the writer has executed ``ops`` on maps holding ``actual``."""
+def applied(actual: ActualState, ops: Iterable[Op], members: bool = True) -> ActualState:
+    """What the maps hold once the writer has executed ``ops`` on maps holding ``actual``
+    (without ``members``: but for the members map, left empty)."""
     copy = ActualState(dict(actual.frontends), dict(actual.backends), dict(actual.table_digests), actual.tables,
-                       dict(actual.vips), actual.config, dict(actual.owners), dict(actual.members))
-    return _apply_in_place(copy, ops)
+                       dict(actual.vips), actual.config, dict(actual.owners), dict(actual.members) if members else {})
+    return _apply_in_place(copy, ops, members)
 
 
-def _apply_in_place(actual: ActualState, ops: Iterable[Op]) -> ActualState:
+def _apply_in_place(actual: ActualState, ops: Iterable[Op], members_too: bool = True) -> ActualState:
     """``applied(actual, ops)``, changing the mappings of ``actual`` instead of copying
-    them (only for containers nothing else holds: a Written's)."""
+    them (only for containers nothing else holds: a Written's). Without ``members_too``
+    the members map is left as it is (a Written's is computed, WrittenMembers)."""
     frontends, backends, digests = cast(dict, actual.frontends), cast(dict, actual.backends), cast(dict, actual.table_digests)
     vips, owners, members = cast(dict, actual.vips), cast(dict, actual.owners), cast(dict, actual.members)
     tables_added, tables_removed, config = set(), set(), actual.config
@@ -449,9 +531,11 @@ def _apply_in_place(actual: ActualState, ops: Iterable[Op]) -> ActualState:
             case PutOwner(i, owner):
                 owners[i] = owner
             case PutMember(i, b, weight):
-                members[(i, b)] = weight
+                if members_too:
+                    members[(i, b)] = weight
             case DeleteMember(i, b):
-                members.pop((i, b), None)
+                if members_too:
+                    members.pop((i, b), None)
             case DeleteOwner(i):
                 owners.pop(i, None)
             case PutVip(address, count):
@@ -494,7 +578,7 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
     _validate_each([replaced[k] for k in changed])
 
     # Endpoint users after the edit, as changes to the written counts.
-    users, delta = written.endpoint_users, {}
+    users, delta = written.users, {}
     dropped: set[Endpoint] = set()
     for key in (*changed, *removed):
         if key in old:
@@ -504,12 +588,12 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
     for key in changed:
         for endpoint in {b.endpoint for b in replaced[key].backends}:
             delta[endpoint] = delta.get(endpoint, 0) + 1
-    gone = {endpoint for endpoint in dropped if users.get(endpoint, 0) + delta[endpoint] == 0}
-    added = sum(1 for endpoint, d in delta.items() if d > 0 and endpoint not in users)
-    if len(users) + added - len(gone) > limits.max_backends - 1:
-        raise PlanError(f"{len(users) + added - len(gone)} backends exceed the data path's capacity of "
-                        f"{limits.max_backends - 1} (--max-backends)")
     index = written.backend_index
+    gone = {endpoint for endpoint in dropped if users(endpoint) + delta[endpoint] == 0}
+    added = sum(1 for endpoint, d in delta.items() if d > 0 and endpoint not in index)
+    if len(index) + added - len(gone) > limits.max_backends - 1:
+        raise PlanError(f"{len(index) + added - len(gone)} backends exceed the data path's capacity of "
+                        f"{limits.max_backends - 1} (--max-backends)")
     new_endpoints = sorted({b.endpoint for k in changed for b in replaced[k].backends if b.endpoint not in index},
                            key=Endpoint.sort_key)
     new_backend_ids = _new_ids(new_endpoints, actual.backends, range(1, limits.max_backends), "backends")
@@ -546,7 +630,12 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
     ops += [PutOwner(i, o) for i, o in sorted(owners.items()) if actual.owners.get(i) != o]
     members_now = {(service_ids[k], backend_ids[b.endpoint]): round(b.weight * WEIGHT_SCALE)
                    for k in changed for b in replaced[k].backends}
-    ops += [PutMember(s, b, w) for (s, b), w in sorted(members_now.items()) if actual.members.get((s, b)) != w]
+    # What the members map holds for the services replaced or removed: what was planned
+    # for them (WrittenMembers); a new frontend's id is one no written entry has.
+    members_before = {(actual.frontends[k].service_id, index[b.endpoint]): round(b.weight * WEIGHT_SCALE)
+                      for k in (*changed, *removed) if k in old and k in actual.frontends
+                      for b in old[k].backends}
+    ops += [PutMember(s, b, w) for (s, b), w in sorted(members_now.items()) if members_before.get((s, b)) != w]
     vips = {}
     for key in changed:
         if key not in old:
@@ -557,10 +646,7 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
     now_vips = {a: vips.get(a, actual.vips.get(a, 0)) for a in touched}
     ops += [PutVip(a, now_vips[a]) for a in touched if now_vips[a] > 0 and actual.vips.get(a) != now_vips[a]]
     ops += [DeleteFrontend(k) for k in removed if k in actual.frontends]
-    members_before = {(actual.frontends[k].service_id, index[b.endpoint])
-                      for k in (*changed, *removed) if k in old and k in actual.frontends
-                      for b in old[k].backends}
-    ops += [DeleteMember(s, b) for s, b in sorted(members_before - members_now.keys()) if (s, b) in actual.members]
+    ops += [DeleteMember(s, b) for s, b in sorted(members_before.keys() - members_now.keys())]
     removed_ids = sorted(actual.frontends[k].service_id for k in removed if k in actual.frontends)
     ops += [DeleteOwner(i) for i in removed_ids if i in actual.owners]
     ops += [DeleteVip(a) for a in touched if now_vips[a] <= 0 and a in actual.vips]
@@ -568,12 +654,12 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
     ops += [DeleteBackend(i) for i in sorted(index[ep] for ep in gone if ep in index)]
 
     # Nothing raises from here on: the written mappings become the new ones.
-    users_now, index_now = cast(dict, users), cast(dict, index)
-    for endpoint, d in delta.items():
-        if (n := users_now.get(endpoint, 0) + d) > 0:
-            users_now[endpoint] = n
+    shared, index_now = cast(dict, written.shared_endpoints), cast(dict, index)
+    for endpoint, n in [(endpoint, users(endpoint) + d) for endpoint, d in delta.items()]:
+        if n > 1:
+            shared[endpoint] = n
         else:
-            users_now.pop(endpoint, None)
+            shared.pop(endpoint, None)
     index_now.update(new_backend_ids)
     for endpoint in gone:
         index_now.pop(endpoint, None)
@@ -588,7 +674,9 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
         services = fresh
     result = Plan(tuple(ops), service_index, index_now)
     positional = written.services is not None and len(services) == len(desired.services)
-    return result, Written(services, _apply_in_place(actual, result.ops), users_now, index_now, service_index,
+    after = replace(_apply_in_place(actual, result.ops, members_too=False),
+                    members=WrittenMembers(services, service_index, index_now))
+    return result, Written(services, after, shared, index_now, service_index,
                            desired.services if positional else None)
 
 

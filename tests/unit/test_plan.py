@@ -330,7 +330,9 @@ def test_an_edit_planned_against_what_was_written_is_the_full_plan():
             for service in desired.services:
                 for endpoint in {b.endpoint for b in service.backends}:
                     users[endpoint] = users.get(endpoint, 0) + 1
-            assert written.endpoint_users == users and written.desired == desired.by_frontend()
+            assert written.shared_endpoints == {e: n for e, n in users.items() if n > 1}
+            assert {e: written.users(e) for e in written.backend_index} == users
+            assert written.desired == desired.by_frontend()
 
 
 def test_an_edit_refuses_what_does_not_fit_like_a_full_plan():
@@ -351,3 +353,25 @@ def test_an_edit_refuses_what_does_not_fit_like_a_full_plan():
     full = p.plan(fits, written.actual, CONFIG, limits)
     edit, _ = p.plan_edit(fits, written, CONFIG, limits)
     assert _normal(edit) == _normal(full)
+
+
+def test_the_members_a_written_state_computes_are_those_the_plan_wrote():
+    import random
+
+    rng = random.Random(5)
+    limits = p.Limits(maglev_size=251, max_services=64, max_backends=64)
+    endpoints = [f"10.1.0.{i}" for i in range(1, 12)]
+    desired = _random_state(rng, endpoints)
+    first = p.plan(desired, p.ActualState(), CONFIG, limits)
+    written = p.Written.after(desired, p.ActualState(), first)
+    members = written.actual.members
+    expected = applied(p.ActualState(), first).members
+    assert isinstance(members, p.WrittenMembers) and expected
+    assert members == expected and expected == members and not members != expected
+    assert dict(members) == expected and dict(members.items()) == expected and len(members) == len(expected)
+    assert all(members[m] == w and members.get(m) == w and m in members for m, w in expected.items())
+    assert (10**6, 1) not in members and members.get((0, 10**6)) is None
+    changed = dict(expected)
+    changed[next(iter(changed))] += 1
+    assert members != changed and changed != members
+    assert members != {**expected, (10**6, 1): 1}
