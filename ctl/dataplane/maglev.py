@@ -273,6 +273,7 @@ def _fill(
     # slot s of table t is cell t * size + s.
     offsets, skips, quotas = offsets.ravel(), skips.ravel(), quotas.ravel()
     table_of_row = np.repeat(np.arange(tables, dtype=np.int64), rows)
+    row_in_table = np.tile(np.arange(rows, dtype=np.int64), tables)
     cell_base = table_of_row * size
     owner = np.full(tables * size, -1, dtype=np.int64)
     is_free = np.ones(tables * size, dtype=bool)
@@ -302,12 +303,12 @@ def _fill(
             table = table_of_row[active]
             # Per table (active is sorted, so each table's rows are one run): the most
             # claims one of its rows owes, and how many of its rows are active.
-            run_starts = np.flatnonzero(np.r_[True, table[1:] != table[:-1]])
+            run_starts = np.flatnonzero(np.concatenate(([True], table[1:] != table[:-1])))
             run_tables = table[run_starts]
             most = np.zeros(tables, dtype=np.int64)
             most[run_tables] = np.maximum.reduceat(want, run_starts)
             active_rows = np.zeros(tables, dtype=np.int64)
-            active_rows[run_tables] = np.diff(np.r_[run_starts, active.size])
+            active_rows[run_tables] = np.diff(run_starts, append=active.size)
             # Expected walk to find n free slots is n * size / free_count; look a bit
             # further so most rows finish in one pass, within the memory budget.
             width = (1.5 * most[run_tables] * size / free_count[run_tables]).astype(np.int64) + 4
@@ -318,16 +319,23 @@ def _fill(
             row_width = table_width[table]
             widest = int(width.max())
 
+            # The matrices below are the bulk of a cold start's planning (some 18 passes
+            # over rows x window per step): each is made in place where it can be, and
+            # every pass that gives the same answer in fewer is taken. The result is the
+            # same, cell for cell (the placement is a contract, see PLACEMENT_VERSION).
             start = ((offsets[active] + cursor[active] * skips[active]) % size).astype(word)
-            raw = start[:, None] + np.arange(widest, dtype=word) * word_skips[active, None]
-            raw -= (raw // size) * size
-            # The matrices in the narrowest index type that holds every cell: half the
-            # memory traffic of int64 for the usual tables.
-            cells = raw.astype(cell_type)
+            raw = np.multiply(np.arange(widest, dtype=word), word_skips[active, None])
+            raw += start[:, None]
+            wraps = raw // size
+            wraps *= size
+            raw -= wraps
+            # Slot numbers are below size, so the same memory read as cell_type holds them.
+            cells = raw.view(cell_type) if raw.itemsize == np.dtype(cell_type).itemsize else raw.astype(cell_type)
             cells += cell_base[active, None].astype(cell_type)
-            # A row sees only its own table's window; beyond it, as if out of sight.
-            candidate = is_free[cells]
-            candidate &= np.arange(widest) < row_width[:, None]
+            candidate = np.take(is_free, cells)
+            if int(row_width.min()) < widest:
+                # A row sees only its own table's window; beyond it, as if out of sight.
+                candidate &= np.arange(widest) < row_width[:, None]
 
             # Each row proposes its first `want` free slots, in its preference order. Every
             # proposal gets taken by someone, so afterwards the row's first free slot is
@@ -336,16 +344,25 @@ def _fill(
             # proposal instead; both are valid, and each table keeps the rule it would
             # follow alone, as the windows, and so the placement, depend on it.)
             rank = np.cumsum(candidate, axis=1, dtype=cell_type)
-            beyond = rank > want[:, None]
             single = most[table] == 1
-            found = candidate.any(axis=1)
-            after_proposal = np.where(found, candidate.argmax(axis=1) + 1, row_width)
-            at_next_free = np.where(beyond[:, -1], beyond.argmax(axis=1), row_width)
-            cursor[active] += np.where(single, after_proposal, at_next_free)
-            proposal_row, proposal_col = np.nonzero(candidate & ~beyond)
-            proposal_cell = cells[proposal_row, proposal_col]
-            proposal_rank = rank[proposal_row, proposal_col] - 1
-            proposal_row = active[proposal_row]
+            any_single = bool(single.any())
+            if any_single:
+                found = candidate.any(axis=1)
+                after_proposal = np.where(found, candidate.argmax(axis=1) + 1, row_width)
+            proposing = rank <= want[:, None]  # not beyond the row's `want`-th candidate
+            if any_single and bool(single.all()):
+                step = after_proposal
+            else:
+                # The first column beyond: the first False of the row (a rank only grows).
+                at_next_free = np.where(proposing[:, -1], row_width, proposing.argmin(axis=1))
+                step = np.where(single, after_proposal, at_next_free) if any_single else at_next_free
+            cursor[active] += step
+            candidate &= proposing
+            # Flat positions, row by row (as np.nonzero walks them, active being sorted).
+            proposal = np.flatnonzero(candidate)
+            proposal_cell = cells.ravel()[proposal]
+            proposal_rank = rank.ravel()[proposal] - 1
+            proposal_row = active[proposal // widest]
             # A contested slot goes to the proposal due earliest in virtual time (the claim
             # index over the quota), then to the higher-priority row. Deciding by time, not
             # just by priority, makes a round behave like the finer Maglev turns it batches.
@@ -360,7 +377,7 @@ def _fill(
             won_cell = ordered_cell[first]
             won_row = proposal_row[order[first]]
 
-            owner[won_cell] = won_row % rows
+            owner[won_cell] = row_in_table[won_row]
             is_free[won_cell] = False
             free_count -= np.bincount(table_of_row[won_row], minlength=tables)
             owed -= np.bincount(won_row, minlength=tables * rows)
