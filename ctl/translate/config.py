@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,4 +32,10 @@ class TranslateConfig:
 
     def snat_addresses_for(self, version: int) -> tuple[IPAddress, ...]:
         """Every configured SNAT source of that family (--snat-address repeated)."""
-        return tuple(a for a in self.snat_addresses if a.version == version)
+        return _of_version(self.snat_addresses, version)
+
+
+# One tuple for every Service that uses them, not one each (10,000 at 10,000 routes).
+@functools.lru_cache(maxsize=16)
+def _of_version(addresses: tuple[IPAddress, ...], version: int) -> tuple[IPAddress, ...]:
+    return tuple(a for a in addresses if a.version == version)
