@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from ctl.api.core import forget_ip_addresses
 from ctl.sources import Snapshot
 from ctl.sources.snapshot import replaced_positions
 from ctl.translate.config import TranslateConfig
@@ -75,6 +76,7 @@ class Translator:
             self.full += 1
         else:
             self.incremental += 1
+        forget_ip_addresses()
         self.last = result
         return result.translation
 

@@ -38,10 +38,14 @@ class SnapshotIndex:
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> SnapshotIndex:
+        services = {(s.namespace, s.name): s for s in snapshot.services}
+        # Keyed by the same (namespace, name) tuples as the Services they belong to.
+        service_keys = {key: key for key in services}
         slices: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
         for endpoint_slice in snapshot.endpoint_slices:
             if endpoint_slice.service_name:
-                slices[(endpoint_slice.namespace, endpoint_slice.service_name)].append(endpoint_slice)
+                key = (endpoint_slice.namespace, endpoint_slice.service_name)
+                slices[service_keys.get(key, key)].append(endpoint_slice)
         grants: dict[str, list[ReferenceGrant]] = defaultdict(list)
         for grant in snapshot.reference_grants:
             grants[grant.namespace].append(grant)
@@ -49,7 +53,7 @@ class SnapshotIndex:
             snapshot=snapshot,
             gateway_classes={c.name: c for c in snapshot.gateway_classes},
             gateways={(g.namespace, g.name): g for g in snapshot.gateways},
-            services={(s.namespace, s.name): s for s in snapshot.services},
+            services=services,
             slices_by_service={key: tuple(value) for key, value in slices.items()},
             grants_by_namespace={key: tuple(value) for key, value in grants.items()},
             namespace_labels={n.name: dict(n.metadata.labels) for n in snapshot.namespaces},
