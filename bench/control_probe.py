@@ -22,7 +22,7 @@ every network namespace, so the caller subtracts its own readings from ours.
         what a cold reconcile leaves resident, the agent's way without the kernel: load
         (parse cache, generation book), translate, plan against empty maps, what the
         agent remembers it wrote; VmRSS after each step (the last after the agent's
-        collector pass and malloc_trim), VmHWM, and the MiB each holder keeps (objects
+        collector pass, Dataplane.settle and malloc_trim), VmHWM, and the MiB each holder keeps (objects
         reachable from it and from no holder listed before it, by sys.getsizeof).
 """
 
@@ -240,7 +240,7 @@ def memory(args: argparse.Namespace) -> dict:
 
     import ctl.sources
     from ctl.agent.heap import Collector
-    from ctl.dataplane.plan import ActualState, DataplaneConfig, Limits, Written, plan
+    from ctl.dataplane.plan import ActualState, DataplaneConfig, Limits, Written, forget_tables, plan
     from ctl.sources.generations import GenerationBook
     from ctl.translate import TranslateConfig
     from ctl.translate.incremental import Translator
@@ -266,7 +266,9 @@ def memory(args: argparse.Namespace) -> dict:
         written = Written.after(translation.desired, ActualState(), result)
         out["ops"] = len(result.ops)
         del result, translation
-    ctypes.CDLL(None).malloc_trim(0)  # as the agent after a reconcile (release_free_memory)
+    written = written.compacted()  # as the agent after a reconcile (Dataplane.settle)
+    forget_tables()
+    ctypes.CDLL(None).malloc_trim(0)  # and then release_free_memory
     step("after")
     out["peak_mib"] = _status_mib("VmHWM")
     holders = {"parse cache": cache, "generation book": book, "translator": translator, "written": written}

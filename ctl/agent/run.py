@@ -269,6 +269,7 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
 
             def observe(outcome: ReconcileOutcome) -> None:
                 metrics.observe(outcome)
+                dataplane.settle()
                 release_free_memory()
 
             run_kubernetes(options, reconciler, observe, stop, registry, collector, repair)
@@ -283,6 +284,7 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
                     snapshot, generations = generations.assign(loaded.snapshot)
                     outcome = reconciler.reconcile(replace(loaded, snapshot=snapshot))
                 metrics.observe(outcome)
+                dataplane.settle()
                 release_free_memory()
     finally:
         server.stop()

