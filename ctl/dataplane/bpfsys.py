@@ -270,18 +270,16 @@ def map_keys(fd: int, key_type: type) -> list:
 _UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: the kernel's ENOTSUPP
 
 
-def map_items(fd: int, key_type: type, value_type: type, chunk: int = 4096,
-              between: Callable[[], None] | None = None) -> list[tuple] | None:
-    """Every (key, value) of a hash map, thousands per syscall (BPF_MAP_LOOKUP_BATCH)
-    instead of two syscalls per entry; a snapshot, as entries may change meanwhile.
-    None when this kernel or map type cannot batch (the caller iterates instead).
-    ``between`` is called before each batch after the first (it may raise to stop)."""
-    rows: list[tuple] = []
-    token_in = None
-    token_out = ctypes.create_string_buffer(8)  # where the next batch starts (a bucket)
+def map_batch(fd: int, key_type: type, value_type: type, start: bytes | None = None,
+              chunk: int = 4096) -> tuple[list[tuple], bytes | None] | None:
+    """One BPF_MAP_LOOKUP_BATCH of a hash map: up to ``chunk`` (key, value) rows from
+    ``start`` (where an earlier batch said the next one begins; None: the map's start),
+    and where the next batch begins (None: these were the last). The position is a
+    bucket, which writes in between do not move. None when this kernel or map type
+    cannot batch (the caller iterates instead)."""
+    token_in = None if start is None else ctypes.create_string_buffer(start, len(start))
+    token_out = ctypes.create_string_buffer(8)
     while True:
-        if between is not None and token_in is not None:
-            between()
         keys, values = (key_type * chunk)(), (value_type * chunk)()
         n = ctypes.c_uint32(chunk)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
@@ -291,14 +289,30 @@ def map_items(fd: int, key_type: type, value_type: type, chunk: int = 4096,
         if code == errno.ENOSPC:  # one bucket holds more entries than a batch: retry bigger
             chunk *= 4
             continue
-        if code in _UNSUPPORTED and not rows and token_in is None:
+        if code in _UNSUPPORTED and start is None:
             return None
         if code not in (0, errno.ENOENT):
             _check(-code, "batch lookup")
-        rows.extend(zip(keys[:n.value], values[:n.value]))
-        if code == errno.ENOENT:  # no more entries
-            return rows
-        token_in = ctypes.create_string_buffer(token_out.raw, len(token_out))
+        rows = list(zip(keys[:n.value], values[:n.value]))
+        return rows, (None if code == errno.ENOENT else token_out.raw)
+
+
+def map_items(fd: int, key_type: type, value_type: type, chunk: int = 4096,
+              between: Callable[[], None] | None = None) -> list[tuple] | None:
+    """Every (key, value) of a hash map, thousands per syscall (BPF_MAP_LOOKUP_BATCH)
+    instead of two syscalls per entry; a snapshot, as entries may change meanwhile.
+    None when this kernel or map type cannot batch (the caller iterates instead).
+    ``between`` is called before each batch after the first (it may raise to stop)."""
+    first = map_batch(fd, key_type, value_type, None, chunk)
+    if first is None:
+        return None
+    rows, start = first
+    while start is not None:
+        if between is not None:
+            between()
+        more, start = map_batch(fd, key_type, value_type, start, chunk)  # type: ignore[misc]
+        rows.extend(more)
+    return rows
 
 
 def array_read_all(fd: int, value_type: type, count: int) -> ctypes.Array:

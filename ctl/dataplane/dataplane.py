@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 from . import loader, reader, writer
 from ctl.model import DesiredState
@@ -16,9 +15,9 @@ from .plan import DataplaneConfig, Limits, Plan, Written, forget_tables, plan, p
 log = logging.getLogger(__name__)
 
 READ_BACK_SHARE = 0.01  # at most this share of an idle agent's time goes to reading the maps back
-# A map whose reading was abandoned for an edit this many times in a row is read to the
-# end the next time, edit or not: a read-back completes under any trickle of edits.
-READ_BACK_YIELDS = 3
+# Rows a read-back reads (and types) between two looks at whether an edit waits: what
+# an edit may wait for, a few milliseconds.
+READ_BACK_BATCH = 1024
 
 
 class ReadBackAbandoned(Exception):
@@ -27,11 +26,6 @@ class ReadBackAbandoned(Exception):
 
 def _nothing_waits() -> bool:
     return False
-
-
-def _give_way(edit_waiting: Callable[[], bool], part: str, forced: bool) -> None:
-    if not forced and edit_waiting():
-        raise ReadBackAbandoned(part)
 
 
 @dataclass
@@ -47,10 +41,10 @@ class Dataplane:
     read_back_at: float = field(default=float("-inf"), repr=False)  # time.monotonic()
     read_back_seconds: float = field(default=0.0, repr=False)  # what reading the maps took last time
     # A read-back under way (``repair``): the maps found as written so far, the time it
-    # has taken (abandoned attempts included), and per map the abandons in a row.
+    # has taken (abandoned attempts included), and the map it stopped in, half read.
     read_back_checked: set[str] = field(default_factory=set, repr=False)
     read_back_spent: float = field(default=0.0, repr=False)
-    read_back_abandons: dict[str, int] = field(default_factory=dict, repr=False)
+    read_back_partial: reader.PartRead | None = field(default=None, repr=False)
     settle_due: bool = field(default=False, repr=False)  # a full plan ran since the last settle
 
     @classmethod
@@ -106,6 +100,8 @@ class Dataplane:
             self.written = None  # until the writes are all done: a failure reads back next time
             writer.apply(maps, result.ops)
             self.written = written
+            if not read and self.read_back_partial is not None:
+                self.read_back_partial.written(result.ops)  # its rows as they are now
             if read:
                 self.read_back_at = time.monotonic()  # the maps are as planned from what was read
         if result:
@@ -130,16 +126,20 @@ class Dataplane:
         deleted), giving way to edits: an idle agent's read-back takes about a second
         at 10,000 routes, and an edit must not wait for it.
 
-        The maps are compared one by one with what this object wrote. As soon as
-        ``edit_waiting()`` is true (asked between maps, and between batches of a big
-        one) it raises ReadBackAbandoned, having written nothing. The maps compared so
-        far stay compared: an edit changes them only by writes that ``written``
-        records, so the next call goes on with the map it abandoned (from that map's
-        start). Reading some maps before an edit and planning against them with others
-        read after it would not be sound; comparing each with what was written at the
-        time it is read is. A map abandoned READ_BACK_YIELDS times in a row is read to
-        the end the next time: the read-back completes under any trickle of edits, and
-        then an edit waits for one map at most, not for all of them.
+        The maps are compared one by one with what this object wrote, each read
+        READ_BACK_BATCH rows at a time. As soon as ``edit_waiting()`` is true (asked
+        between batches) it raises ReadBackAbandoned, having written nothing, and the
+        next call goes on where this one stopped: with the map it was reading, from
+        the batch it had reached. That is sound because the agent is its maps' only
+        writer, and an edit changes them only by writes that ``written`` records: a
+        map compared before an edit holds what the edit left (the edit wrote what it
+        changed), and the rows of a half-read map are brought up to date with the
+        edit's writes (``PartRead.written``), the rest being read as they are then.
+        Each call reads at least one batch before it gives way, so a read-back
+        completes under any trickle of edits (at worst after one call per batch), and
+        an edit never waits for more than one batch. (Starting a map again from its
+        start at each call, as before, needed a whole uninterruptible read of a map
+        abandoned too often: 0.3-0.8 s for the backends at 10,000 routes.)
 
         Returns an empty plan when every map is as written. When one differs, or
         nothing is remembered, every map is read at once and planned against as
@@ -156,6 +156,7 @@ class Dataplane:
         if as_written and desired.by_frontend() == written.desired and written.actual.config == config:
             self.read_back_seconds = self.read_back_spent
             self.read_back_at = time.monotonic()
+            log.debug("read-back complete", extra={"event": "read_back_complete", "seconds": self.read_back_spent})
             self._forget_read_back()
             return Plan((), {k: r.service_id for k, r in written.actual.frontends.items()},
                         dict(written.backend_index))
@@ -164,26 +165,29 @@ class Dataplane:
     def _compare_maps(self, maps: PinnedMaps, edit_waiting: Callable[[], bool]) -> bool:
         """Whether the maps not yet compared in this read-back hold what was written."""
         assert self.written is not None
-        for part, read in reader.PARTS.items():
+        progressed = False
+        for part in reader.PARTS:
             if part in self.read_back_checked:
                 continue
-            abandons = self.read_back_abandons.get(part, 0)
-            checkpoint = partial(_give_way, edit_waiting, part, abandons >= READ_BACK_YIELDS)
-            try:
-                checkpoint()
-                value = read(maps, checkpoint)
-            except ReadBackAbandoned:
-                self.read_back_abandons[part] = abandons + 1
-                raise
-            self.read_back_abandons.pop(part, None)
-            if value != getattr(self.written.actual, part):
+            if self.read_back_partial is None or self.read_back_partial.part != part:
+                self.read_back_partial = reader.PartRead.begin(part)
+            read = self.read_back_partial
+            while not read.done:
+                if progressed and edit_waiting():
+                    raise ReadBackAbandoned(part)
+                read.step(maps, READ_BACK_BATCH, getattr(self.written.actual, part))
+                progressed = True
+                if read.differs:
+                    return False  # drift: the whole maps are read and planned against
+            self.read_back_partial = None
+            if not read.matches(getattr(self.written.actual, part)):
                 return False
             self.read_back_checked.add(part)
         return True
 
     def _forget_read_back(self) -> None:
         self.read_back_checked.clear()
-        self.read_back_abandons.clear()
+        self.read_back_partial = None
         self.read_back_spent = 0.0
 
     def repair_due(self, interval: float, share: float = READ_BACK_SHARE) -> bool:

@@ -110,6 +110,19 @@ class PinnedMaps:
             if value is not None:  # deleted while we iterated
                 yield key, value
 
+    def batch(self, name: str, start: bytes | None, chunk: int) -> tuple[list[tuple], bytes | None] | None:
+        """Up to ``chunk`` (key, value) rows from ``start`` and where the next batch
+        begins (None: these were the last), as bpfsys.map_batch; None when the map
+        cannot be read in batches. An absent control map has no rows."""
+        if not self.has(name):
+            return [], None
+        key_t, value_t = self._types(name)
+        found = bpfsys.map_batch(self._fds[name], key_t, value_t, start, chunk)
+        if found is None:
+            return None
+        rows, after = found
+        return [(_plain(key), _plain(value)) for key, value in rows], after
+
     # -- per-CPU counters ---------------------------------------------------------------
     def percpu(self, name: str, index: int) -> list:
         """One value per possible CPU (the kernel pads each to 8 bytes)."""

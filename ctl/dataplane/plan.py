@@ -542,13 +542,14 @@ def applied(actual: ActualState, ops: Iterable[Op], members: bool = True) -> Act
     (without ``members``: but for the members map, left empty)."""
     copy = ActualState(dict(actual.frontends), dict(actual.backends), dict(actual.table_digests), actual.tables,
                        dict(actual.vips), actual.config, dict(actual.owners), dict(actual.members) if members else {})
-    return _apply_in_place(copy, ops, members)
+    return applied_in_place(copy, ops, members)
 
 
-def _apply_in_place(actual: ActualState, ops: Iterable[Op], members_too: bool = True) -> ActualState:
+def applied_in_place(actual: ActualState, ops: Iterable[Op], members_too: bool = True) -> ActualState:
     """``applied(actual, ops)``, changing the mappings of ``actual`` instead of copying
-    them (only for containers nothing else holds: a Written's). Without ``members_too``
-    the members map is left as it is (a Written's is computed, WrittenMembers)."""
+    them (only for containers nothing else holds: a Written's, a read-back's rows).
+    Without ``members_too`` the members map is left as it is (a Written's is computed,
+    WrittenMembers)."""
     frontends, backends, digests = cast(dict, actual.frontends), cast(dict, actual.backends), cast(dict, actual.table_digests)
     vips, owners, members = cast(dict, actual.vips), cast(dict, actual.owners), cast(dict, actual.members)
     tables_added, tables_removed, config = set(), set(), actual.config
@@ -710,7 +711,7 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
         services = fresh
     result = Plan(tuple(ops), service_index, index_now)
     positional = written.services is not None and len(services) == len(desired.services)
-    after = replace(_apply_in_place(actual, result.ops, members_too=False),
+    after = replace(applied_in_place(actual, result.ops, members_too=False),
                     members=WrittenMembers(services, service_index, index_now))
     return result, Written(services, after, shared, index_now, service_index,
                            desired.services if positional else None)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import abi
 from ctl.model import Endpoint, FrontendKey, NatMode, Protocol
 from .pinned import PinnedMaps
-from .plan import ActualState, DataplaneConfig, FrontendRecord
+from .plan import ActualState, DataplaneConfig, FrontendRecord, applied_in_place
 
 
 Checkpoint = Callable[[], None]  # called now and then while reading; may raise to stop
@@ -21,28 +21,46 @@ def _never() -> None:
     pass
 
 
+def _frontend_row(key, value) -> tuple[FrontendKey, FrontendRecord]:
+    address = abi.from_addr(key.addr, key.family)
+    fk = FrontendKey(address, abi.from_port(key.port), Protocol(key.proto))
+    nat = NatMode.DNAT if value.nat_mode == abi.NatModeC.DNAT else NatMode.SNAT
+    count = min(value.snat_count, abi.SNAT_MAX_ADDRS) if nat is NatMode.SNAT else 0
+    snat = tuple(abi.from_addr(value.snat_addrs[i], key.family) for i in range(count))
+    return fk, FrontendRecord(value.id, nat, snat)
+
+
+def _backend_row(backend_id: int, value) -> tuple[int, Endpoint]:
+    return backend_id, Endpoint(abi.from_addr(value.addr, value.family), abi.from_port(value.port))
+
+
+def _vip_row(key, count: int) -> tuple:
+    return abi.from_addr(key.addr, key.family), count
+
+
+def _owner_row(service_id: int, value) -> tuple[int, str]:
+    return service_id, value.name.decode(errors="replace")
+
+
+def _member_row(key, weight: int) -> tuple[tuple[int, int], int]:
+    return (key.service_id, key.backend_id), weight
+
+
+def _same_row(key, value) -> tuple:
+    return key, value
+
+
 def read_frontends(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict[FrontendKey, FrontendRecord]:
-    out = {}
-    for key, value in maps.items("frontends", checkpoint):
-        address = abi.from_addr(key.addr, key.family)
-        fk = FrontendKey(address, abi.from_port(key.port), Protocol(key.proto))
-        nat = NatMode.DNAT if value.nat_mode == abi.NatModeC.DNAT else NatMode.SNAT
-        count = min(value.snat_count, abi.SNAT_MAX_ADDRS) if nat is NatMode.SNAT else 0
-        snat = tuple(abi.from_addr(value.snat_addrs[i], key.family) for i in range(count))
-        out[fk] = FrontendRecord(value.id, nat, snat)
-    return out
+    return dict(_frontend_row(k, v) for k, v in maps.items("frontends", checkpoint))
 
 
 def read_backends(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict[int, Endpoint]:
-    return {
-        backend_id: Endpoint(abi.from_addr(v.addr, v.family), abi.from_port(v.port))
-        for backend_id, v in maps.items("backends", checkpoint)
-    }
+    return dict(_backend_row(k, v) for k, v in maps.items("backends", checkpoint))
 
 
 def read_vips(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict:
     """VIP -> how many frontends use it."""
-    return {abi.from_addr(key.addr, key.family): count for key, count in maps.items("vips", checkpoint)}
+    return dict(_vip_row(k, v) for k, v in maps.items("vips", checkpoint))
 
 
 def read_config(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> DataplaneConfig | None:
@@ -55,12 +73,12 @@ def read_config(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> DataplaneC
 
 
 def read_owners(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict[int, str]:
-    return {service_id: v.name.decode(errors="replace") for service_id, v in maps.items("owners", checkpoint)}
+    return dict(_owner_row(k, v) for k, v in maps.items("owners", checkpoint))
 
 
 def read_members(maps: PinnedMaps, checkpoint: Checkpoint = _never) -> dict[tuple[int, int], int]:
     """(service id, backend id) -> configured weight x WEIGHT_SCALE."""
-    return {(k.service_id, k.backend_id): v for k, v in maps.items("members", checkpoint)}
+    return dict(_member_row(k, v) for k, v in maps.items("members", checkpoint))
 
 
 # Each field of ActualState and how it is read, map by map (a read-back compares them one
@@ -76,9 +94,95 @@ PARTS: dict[str, Callable[[PinnedMaps, Checkpoint], object]] = {
     "members": read_members,
 }
 
+# The parts read from one map row by row: the map, and a row's entry in the part
+# (``tables`` keeps only the keys).
+_PART_ROWS: dict[str, tuple[str, Callable[[object, object], tuple]]] = {
+    "vips": ("vips", _vip_row),
+    "frontends": ("frontends", _frontend_row),
+    "backends": ("backends", _backend_row),
+    "table_digests": ("digests", _same_row),
+    "tables": ("maglev_outer", _same_row),
+    "owners": ("owners", _owner_row),
+    "members": ("members", _member_row),
+}
+
 
 def read_actual(maps: PinnedMaps) -> ActualState:
     return ActualState(**{name: read(maps, _never) for name, read in PARTS.items()})
+
+
+_MISSING = object()
+
+
+@dataclass
+class PartRead:
+    """One field of ActualState read from its map a batch of rows at a time, possibly
+    across several calls (a read-back that gives way between batches goes on where it
+    stopped: the position is a hash bucket, which writes in between do not move), and
+    compared with what it should hold batch by batch (comparing 80,000 backends at the
+    end would take 0.1 s in one go). Mutable by design: it is the read's progress.
+
+    ``rows`` holds the rows read so far (the keys, for ``tables``); each was found as
+    expected, else ``differs``. Rows that writes changed after they were read are
+    brought up to date by ``written`` (the writer's ops, applied as the planner does);
+    rows in buckets not read yet are read as they are then. So once every batch is
+    read, the map holds what was expected exactly when nothing differed and as many
+    rows were found as expected."""
+
+    part: str
+    rows: dict | set = field(default_factory=dict)
+    start: bytes | None = None  # where the next batch begins
+    done: bool = False
+    differs: bool = False
+    whole: object = None  # a part not read row by row (the config)
+
+    @classmethod
+    def begin(cls, part: str) -> "PartRead":
+        return cls(part, set() if part == "tables" else {})
+
+    def step(self, maps: PinnedMaps, chunk: int, expected) -> None:
+        """Reads the next batch and compares it with ``expected`` (the part as
+        ActualState holds it). A part without a map, or a map that cannot be read in
+        batches, is read whole."""
+        if self.part not in _PART_ROWS:
+            self.whole = PARTS[self.part](maps, _never)
+            self.differs = self.whole != expected
+            self.done = True
+            return
+        name, row = _PART_ROWS[self.part]
+        batch = maps.batch(name, self.start, chunk)
+        if batch is None:  # no batch lookups here: the whole map at once
+            whole = PARTS[self.part](maps, _never)
+            self.rows = set(whole) if self.part == "tables" else dict(whole)  # type: ignore[call-overload]
+            self.differs = whole != expected
+            self.done = True
+            return
+        rows, self.start = batch
+        if self.part == "tables":
+            assert isinstance(self.rows, set)
+            keys = [key for key, _ in rows]
+            self.differs = self.differs or not all(key in expected for key in keys)
+            self.rows.update(keys)
+        else:
+            assert isinstance(self.rows, dict)
+            typed = [row(key, value) for key, value in rows]
+            self.differs = self.differs or any(expected.get(key, _MISSING) != value for key, value in typed)
+            self.rows.update(typed)
+        self.done = self.start is None
+
+    def written(self, ops) -> None:
+        """Brings the rows read so far up to date with writes made since (ops the
+        writer executed)."""
+        if self.part not in _PART_ROWS:
+            return  # read in one step, never left half read
+        state = applied_in_place(ActualState(**{self.part: self.rows}), ops)
+        self.rows = getattr(state, self.part)
+
+    def matches(self, expected) -> bool:
+        """Once done: whether the map holds ``expected``."""
+        if self.part not in _PART_ROWS:
+            return not self.differs
+        return not self.differs and len(self.rows) == len(expected)
 
 
 @dataclass(frozen=True)

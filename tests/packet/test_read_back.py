@@ -1,6 +1,7 @@
 """The idle agent's read-back of the maps against the real pinned maps: it gives way to
-an edit without writing anything, goes on after the edit with the maps it had not
-compared yet, and completes even when an edit always waits."""
+an edit without writing anything, goes on after the edit where it stopped (the maps
+it had not compared yet, the rest of a half-read map), still finds drift across an
+edit, and completes even when an edit always waits."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from ctl.dataplane import reader, writer
-from ctl.dataplane.dataplane import READ_BACK_YIELDS, Dataplane, ReadBackAbandoned
+from ctl.dataplane import dataplane as dataplane_module, reader, writer
+from ctl.dataplane.dataplane import Dataplane, ReadBackAbandoned
 from ctl.dataplane.plan import DataplaneConfig, plan
 from ctl.model import DesiredState, Endpoint, FrontendKey, Protocol, Service, WeightedEndpoint
 
@@ -61,16 +62,23 @@ def test_a_read_back_gives_way_to_an_edit_and_writes_nothing(plab, dataplane):
         assert maps.get("frontends", key) is not None
 
 
-def test_a_read_back_completes_when_an_edit_always_waits(plab, dataplane):
-    """Each map is read to the end once READ_BACK_YIELDS reads of it were abandoned in a
-    row, so a steady trickle of edits cannot starve the repair."""
+@pytest.fixture
+def small_batches(monkeypatch) -> int:
+    """Read-backs read 100 rows at a time: the 2,000 members take many batches."""
+    monkeypatch.setattr(dataplane_module, "READ_BACK_BATCH", 100)
+    return 100
+
+
+def test_a_read_back_completes_when_an_edit_always_waits(plab, dataplane, small_batches):
+    """Each call reads one batch before it gives way, so a steady trickle of edits
+    cannot starve the repair, and no call reads a map whole."""
     desired = _services(40, 50)
     with plab.maps() as maps:
         members = maps.keys("members")
         dropped = members[-1]
         assert maps.delete("members", dropped)  # drift in the last map the read-back compares
     abandons = 0
-    for _ in range(READ_BACK_YIELDS * len(reader.PARTS) + 1):
+    for _ in range(len(reader.PARTS) + len(members)):
         try:
             repaired = dataplane.repair(desired, edit_waiting=_always)
             break
@@ -78,11 +86,67 @@ def test_a_read_back_completes_when_an_edit_always_waits(plab, dataplane):
             abandons += 1
     else:
         pytest.fail("the read-back never completed while an edit always waited")
-    assert abandons == READ_BACK_YIELDS * len(reader.PARTS), abandons
+    # One call per batch: at least one per map, and the members several.
+    assert abandons >= len(reader.PARTS) - 1 + (len(members) - 1) // small_batches, abandons
     assert len(repaired.ops) >= 1, "the dropped member was not written again"
     with plab.maps() as maps:
         assert maps.get("members", dropped) is not None
         assert plan(desired, reader.read_actual(maps), DataplaneConfig(), dataplane.limits).ops == ()
+
+
+def _abandon_inside(dataplane: Dataplane, desired: DesiredState, part: str) -> None:
+    """Starts a read-back and gives way once it has read some of ``part``'s rows."""
+    def edit_waiting() -> bool:
+        partial = dataplane.read_back_partial
+        return partial is not None and partial.part == part and len(partial.rows) > 0
+    with pytest.raises(ReadBackAbandoned):
+        dataplane.repair(desired, edit_waiting=edit_waiting)
+    partial = dataplane.read_back_partial
+    assert partial is not None and partial.part == part and not partial.done, "not stopped inside the map"
+
+
+def test_a_read_back_goes_on_inside_a_map_after_an_edit_of_that_map(plab, dataplane, monkeypatch):
+    """Some members read, then an edit removes the services of every member read so
+    far, adds one and changes another's weights (in buckets read and not read yet):
+    the read-back goes on from where it stopped and finds the maps as the edit left
+    them, nothing to repair (no full read either)."""
+    desired = _services(40, 50)
+    monkeypatch.setattr(dataplane_module, "READ_BACK_BATCH", 10)  # the first batch: a few services
+    _abandon_inside(dataplane, desired, "members")
+    read_ids = {service_id for service_id, _ in dataplane.read_back_partial.rows}
+    assert 0 < len(dataplane.read_back_partial.rows) < 40 * 50 and len(read_ids) < 39
+    ids = dataplane.written.service_index
+    bigger = _services(41, 50, weight_of_first=3).services
+    edited = DesiredState(tuple(s for s in bigger if ids.get(s.frontend) not in read_ids))
+    assert dataplane.program(edited).ops
+    assert dataplane.read_back_partial is not None and dataplane.read_back_partial.part == "members"
+
+    def full_read(maps):
+        raise AssertionError("the read-back took the edited rows for drift and read every map")
+    monkeypatch.setattr(reader, "read_actual", full_read)
+    assert dataplane.repair(edited).ops == ()
+    monkeypatch.undo()
+    with plab.maps() as maps:
+        assert plan(edited, reader.read_actual(maps), DataplaneConfig(), dataplane.limits).ops == ()
+
+
+def test_drift_read_before_an_edit_is_still_repaired(plab, dataplane, small_batches):
+    """A member someone deleted, in a map the read-back was half way through when an
+    edit came (that did not touch it): the finished read-back writes it again."""
+    desired = _services(40, 50)
+    edited_id = dataplane.written.service_index[desired.services[0].frontend]
+    with plab.maps() as maps:
+        # in the first batch (keys come in the order batches read them), not the edit's
+        dropped = next(key for key in maps.keys("members") if key.service_id != edited_id)
+        assert maps.delete("members", dropped)
+    _abandon_inside(dataplane, desired, "members")
+    edited = _services(40, 50, weight_of_first=5)  # changes only service 0's first member
+    assert dataplane.program(edited).ops
+    repaired = dataplane.repair(edited)
+    assert len(repaired.ops) >= 1
+    with plab.maps() as maps:
+        assert maps.get("members", dropped) is not None
+        assert plan(edited, reader.read_actual(maps), DataplaneConfig(), dataplane.limits).ops == ()
 
 
 def test_a_read_back_goes_on_after_an_edit_with_the_maps_it_had_not_compared(plab, dataplane):
