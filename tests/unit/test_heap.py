@@ -56,14 +56,50 @@ def test_a_frozen_cycle_is_freed_by_the_periodic_full_pass() -> None:
     assert frozen() is None  # the third pass unfroze and collected everything
 
 
-def test_the_full_pass_can_wait_for_an_idle_moment() -> None:
-    collector = Collector(full_every=2, full_when_idle=True)
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _frozen_cycle(collector: Collector) -> weakref.ref:
+    """A cycle that becomes garbage after it was frozen: only a full pass frees it."""
     with collector.paused():
         node = _Node()
     frozen = weakref.ref(node)
     del node
+    return frozen
+
+
+def test_the_full_pass_waits_for_a_quiet_moment() -> None:
+    clock = _Clock()
+    collector = Collector(full_every=2, full_when_idle=True, quiet=10, clock=clock)
+    frozen = _frozen_cycle(collector)
     with collector.paused():
         pass
     assert frozen() is not None and collector.full_due  # due, not done inside the reconciles
+    clock.now += 9
+    collector.idle()
+    assert frozen() is not None and collector.full_due, "ran while edits came less than `quiet` apart"
+    clock.now += 1
+    collector.idle()
+    assert frozen() is None and not collector.full_due
+
+
+def test_an_overdue_full_pass_runs_at_the_first_idle_moment() -> None:
+    """Edits that never leave a quiet spell: the pass runs anyway once ``overdue``
+    units have passed since the last one."""
+    clock = _Clock()
+    collector = Collector(full_every=2, full_when_idle=True, quiet=10, overdue=4, clock=clock)
+    frozen = _frozen_cycle(collector)
+    for unit in range(2, 5):
+        with collector.paused():
+            pass
+        clock.now += 1
+        if unit < 4:
+            collector.idle()
+            assert frozen() is not None and collector.full_due, f"ran after {unit} units, edits a second apart"
     collector.idle()
     assert frozen() is None and not collector.full_due
