@@ -5,6 +5,8 @@ text, Lists. Each message names the file, the object and the field."""
 from __future__ import annotations
 
 import codecs
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ctl.api import Gateway, Namespace, Service, TCPRoute
-from ctl.api.parse import ANNOTATIONS_MAX_BYTES
+from ctl.api import strict
+from ctl.api.parse import _CORE_CLIENT_MODELS, ANNOTATIONS_MAX_BYTES
 from ctl.api.strict import unknown_fields
 from ctl import cli
 from ctl.cli import app
@@ -487,3 +490,27 @@ def test_plain_documents_read_in_one_walk_give_what_the_general_path_gives(monke
     monkeypatch.setattr(documents, "_plain_document", lambda loader, node, may_alias: None)
     general = [parse_documents(text, name) for name, text in corpus]
     assert fast == general
+
+
+def test_the_core_schemas_the_package_carries_are_the_clients() -> None:
+    # The agent reads metadata's and the core kinds' schemas from the package instead
+    # of importing the Kubernetes client at every start; an upgrade of the client must
+    # regenerate them (python scripts/gen_core_fields.py).
+    assert strict.CORE_FIELDS.read_text(encoding="utf-8") == strict.core_fields_text(), (
+        "ctl/api/core-fields.json is stale: run python scripts/gen_core_fields.py")
+    assert set(_CORE_CLIENT_MODELS.values()) <= set(strict.CORE_MODELS)
+
+
+def test_loading_manifests_does_not_import_the_kubernetes_client(tmp_path: Path) -> None:
+    (tmp_path / "svc.yaml").write_text(textwrap.dedent("""\
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web, namespace: default}
+        spec:
+          ports: [{port: 80}]
+        """))
+    code = ("import sys, ctl.sources; loaded = ctl.sources.load_directory(sys.argv[1]); "
+            "assert not loaded.problems, loaded.problems; assert loaded.snapshot.services; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
