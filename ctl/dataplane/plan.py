@@ -385,6 +385,9 @@ def member_weights(service: Service, backend_ids: Mapping[Endpoint, int]) -> dic
     return {backend_ids[b.endpoint]: round(b.weight * WEIGHT_SCALE) for b in service.backends}
 
 
+_ABSENT = object()
+
+
 class WrittenMembers(Mapping[tuple[int, int], int]):
     """The members map as a plan for ``desired`` leaves it, computed from the desired
     services and their ids when asked for instead of kept: a plan writes exactly these
@@ -393,23 +396,13 @@ class WrittenMembers(Mapping[tuple[int, int], int]):
     the maps are compared with what was written (a read-back, rare); an edit is
     planned from the services it replaces. Its mappings are the Written's own."""
 
-    __slots__ = ("_desired", "_service_index", "_backend_index", "_keys", "_last")
+    __slots__ = ("_desired", "_service_index", "_backend_index", "_backends", "_keys")
 
     def __init__(self, desired: Mapping[FrontendKey, Service], service_index: Mapping[FrontendKey, int],
-                 backend_index: Mapping[Endpoint, int]) -> None:
+                 backend_index: Mapping[Endpoint, int], backends: Mapping[int, Endpoint]) -> None:
         self._desired, self._service_index, self._backend_index = desired, service_index, backend_index
+        self._backends = backends  # backend id -> endpoint (the Written's actual.backends)
         self._keys: dict[int, FrontendKey] | None = None  # service id -> frontend, when first needed
-        self._last: tuple[int, dict[int, int]] = (-1, {})  # lookups come service by service
-
-    def _weights(self, service_id: int) -> dict[int, int]:
-        if self._last[0] == service_id:
-            return self._last[1]
-        if self._keys is None:
-            self._keys = {i: k for k, i in self._service_index.items()}
-        key = self._keys.get(service_id)
-        weights = member_weights(self._desired[key], self._backend_index) if key is not None else {}
-        self._last = (service_id, weights)
-        return weights
 
     def _pairs(self) -> Iterator[tuple[tuple[int, int], int]]:
         for key, service in self._desired.items():
@@ -417,8 +410,30 @@ class WrittenMembers(Mapping[tuple[int, int], int]):
             for backend_id, weight in member_weights(service, self._backend_index).items():
                 yield (service_id, backend_id), weight
 
+    def get(self, member: tuple[int, int], default: object = None) -> object:
+        # A read-back looks members up in the map's order (by hash bucket): one service's
+        # backends scanned for one endpoint, no mapping made per lookup.
+        service_id, backend_id = member
+        if self._keys is None:
+            self._keys = {i: k for k, i in self._service_index.items()}
+        key, endpoint = self._keys.get(service_id), self._backends.get(backend_id)
+        if key is None or endpoint is None:
+            return default
+        weight = None
+        wanted = endpoint._hash  # the hash an Endpoint keeps: read, not called
+        for b in self._desired[key].backends:
+            if b.endpoint is endpoint or (b.endpoint._hash == wanted and b.endpoint == endpoint):
+                weight = b.weight  # the last listing wins, as in member_weights
+        return default if weight is None else round(weight * WEIGHT_SCALE)
+
     def __getitem__(self, member: tuple[int, int]) -> int:
-        return self._weights(member[0])[member[1]]
+        found = self.get(member, _ABSENT)
+        if found is _ABSENT:
+            raise KeyError(member)
+        return cast(int, found)
+
+    def __contains__(self, member: object) -> bool:
+        return isinstance(member, tuple) and self.get(member, _ABSENT) is not _ABSENT
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return (member for member, _ in self._pairs())
@@ -480,7 +495,7 @@ class Written:
         after = applied(actual, result.ops, members=False)
         backend_index = {ep: i for i, ep in after.backends.items()}
         service_index = {k: r.service_id for k, r in after.frontends.items() if k in services}
-        after = replace(after, members=WrittenMembers(services, service_index, backend_index))
+        after = replace(after, members=WrittenMembers(services, service_index, backend_index, after.backends))
         return cls(services, after, {e: n for e, n in users.items() if n > 1}, backend_index, service_index,
                    desired.services if len(services) == len(desired.services) else None)
 
@@ -508,8 +523,10 @@ class Written:
             frozenset(fresh(i) for i in a.tables),
             dict(a.vips), a.config,
             {fresh(i): "".join(o) for i, o in a.owners.items()},  # join: a new str, not the same
-            WrittenMembers(desired, service_index, backend_index) if isinstance(a.members, WrittenMembers)
-            else {(fresh(s), fresh(b)): w for (s, b), w in a.members.items()})
+            {})
+        actual = replace(actual, members=WrittenMembers(desired, service_index, backend_index, actual.backends)
+                         if isinstance(a.members, WrittenMembers)
+                         else {(fresh(s), fresh(b)): w for (s, b), w in a.members.items()})
         return Written(desired, actual, dict(self.shared_endpoints), backend_index, service_index, self.services)
 
     def users(self, endpoint: Endpoint) -> int:
@@ -712,7 +729,7 @@ def plan_edit(desired: DesiredState, written: Written, config: DataplaneConfig,
     result = Plan(tuple(ops), service_index, index_now)
     positional = written.services is not None and len(services) == len(desired.services)
     after = replace(applied_in_place(actual, result.ops, members_too=False),
-                    members=WrittenMembers(services, service_index, index_now))
+                    members=WrittenMembers(services, service_index, index_now, actual.backends))
     return result, Written(services, after, shared, index_now, service_index,
                            desired.services if positional else None)
 
