@@ -6,7 +6,9 @@ kernel headers compiled against, bcc's version and the layouts of the Python mir
 can be reused by the next start instead of compiling again, and so can the program
 cache's entry of that name (progcache.py). Pure apart from reading files, stat and uname.
 
-The pin directory (-DPIN_DIR) is left out: bcc reads it from the map declarations to
+Where the sources sit is left out (the #line directives name them relative to bpf/): the
+programs' instructions do not depend on it, so two checkouts or installs of one build share
+the cache. The pin directory (-DPIN_DIR) is left out too: bcc reads it from the map declarations to
 find or pin each map, and it never reaches the instructions, so programs compiled for
 one pin directory are the same for any other (a fresh directory may use the cache).
 """
@@ -85,10 +87,11 @@ def headers_identity(cflags: Iterable[str], environ: Mapping[str, str] = os.envi
     return "\n".join(marks)
 
 
-def build_digest(cflags: Iterable[str]) -> str:
-    """The digest of this build of bpf/ with `cflags` on this kernel (bcc_header_flags()
+def build_digest(cflags: Iterable[str], bpf_dir: Path = BPF_DIR) -> str:
+    """The digest of this build of `bpf_dir` with `cflags` on this kernel (bcc_header_flags()
     among them, called first: it chooses the header tree)."""
     cflags = list(cflags)
     code_flags = [flag for flag in cflags if not flag.startswith("-DPIN_DIR=")]
-    return digest((expand_includes(BPF_DIR / f) for f in ENTRY_FILES), code_flags, os.uname().release,
+    sources = (expand_includes(bpf_dir / f, names_under=bpf_dir) for f in ENTRY_FILES)
+    return digest(sources, code_flags, os.uname().release,
                   bcc_version(), abi_layout(), headers_identity(cflags))

@@ -138,6 +138,21 @@ def test_the_pin_directory_is_not_part_of_the_build():
         buildid.build_digest(['-DPIN_DIR="/sys/fs/bpf/b"', "-DX=1"])
 
 
+def test_where_the_sources_sit_is_not_part_of_the_build(tmp_path: Path):
+    """Two checkouts (or installs) of the same sources share a digest; a changed header does not."""
+    import shutil
+
+    from ctl.dataplane.source import BPF_DIR
+
+    here, there = tmp_path / "a" / "bpf", tmp_path / "elsewhere" / "b" / "bpf"
+    shutil.copytree(BPF_DIR, here)
+    shutil.copytree(BPF_DIR, there)
+    assert buildid.build_digest(["-DX=1"], here) == buildid.build_digest(["-DX=1"], there)
+    header = there / "lib" / "parse.h"
+    header.write_text(header.read_text() + "\n/* changed */\n")
+    assert buildid.build_digest(["-DX=1"], here) != buildid.build_digest(["-DX=1"], there)
+
+
 def test_the_headers_identity_follows_the_files_bcc_compiles_against(tmp_path: Path):
     tree = tmp_path / "linux-headers-common"
     autoconf = tree / "include" / "generated" / "autoconf.h"

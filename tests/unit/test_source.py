@@ -18,6 +18,13 @@ def test_local_headers_are_inlined_once_with_line_markers():
     assert '#line 3 "/x/main.c"' in text  # back in main.c after lib/b.h (skipped: seen)
 
 
+def test_line_markers_can_name_paths_under_a_root():
+    files = {Path("/x/main.c"): '#include "lib/a.h"\nint main;\n', Path("/x/lib/a.h"): "int a;\n"}
+    text = expand_includes(Path("/x/main.c"), read=lambda p: files[p], names_under=Path("/x"))
+    assert '#line 1 "lib/a.h"' in text and '#line 2 "main.c"' in text
+    assert "/x/" not in text
+
+
 def test_the_real_entry_programs_expand_to_self_contained_text():
     for entry in ("xdp_lb.c", "tc_lb.c"):
         text = expand_includes(BPF_DIR / entry)
