@@ -22,7 +22,7 @@ enum parse_result {
 	PARSE_NOT_OURS,   /* not IP, or an L4 we never handle: pass quietly */
 	PARSE_MALFORMED,  /* bad or truncated; p->have_daddr says if daddr was read */
 	PARSE_FRAGMENT,   /* IP fragment; daddr is known */
-	PARSE_V6_EXT,     /* IPv6 extension header before L4; daddr is known */
+	PARSE_V6_EXT,     /* IPv6 extension headers not walked (parse_ipv6_ext); daddr is known */
 };
 
 struct pkt {
@@ -156,33 +156,76 @@ static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p)
 	return parse_l4(ctx, p);
 }
 
-/* An IPv6 packet whose first extension header is a Fragment header (the only one a
- * fragmenting host puts before the fragmentable part, short of hop-by-hop options or
- * routing headers, which we do not walk). As for IPv4: the first fragment carries the
- * transport header and is handled like a whole datagram; later ones follow it. An
- * atomic fragment (offset 0, no more fragments: RFC 6946) is a whole datagram. */
-static __always_inline int parse_ipv6_frag(CTX *ctx, struct pkt *p, const struct ipv6hdr *ip6)
-{
-	struct ipv6_frag fh;
-	int rc;
+/* Extension headers walked before the transport header, at most: Hop-by-Hop, Destination
+ * Options and one Fragment header, in RFC 8200 4.1 order (Hop-by-Hop, Destination Options,
+ * Fragment, Destination Options) that is four. A bound the verifier sees as a constant:
+ * the walk is unrolled (bcc 0.26 has no BPF-to-BPF calls), each step a short branch.
+ * Anything past it is not walked (PARSE_V6_EXT). */
+#define IPV6_EXT_MAX 4
 
-	if (p->l3_len < sizeof(*ip6) + sizeof(fh) ||
-	    ctx_load(ctx, p->l3_off + sizeof(*ip6), &fh, sizeof(fh)) < 0)
-		return PARSE_MALFORMED;
-	__builtin_memcpy(&p->tuple.saddr, &ip6->saddr, 16);
-	p->tuple.proto = fh.nexthdr;
-	p->ttl = ip6->hop_limit;
-	p->l4_off = p->l3_off + sizeof(*ip6) + sizeof(fh);
-	note_fragment(p, fh.id);
-	if (fh.frag_off & bpf_htons(IP6_OFFSET)) {
-		p->frag = FRAG_LATER;
-		return PARSE_FRAGMENT;
+static __always_inline int ipv6_ext_header(__u8 nexthdr)
+{
+	return nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+	       nexthdr == IPPROTO_FRAGMENT || nexthdr == IPPROTO_DSTOPTS;
+}
+
+/* An IPv6 packet with extension headers: p's addresses, hop limit and l4_off (right
+ * after the fixed header) are set, tuple.proto is the fixed header's next header.
+ * Hop-by-Hop (first only, as RFC 8200 requires) and Destination Options are skipped;
+ * they stay in place through translation and the L4 checksum does not cover them. A
+ * Routing header is not walked: its final destination, not ours, is what the L4
+ * checksum's pseudo-header covers, and a packet still being source-routed is not for us
+ * yet. AH and ESP are not ours (parse_l4). As for IPv4, the first fragment carries the
+ * transport header and is handled like a whole datagram; later ones follow it. Both
+ * are keyed by the Fragment header's next header, which is the same in every
+ * fragment. An atomic fragment (offset 0, no more fragments: RFC 6946) is a whole
+ * datagram. */
+static __always_inline int parse_ipv6_ext(CTX *ctx, struct pkt *p)
+{
+	__u32 end = p->l3_off + p->l3_len;
+	__u32 off = p->l4_off;
+	__u8 next = p->tuple.proto;
+	struct ipv6_frag fh = {};
+	int fragmented = 0;
+	int i, rc;
+
+#pragma unroll
+	for (i = 0; i < IPV6_EXT_MAX; i++) {
+		if ((next == IPPROTO_HOPOPTS && i == 0) || next == IPPROTO_DSTOPTS) {
+			__u8 opts[2]; /* next header, length in 8 bytes beyond the first 8 */
+
+			if (off + 8 > end || ctx_load(ctx, off, opts, sizeof(opts)) < 0)
+				return PARSE_MALFORMED;
+			next = opts[0];
+			off += ((__u32)opts[1] + 1) * 8;
+		} else if (next == IPPROTO_FRAGMENT && !fragmented) {
+			if (off + sizeof(fh) > end || ctx_load(ctx, off, &fh, sizeof(fh)) < 0)
+				return PARSE_MALFORMED;
+			fragmented = 1;
+			next = fh.nexthdr;
+			off += sizeof(fh);
+			if (fh.frag_off & bpf_htons(IP6_OFFSET))
+				break; /* what follows is the middle of the datagram */
+		} else {
+			break;
+		}
 	}
-	if (fh.nexthdr == IPPROTO_HOPOPTS || fh.nexthdr == IPPROTO_ROUTING ||
-	    fh.nexthdr == IPPROTO_DSTOPTS)
+	if (fragmented) {
+		p->tuple.proto = fh.nexthdr;
+		note_fragment(p, fh.id);
+		if (fh.frag_off & bpf_htons(IP6_OFFSET)) {
+			p->frag = FRAG_LATER;
+			return PARSE_FRAGMENT;
+		}
+	}
+	if (off > end)
+		return PARSE_MALFORMED;
+	if (ipv6_ext_header(next))
 		return PARSE_V6_EXT;
+	p->tuple.proto = next;
+	p->l4_off = off;
 	rc = parse_l4(ctx, p);
-	if (!(fh.frag_off & bpf_htons(IP6_MF)))
+	if (!fragmented || !(fh.frag_off & bpf_htons(IP6_MF)))
 		return rc;
 	p->frag = FRAG_FIRST;
 	return rc == PARSE_OK && !p->icmp_error ? PARSE_OK : PARSE_FRAGMENT;
@@ -200,17 +243,12 @@ static __always_inline int parse_ipv6(CTX *ctx, struct pkt *p)
 	p->l3_len = sizeof(ip6) + bpf_ntohs(ip6.payload_len);
 	if (ip6.version != 6 || !ctx_has(ctx, p->l3_off + p->l3_len))
 		return PARSE_MALFORMED;
-	if (ip6.nexthdr == IPPROTO_FRAGMENT)
-		return parse_ipv6_frag(ctx, p, &ip6);
-	/* Walking extension headers is not worth its verifier cost for an L4 balancer:
-	 * clients do not send them on TCP/UDP in practice. */
-	if (ip6.nexthdr == IPPROTO_HOPOPTS || ip6.nexthdr == IPPROTO_ROUTING ||
-	    ip6.nexthdr == IPPROTO_DSTOPTS)
-		return PARSE_V6_EXT;
 	__builtin_memcpy(&p->tuple.saddr, &ip6.saddr, 16);
 	p->tuple.proto = ip6.nexthdr;
 	p->ttl = ip6.hop_limit;
 	p->l4_off = p->l3_off + sizeof(ip6);
+	if (ipv6_ext_header(ip6.nexthdr))
+		return parse_ipv6_ext(ctx, p);
 	return parse_l4(ctx, p);
 }
 
