@@ -140,15 +140,16 @@ class PartRead:
     def begin(cls, part: str) -> "PartRead":
         return cls(part, set() if part == "tables" else {})
 
-    def step(self, maps: PinnedMaps, chunk: int, expected) -> None:
+    def step(self, maps: PinnedMaps, chunk: int, expected) -> int:
         """Reads the next batch and compares it with ``expected`` (the part as
-        ActualState holds it). A part without a map, or a map that cannot be read in
-        batches, is read whole."""
+        ActualState holds it); returns how many rows it read (the kernel may return
+        more than ``chunk`` when one hash bucket holds more). A part without a map, or
+        a map that cannot be read in batches, is read whole."""
         if self.part not in _PART_ROWS:
             self.whole = PARTS[self.part](maps, _never)
             self.differs = self.whole != expected
             self.done = True
-            return
+            return 1
         name, row = _PART_ROWS[self.part]
         batch = maps.batch(name, self.start, chunk)
         if batch is None:  # no batch lookups here: the whole map at once
@@ -156,7 +157,7 @@ class PartRead:
             self.rows = set(whole) if self.part == "tables" else dict(whole)  # type: ignore[call-overload]
             self.differs = whole != expected
             self.done = True
-            return
+            return len(self.rows)
         rows, self.start = batch
         if self.part == "tables":
             assert isinstance(self.rows, set)
@@ -169,6 +170,7 @@ class PartRead:
             self.differs = self.differs or any(expected.get(key, _MISSING) != value for key, value in typed)
             self.rows.update(typed)
         self.done = self.start is None
+        return len(rows)
 
     def written(self, ops) -> None:
         """Brings the rows read so far up to date with writes made since (ops the
