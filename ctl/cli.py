@@ -145,12 +145,29 @@ def run(
 ) -> None:
     """Program the kernel from a directory of manifests (--config) or the cluster (--kubernetes)
     and keep it in step."""
-    from ctl.agent import logs
-    from ctl.agent.run import AgentError, AgentOptions, run_agent
+    from ctl.agent import down, early_load, logs
     from ctl.agent.signals import stop_on_signals
-    from ctl.model import NatMode
+    from ctl.dataplane.loader import DataplaneSpec
 
     logs.configure(log_level)
+    if (config is None) == (not (kubernetes or kubeconfig is not None)):
+        raise fail("give exactly one of --config DIR and --kubernetes", 2)
+    if config is not None and not config.is_dir():
+        raise fail(f"--config {config}: not a directory", 2)
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise fail(f"--kubeconfig {kubeconfig}: no such file", 2)
+    # The programs load (the verifier's time) while the rest of the agent is imported.
+    early = None
+    if down.running_agent(down.run_paths(pin_dir, run_dir)) is None:  # else run_agent says so
+        try:
+            early = early_load.start(DataplaneSpec(
+                pin_dir=pin_dir, maglev_size=maglev_size, max_services=max_services, max_backends=max_backends,
+                ct_size=ct_size, program_cache=program_cache), tuple(interface))
+        except ValueError as error:
+            raise fail(str(error))
+    from ctl.agent.run import AgentError, AgentOptions, run_agent
+    from ctl.model import NatMode
+
     try:
         options = AgentOptions(
             config_dir=config, interfaces=tuple(interface),
@@ -167,16 +184,10 @@ def run(
         )
     except ValueError as error:
         raise fail(str(error), 2)
-    if (config is None) == (not options.kubernetes):
-        raise fail("give exactly one of --config DIR and --kubernetes", 2)
-    if config is not None and not config.is_dir():
-        raise fail(f"--config {config}: not a directory", 2)
-    if kubeconfig is not None and not kubeconfig.is_file():
-        raise fail(f"--kubeconfig {kubeconfig}: no such file", 2)
     stop = threading.Event()
     stop_on_signals(stop)
     try:
-        run_agent(options, stop)
+        run_agent(options, stop, early)
     except (AgentError, ValueError, OSError) as error:
         raise fail(str(error))
 

@@ -26,6 +26,11 @@ class DownReport:
     run_dir: Path
 
 
+def run_paths(pin_dir: Path, run_dir: Path | None = None) -> RunPaths:
+    """The agent's private run directory: given, else /run/<name of the pin directory>."""
+    return RunPaths(run_dir or Path("/run") / pin_dir.name)
+
+
 def running_agent(paths: RunPaths) -> int | None:
     """The pid of the agent whose pid file is in this run directory, if it still runs."""
     try:

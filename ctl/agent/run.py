@@ -32,6 +32,7 @@ from ctl.translate import TranslateConfig
 from l7sidecar.envoy import RunPaths
 
 from . import datapath_watch, down
+from .early_load import EarlyLoad
 from .heap import Collector
 from .handoff import LocalAddresses
 from .l7_on_demand import OnDemandL7
@@ -85,7 +86,12 @@ class AgentOptions:
 
     @property
     def run_paths(self) -> RunPaths:
-        return RunPaths(self.run_dir or Path("/run") / self.pin_dir.name)
+        return down.run_paths(self.pin_dir, self.run_dir)
+
+    @property
+    def dataplane_spec(self) -> DataplaneSpec:
+        return DataplaneSpec(pin_dir=self.pin_dir, maglev_size=self.maglev_size, max_services=self.max_services,
+                             max_backends=self.max_backends, ct_size=self.ct_size, program_cache=self.program_cache)
 
 
 class AgentError(RuntimeError):
@@ -167,20 +173,27 @@ def release_free_memory() -> None:
         pass
 
 
-def run_agent(options: AgentOptions, stop: threading.Event) -> None:
+def run_agent(options: AgentOptions, stop: threading.Event, early: EarlyLoad | None = None) -> None:
+    """early: the programs' load, started before this module was imported (`gwctl run`),
+    of options.dataplane_spec."""
     if (pid := down.running_agent(options.run_paths)) is not None:
         raise AgentError(f"another agent (pid {pid}) runs with {options.pin_dir}; stop it first")
     down.record_agent(options.run_paths)  # for `gwctl down`, which must not pull the floor from under us
     try:
-        _run_agent(options, stop)
+        _run_agent(options, stop, early)
     finally:
         down.forget_agent(options.run_paths)
 
 
 def load_and_attach(spec: DataplaneSpec, options: AgentOptions,
-                    links: dict[str, tuple[int, list[IPAddress]]]) -> Dataplane:
+                    links: dict[str, tuple[int, list[IPAddress]]], early: EarlyLoad | None = None) -> Dataplane:
     """The programs in the kernel and on the interfaces, the maps empty or as they were."""
-    dataplane = Dataplane.load(spec)
+    if early is not None:
+        if early.spec != spec:
+            raise AgentError(f"the programs were loaded for {early.spec}, not {spec}")
+        dataplane = Dataplane(spec, early.programs.result())
+    else:
+        dataplane = Dataplane.load(spec)
     # Edits are planned against what the agent wrote (it is its pin directory's only
     # writer); the source's idle calls read the maps back now and then to repair drift.
     dataplane.remember_writes = True
@@ -196,12 +209,10 @@ def load_and_attach(spec: DataplaneSpec, options: AgentOptions,
     return dataplane
 
 
-def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
+def _run_agent(options: AgentOptions, stop: threading.Event, early: EarlyLoad | None) -> None:
     links = interface_addresses(options.interfaces)
     snat = options.snat_addresses or default_snat_addresses(links)
-    spec = DataplaneSpec(pin_dir=options.pin_dir, maglev_size=options.maglev_size,
-                         max_services=options.max_services, max_backends=options.max_backends,
-                         ct_size=options.ct_size, program_cache=options.program_cache)
+    spec = options.dataplane_spec
     dp_config = DataplaneConfig(hash_seed=options.hash_seed)
     reconciler = Reconciler(
         program=lambda desired: dataplane.program(desired, dp_config),  # dataplane: loaded below, before any reconcile
@@ -216,7 +227,7 @@ def _run_agent(options: AgentOptions, stop: threading.Event) -> None:
     # meanwhile): the YAML is read, validated and translated beside it, and the first
     # reconcile finds that done. Nothing is written to the maps before both are done.
     with ThreadPoolExecutor(1, thread_name_prefix="load-programs") as pool:
-        loading = pool.submit(load_and_attach, spec, options, links)
+        loading = pool.submit(load_and_attach, spec, options, links, early)
         if options.config_dir is not None:
             with collector.paused():
                 loaded = load_directory(options.config_dir, parsed)
