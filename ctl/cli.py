@@ -9,11 +9,8 @@ import json
 import socket
 import sys
 import threading
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from enum import Enum
-from importlib.metadata import PackageNotFoundError, version as package_version
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -110,6 +107,8 @@ AgentOpt = Annotated[str, typer.Option("--agent", help="the agent's local API", 
 @app.command()
 def version() -> None:
     """Print gwctl's version."""
+    from importlib.metadata import PackageNotFoundError, version as package_version
+
     try:
         out.print(package_version("xdp-gateway"), highlight=False)
     except PackageNotFoundError:
@@ -244,6 +243,9 @@ def status(pin_dir: PinDir = DEFAULT_PIN_DIR, output: OutputOpt = Output.table) 
 
 
 def fetch_objects(agent: str) -> list[dict]:
+    import urllib.error  # here: `gwctl run` starts without it (ctl.agent.early_load)
+    import urllib.request
+
     try:
         with urllib.request.urlopen(f"{agent}/api/v1/objects", timeout=5) as response:
             return json.load(response)

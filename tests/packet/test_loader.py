@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -230,3 +231,33 @@ def test_the_loading_process_never_maps_bcc_or_clang(pin_dir):
         seen.append(json.loads(out.stdout))
     assert seen == [{"reused": False, "bcc_imported": False, "mapped": []},
                     {"reused": True, "bcc_imported": False, "mapped": []}]
+
+
+def test_tables_swapped_in_several_chunks_all_arrive(pin_dir, monkeypatch):
+    """swap_tables builds a chunk of inner maps, then updates the outer map once per
+    chunk (each update of a map of maps waits for an RCU grace period): every table and
+    digest of every chunk lands, the last chunk a short one."""
+    from ctl.dataplane import pinned
+
+    monkeypatch.setattr(pinned, "_SWAP_CHUNK", 2)
+    monkeypatch.setattr(pinned, "_SWAP_CHUNK_MIN", 2)
+    programs = compile_programs(DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES))
+    try:
+        with PinnedMaps.open(pin_dir, create_control_maps=True) as maps:
+            tables = [(service_id, [service_id] * 7 + [service_id + 100], 1000 + service_id)
+                      for service_id in range(1, 6)]
+            maps.swap_tables(tables)
+            for service_id, slots, _ in tables:
+                assert maps.read_table(service_id) == slots
+            assert maps.table_digests() == {service_id: digest for service_id, _, digest in tables}
+    finally:
+        del programs
+
+
+def test_the_swap_chunk_follows_the_open_files_limit():
+    from ctl.dataplane.pinned import swap_chunk
+
+    assert swap_chunk(1024) == 256  # systemd's default soft limit: a quarter of it
+    assert swap_chunk(100_000) == 768  # never more than that, whatever the limit
+    assert swap_chunk(64) == 64  # a floor, even for a stingy limit
+    assert swap_chunk(resource.RLIM_INFINITY) == 768
