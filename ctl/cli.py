@@ -155,6 +155,13 @@ def run(
         raise fail(f"--config {config}: not a directory", 2)
     if kubeconfig is not None and not kubeconfig.is_file():
         raise fail(f"--kubeconfig {kubeconfig}: no such file", 2)
+    try:  # what AgentOptions checks, before anything loads
+        addresses = tuple(ip_address(a) for a in address or ())
+        snat_addresses = tuple(ip_address(a) for a in snat_address or ())
+        early_load.check_read_back(1.0 if read_back_interval is None else read_back_interval,
+                                   1.0 if read_back_share is None else read_back_share)
+    except ValueError as error:
+        raise fail(str(error), 2)
     # The programs load (the verifier's time) while the rest of the agent is imported.
     early = None
     if down.running_agent(down.run_paths(pin_dir, run_dir)) is None:  # else run_agent says so
@@ -170,8 +177,7 @@ def run(
     try:
         options = AgentOptions(
             config_dir=config, interfaces=tuple(interface),
-            addresses=tuple(ip_address(a) for a in address or ()),
-            snat_addresses=tuple(ip_address(a) for a in snat_address or ()),
+            addresses=addresses, snat_addresses=snat_addresses,
             nat=NatMode(nat.value), attach=attach.value, pin_dir=pin_dir, program_cache=program_cache, listen=listen,
             hash_seed=hash_seed, maglev_size=maglev_size, max_services=max_services,
             max_backends=max_backends, ct_size=ct_size,

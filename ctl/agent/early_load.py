@@ -22,6 +22,12 @@ class EarlyLoad:
     programs: Future[loader.Programs]
 
 
+def check_read_back(interval: float, share: float) -> None:
+    """AgentOptions' own check, here so that `gwctl run` makes it before anything loads."""
+    if interval < 0 or not 0 < share <= 1:
+        raise ValueError("the read-back interval must be >= 0 seconds and its share of the time in (0, 1]")
+
+
 def check_interfaces(interfaces: tuple[str, ...]) -> None:
     """Before anything is loaded: a missing interface is an error that leaves nothing behind."""
     for name in interfaces:

@@ -31,7 +31,7 @@ from ctl.translate import TranslateConfig
 
 from l7sidecar.envoy import RunPaths
 
-from . import datapath_watch, down
+from . import datapath_watch, down, early_load
 from .early_load import EarlyLoad
 from .heap import Collector
 from .handoff import LocalAddresses
@@ -81,8 +81,7 @@ class AgentOptions:
     read_back_share: float = READ_BACK_SHARE
 
     def __post_init__(self) -> None:
-        if self.read_back_interval < 0 or not 0 < self.read_back_share <= 1:
-            raise ValueError("the read-back interval must be >= 0 seconds and its share of the time in (0, 1]")
+        early_load.check_read_back(self.read_back_interval, self.read_back_share)
 
     @property
     def run_paths(self) -> RunPaths:
