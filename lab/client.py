@@ -361,10 +361,39 @@ def udp_fragments(args: argparse.Namespace) -> dict[str, Any]:
             "answer_size": len(answer), "backend": Greeting.decode(greeting).backend if separator else None}
 
 
+# An 8-byte options header as IPV6_HOPOPTS / IPV6_DSTOPTS take it (the kernel fills in
+# the next header): no options, one PadN of 4 bytes to fill it.
+_PADDED_OPTIONS = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+
+
+def udp_options(args: argparse.Namespace) -> dict[str, Any]:
+    """One UDP datagram of --size payload bytes over IPv6, sent by the kernel from a
+    socket with a Hop-by-Hop and a Destination Options header set (IPV6_HOPOPTS needs
+    CAP_NET_RAW). Past the MTU the kernel fragments it as RFC 8200 orders: Hop-by-Hop
+    in every fragment before the Fragment header, Destination Options after it in the
+    first. Waits for the echo server's answer."""
+    payload = bytes(i % 251 for i in range(args.size))
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(args.timeout)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, _PADDED_OPTIONS)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, _PADDED_OPTIONS)
+        sock.connect((args.addr, args.port))
+        sock.send(payload)
+        report: dict[str, Any] = {"answered": False}
+        try:
+            answer = sock.recv(65535)
+        except OSError as e:
+            return {**report, "error": _outcome(e)}
+    greeting, separator, echoed = answer.partition(UDP_PAYLOAD_SEPARATOR)
+    return {**report, "answered": True, "echoed": bool(separator) and echoed == payload,
+            "answer_size": len(answer), "backend": Greeting.decode(greeting).backend if separator else None}
+
+
 MODES = {
     "http-get": http_get,
     "dns-query": dns_query,
     "udp-fragments": udp_fragments,
+    "udp-options": udp_options,
     "tcp-spread": tcp_spread,
     "udp-spread": udp_spread,
     "tcp-session": tcp_session,
@@ -394,8 +423,9 @@ def _parser() -> argparse.ArgumentParser:
                               help="EDNS0 UDP payload size to advertise (default: no EDNS)")
             mode.add_argument("--pad", type=int, default=0,
                               help="pad the query with EDNS0 padding to this many bytes")
-        if name == "udp-fragments":
+        if name in ("udp-fragments", "udp-options"):
             mode.add_argument("--size", type=int, required=True, help="UDP payload bytes")
+        if name == "udp-fragments":
             mode.add_argument("--order", default="", help="fragment indexes to send, in order")
             mode.add_argument("--ifname", required=True, help="link to send the fragments on")
             mode.add_argument("--gw-mac", required=True, help="next hop's MAC address")

@@ -611,6 +611,24 @@ def test_a_4k_datagram_to_the_udp_route_in_fragments_in_and_out_of_order(agent, 
     assert counted_since(before, after, frontend)["packets_in"] == 1  # the first, forwarded alone
 
 
+@pytest.mark.parametrize("size", [100, 4000])
+def test_ipv6_datagrams_with_hop_by_hop_and_destination_options_reach_the_echo_server(agent, dnsmasq_big_txt, size):
+    """A socket with IPV6_HOPOPTS and IPV6_DSTOPTS set: the kernel puts the options
+    before the transport header, and when it fragments, Hop-by-Hop before the Fragment
+    header in every fragment and Destination Options after it in the first. The data
+    path walks them: balanced, translated (the echo server checks the UDP checksum),
+    the fragments followed, nothing dropped."""
+    net = agent.net
+    frontend = f"[{net.vip6}]:7/UDP"
+    before = kernel_status(agent)
+    sent = net.run_client("udp-options", "--addr", net.vip6, "--port", 7, "--size", size, "--timeout", 2)
+    after = kernel_status(agent)
+    assert sent["answered"] and sent["echoed"] and sent["backend"] == "be0", sent
+    counted = counted_since(before, after, frontend)
+    assert counted["packets_in"] == (1 if size < 1000 else 3), counted
+    assert after["drops"] == before["drops"], (before["drops"], after["drops"])
+
+
 # -- dual stack ---------------------------------------------------------------------------
 def dual_stack_files(net) -> dict[str, str]:
     """A Gateway without spec.addresses (so it takes both --address values), TCP and UDP
