@@ -338,6 +338,9 @@ def test_an_edit_planned_against_what_was_written_is_the_full_plan():
             assert written.shared_endpoints == {e: n for e, n in users.items() if n > 1}
             assert {e: written.users(e) for e in written.backend_index} == users
             assert written.desired == desired.by_frontend()
+            # The members counted from the shared endpoints, as many as there are.
+            members = written.actual.members
+            assert len(members) == sum(1 for _ in members) == len(applied(p.ActualState(), p.plan(desired, p.ActualState(), CONFIG, limits)).members)
 
 
 def test_an_edit_refuses_what_does_not_fit_like_a_full_plan():
