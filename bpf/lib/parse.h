@@ -158,9 +158,9 @@ static __always_inline int parse_ipv4(CTX *ctx, struct pkt *p)
 
 /* Extension headers walked before the transport header, at most: Hop-by-Hop, Destination
  * Options and one Fragment header, in RFC 8200 4.1 order (Hop-by-Hop, Destination Options,
- * Fragment, Destination Options) that is four. A bound the verifier sees as a constant:
- * the walk is unrolled (bcc 0.26 has no BPF-to-BPF calls), each step a short branch.
- * Anything past it is not walked (PARSE_V6_EXT). */
+ * Fragment, Destination Options) that is four. The walk is unrolled, a short copy per
+ * step, so the verifier meets no loop, and a packet without extension headers never
+ * enters it. Anything past the bound is not walked (PARSE_V6_EXT). */
 #define IPV6_EXT_MAX 4
 
 static __always_inline int ipv6_ext_header(__u8 nexthdr)
