@@ -501,6 +501,68 @@ def test_shared_parts_go_with_their_last_user() -> None:
     assert part() is None
 
 
+BAD_SECOND_PORT = """\
+apiVersion: v1
+kind: Service
+metadata: {name: first}
+spec:
+  ports: [{name: tcp, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: second}
+spec:
+  ports: [{name: tcp, port: 8080}, {name: tcp, port: 0}]
+"""
+
+
+def test_a_problem_beside_an_already_validated_part_names_its_own_object_and_field() -> None:
+    # The second Service repeats the first one's port (validated once, by its input)
+    # and adds a bad one: the problem is the second Service's, at its own path.
+    result = parse(BAD_SECOND_PORT)
+    assert [o.name for o in result.objects] == ["first"]
+    (problem,) = result.problems
+    assert (problem.subject, problem.field) == ("Service default/second", "spec.ports[1].port")
+    assert problem.file == "examples/gw.yaml" and "greater than or equal to 1" in problem.message
+
+
+def test_an_invalid_part_is_reported_in_every_file_that_holds_it() -> None:
+    # Only parts that validated are remembered: the same bad port in two files (and
+    # twice in one) is found each time, named with each file and object.
+    bad = BAD_SECOND_PORT.replace("name: first", "name: third").replace(
+        "[{name: tcp, port: 8080}]", "[{name: tcp, port: 8080}, {name: tcp, port: 0}]")
+    first, second = parse(bad, "a.yaml"), parse(bad, "b.yaml")
+    for result, filename in ((first, "a.yaml"), (second, "b.yaml")):
+        assert not result.objects
+        assert [(p.file, p.subject, p.field) for p in result.problems] == [
+            (filename, "Service default/third", "spec.ports[1].port"),
+            (filename, "Service default/second", "spec.ports[1].port")]
+
+
+def test_inputs_equal_in_python_but_of_other_types_are_validated_apart() -> None:
+    # 1 == True and 8080 == 8080.0 in Python: each input gets its own validation, so
+    # each answer is what validating it alone gives.
+    from pydantic import ValidationError
+
+    from ctl.api import ServicePort
+    from ctl.api.base import _BY_INPUT
+
+    def outcome(data: dict) -> object:
+        try:
+            return ServicePort.model_validate(data)
+        except ValidationError as error:
+            return [(e["loc"], e["type"]) for e in error.errors()]
+
+    inputs = [{"port": 1}, {"port": True}, {"port": 1.0}, {"port": "1"}, {"name": 1, "port": 1}]
+    alone = []
+    for data in inputs:
+        _BY_INPUT.clear()
+        alone.append(outcome(data))
+    _BY_INPUT.clear()
+    assert [outcome(data) for data in inputs] == alone
+    assert [outcome(data) for data in inputs] == alone  # and again, from the memo
+
+
 def test_constructed_parts_are_their_own_instances() -> None:
     import warnings
 
