@@ -164,12 +164,14 @@ class VipKey(ctypes.Structure):
     _fields_ = [("addr", Addr), ("family", u8), ("pad", u8 * 3)]
 
 
+_ADDR_ZEROS = bytes(16)
+
+
 def to_addr(ip: IPAddress) -> Addr:
-    """An IPv4 address fills the first 4 bytes; the rest stay zero."""
-    a = Addr()
+    """An IPv4 address fills the first 4 bytes; the rest stay zero. (One copy from bytes:
+    a cold start at 10,000 routes makes some 100,000 of these.)"""
     packed = ip.packed
-    ctypes.memmove(ctypes.addressof(a), packed, len(packed))
-    return a
+    return Addr.from_buffer_copy(packed + _ADDR_ZEROS[len(packed):])
 
 
 def from_addr(a: Addr, family: int) -> IPAddress:

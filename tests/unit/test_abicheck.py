@@ -4,6 +4,7 @@ types bcc derives from the real compiled programs)."""
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 from types import SimpleNamespace
 
 import pytest
@@ -97,3 +98,11 @@ def test_per_cpu_values_are_compared_one_cpu_at_a_time() -> None:
     maps = {"svc_stats": ("svc_stats_v1", ctypes.c_uint32, abi.FlowStats)}
     per_cpu = SimpleNamespace(Key=ctypes.c_uint32, Leaf=abi.FlowStats * 2, sLeaf=abi.FlowStats)
     check(lambda name: per_cpu, maps)
+
+
+def test_addresses_fill_the_union_from_its_first_byte_the_rest_zero():
+    v4, v6 = ipaddress.IPv4Address("100.64.1.2"), ipaddress.IPv6Address("fd00::a:1")
+    assert bytes(abi.to_addr(v4)) == v4.packed + bytes(12)
+    assert bytes(abi.to_addr(v6)) == v6.packed
+    assert abi.from_addr(abi.to_addr(v4), abi.FAMILY_V4) == v4
+    assert abi.from_addr(abi.to_addr(v6), abi.FAMILY_V6) == v6
