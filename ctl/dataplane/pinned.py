@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import resource
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,14 +186,11 @@ class PinnedMaps:
     def swap_tables(self, tables: Sequence[tuple[int, object, int]]) -> None:
         """swap_table for many (service id, slots, digest) at once: the inner maps of a
         chunk are built first, then the services point at them in one batch update of
-        the outer map. The kernel waits for running programs (an RCU grace period, 10 to
-        20 ms on a busy 2-core host) after every update of a map of maps; batched, once per
-        chunk, not per table: the fewer chunks the better (a cold start at 10,000 routes
-        waited 40 times with chunks of 256)."""
+        the outer map. The kernel waits for running programs (an RCU grace period, ms)
+        after every update of a map of maps; batched, once per chunk, not per table."""
         template = self._maglev_template()
-        size = swap_chunk()
-        for start in range(0, len(tables), size):
-            chunk = tables[start:start + size]
+        for start in range(0, len(tables), _SWAP_CHUNK):
+            chunk = tables[start:start + _SWAP_CHUNK]
             count = len(chunk)
             ids = (ctypes.c_uint32 * count)(*(service_id for service_id, _, _ in chunk))
             fds = (ctypes.c_int * count)()
@@ -235,20 +231,8 @@ class PinnedMaps:
         return dict(self.items("digests", checkpoint))
 
 
-# Inner maps open at once while swapping tables (file descriptors, until the batch):
-# at most this many, and at most a quarter of what the process may open. Kept under
-# 1,024 so that a descriptor another thread opens meanwhile still suits select().
-_SWAP_CHUNK = 768
-_SWAP_CHUNK_MIN = 64
-
-
-def swap_chunk(open_files_limit: int | None = None) -> int:
-    """How many inner maps swap_tables builds before one update of the outer map."""
-    if open_files_limit is None:
-        open_files_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if open_files_limit == resource.RLIM_INFINITY:
-        return _SWAP_CHUNK
-    return max(_SWAP_CHUNK_MIN, min(_SWAP_CHUNK, open_files_limit // 4))
+# Inner maps open at once while swapping tables (file descriptors, until the batch).
+_SWAP_CHUNK = 256
 # Entries per batch update of an ordinary map: bounds the ctypes arrays of one syscall.
 _PUT_CHUNK = 4096
 # Rows taken from a read between two checkpoints (a few milliseconds of typing them).

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import resource
 import secrets
 import shutil
 import subprocess
@@ -240,7 +239,6 @@ def test_tables_swapped_in_several_chunks_all_arrive(pin_dir, monkeypatch):
     from ctl.dataplane import pinned
 
     monkeypatch.setattr(pinned, "_SWAP_CHUNK", 2)
-    monkeypatch.setattr(pinned, "_SWAP_CHUNK_MIN", 2)
     programs = compile_programs(DataplaneSpec(pin_dir=pin_dir, **TEST_SPEC_SIZES))
     try:
         with PinnedMaps.open(pin_dir, create_control_maps=True) as maps:
@@ -253,11 +251,3 @@ def test_tables_swapped_in_several_chunks_all_arrive(pin_dir, monkeypatch):
     finally:
         del programs
 
-
-def test_the_swap_chunk_follows_the_open_files_limit():
-    from ctl.dataplane.pinned import swap_chunk
-
-    assert swap_chunk(1024) == 256  # systemd's default soft limit: a quarter of it
-    assert swap_chunk(100_000) == 768  # never more than that, whatever the limit
-    assert swap_chunk(64) == 64  # a floor, even for a stingy limit
-    assert swap_chunk(resource.RLIM_INFINITY) == 768
