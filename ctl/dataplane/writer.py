@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import struct
+
+import numpy as np
 
 from . import abi, plan as p
 from .pinned import PinnedMaps
@@ -77,14 +80,17 @@ def _apply_run(maps: PinnedMaps, run: tuple) -> None:
         maps.swap_tables([(op.service_id, op.slots, op.digest) for op in run])
     elif kind is p.PutBackend:
         maps.percpu_reset_many("be_stats", [op.backend_id for op in run if op.fresh])
-        maps.put_many("backends", [(op.backend_id, backend_struct(op.endpoint)) for op in run])
+        maps.put_many_packed("backends", np.array([op.backend_id for op in run], dtype=np.uint32).tobytes(),
+                             b"".join([backend_bytes(op.endpoint) for op in run]))
     elif kind is p.PutFrontend:
         maps.percpu_reset_many("svc_stats", [op.record.service_id for op in run if op.fresh])
         maps.put_many("frontends", [(frontend_key_struct(op.key), frontend_struct(op.record)) for op in run])
     elif kind is p.PutOwner:
         maps.put_many("owners", [(op.service_id, abi.OwnerName(op.owner.encode())) for op in run])
     elif kind is p.PutMember:
-        maps.put_many("members", [(abi.MemberKey(op.service_id, op.backend_id), op.weight_milli) for op in run])
+        keys = np.array([(op.service_id, op.backend_id) for op in run], dtype=np.uint32)  # MemberKey's layout
+        maps.put_many_packed("members", keys.tobytes(),
+                             np.array([op.weight_milli for op in run], dtype=np.uint64).tobytes())
     elif kind is p.PutVip:
         maps.put_many("vips", [(vip_key_struct(op.address), op.count) for op in run])
     else:
@@ -138,6 +144,16 @@ def frontend_struct(record: p.FrontendRecord) -> abi.Frontend:
     for i, address in enumerate(record.snat_addresses):
         value.snat_addrs[i] = abi.to_addr(address)
     return value
+
+
+_ADDR_ZEROS = bytes(16)
+_PORT_FAMILY_PAD = struct.Struct("!HBB")  # the port in network order, the family, the pad byte
+
+
+def backend_bytes(endpoint) -> bytes:
+    """bytes(backend_struct(endpoint)), without making the struct."""
+    packed = endpoint.address.packed
+    return packed + _ADDR_ZEROS[len(packed):] + _PORT_FAMILY_PAD.pack(endpoint.port, abi.family_of(endpoint.address), 0)
 
 
 def backend_struct(endpoint) -> abi.Backend:

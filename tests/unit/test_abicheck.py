@@ -106,3 +106,13 @@ def test_addresses_fill_the_union_from_its_first_byte_the_rest_zero():
     assert bytes(abi.to_addr(v6)) == v6.packed
     assert abi.from_addr(abi.to_addr(v4), abi.FAMILY_V4) == v4
     assert abi.from_addr(abi.to_addr(v6), abi.FAMILY_V6) == v6
+
+
+def test_backends_written_in_bulk_have_the_structs_layout():
+    from types import SimpleNamespace
+
+    from ctl.dataplane.writer import backend_bytes, backend_struct
+
+    for address, port in (("100.64.1.2", 8080), ("fd00::a:1", 443), ("10.0.0.1", 65535)):
+        endpoint = SimpleNamespace(address=ipaddress.ip_address(address), port=port)
+        assert backend_bytes(endpoint) == bytes(backend_struct(endpoint))
