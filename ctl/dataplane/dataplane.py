@@ -153,17 +153,20 @@ class Dataplane:
         at 10,000 routes, and an edit must not wait for it.
 
         The maps are compared one by one with what this object wrote, each read
-        READ_BACK_BATCH rows at a time. As soon as ``edit_waiting()`` is true (asked
-        between batches) it raises ReadBackAbandoned, having written nothing, and the
+        READ_BACK_BATCH rows at a time (fewer once a batch took READ_BACK_SLICE). As
+        soon as ``edit_waiting()`` is true (asked between batches, and after a map's
+        last batch, before its rows are counted) it raises ReadBackAbandoned, having
+        written nothing, and the
         next call goes on where this one stopped: with the map it was reading, from
         the batch it had reached. That is sound because the agent is its maps' only
         writer, and an edit changes them only by writes that ``written`` records: a
         map compared before an edit holds what the edit left (the edit wrote what it
         changed), and the rows of a half-read map are brought up to date with the
         edit's writes (``PartRead.written``), the rest being read as they are then.
-        Each call reads at least one batch before it gives way, so a read-back
-        completes under any trickle of edits (at worst after one call per batch), and
-        an edit never waits for more than one batch. (Starting a map again from its
+        Each call reads at least one batch (or counts one map read through) before it
+        gives way, so a read-back completes under any trickle of edits (at worst after
+        one call per batch and map), and an edit never waits for more than one batch
+        or one count. (Starting a map again from its
         start at each call, as before, needed a whole uninterruptible read of a map
         abandoned too often: 0.3-0.8 s for the backends at 10,000 routes.)
 
